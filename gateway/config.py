@@ -1,0 +1,379 @@
+"""Service configuration: a TOML file, then ``EHDS_*`` environment variables on top.
+
+Every setting has a documented default that is enough for the demo (loopback,
+SQLite under ``data_dir``, keys generated on first start), so
+``ehds hdab serve`` and ``ehds node serve`` start with no file at all.
+Production overrides what it needs. Unknown keys and malformed values are
+refused at start-up (fail closed: a typo must not silently fall back to a
+default). The names map one to one: ``[node.fhir] path`` is
+``EHDS_NODE_FHIR_PATH``; ``data_dir`` is ``EHDS_DATA_DIR``. The full reference
+is ``docs/operators.md``; ``describe_settings()`` generates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gateway.errors import ConfigError
+
+Service = Literal["hdab", "node"]
+ENV_PREFIX = "EHDS_"
+DEFAULT_PORTS: dict[str, int] = {"hdab": 8700, "node": 8710}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the service listens and how much it accepts."""
+
+    host: str = field(default="127.0.0.1", metadata={"doc": "Bind address (loopback by default)."})
+    port: int = field(default=0, metadata={"doc": "TCP port; 0 = 8700 (hdab) / 8710 (node)."})
+    max_body_bytes: int = field(
+        default=1_048_576, metadata={"doc": "Largest accepted request body; larger gets 413."}
+    )
+    shutdown_timeout: float = field(
+        default=10.0, metadata={"doc": "Seconds in-flight requests get on SIGTERM/SIGINT."}
+    )
+    access_log: bool = field(default=True, metadata={"doc": "JSON access log lines on stderr."})
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may write: requests signed with keys listed in ``clients``."""
+
+    clients: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "JWKS file of known client public keys (each with ehds_org and ehds_roles); "
+            "none = every write is refused."
+        },
+    )
+    clock_skew_seconds: int = field(
+        default=30, metadata={"doc": "Allowed difference between the signed time and now."}
+    )
+    replay_cache_size: int = field(
+        default=100_000, metadata={"doc": "Nonces remembered within the time window."}
+    )
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The service's own Merkle audit log."""
+
+    database: str = field(
+        default="",
+        metadata={"doc": "SQLite path or SQLAlchemy URL; empty = <data_dir>/<service>-audit.sqlite."},
+    )
+    origin: str = field(
+        default="", metadata={"doc": "Log identity in checkpoints; empty = '<org>/audit'."}
+    )
+    signing_key: Path | None = field(
+        default=None,
+        metadata={"doc": "Private JWK that signs events and checkpoints; empty = <data_dir>/keys/<service>.jwk."},
+    )
+
+
+@dataclass(frozen=True)
+class HdabSettings:
+    """The health data access body this service runs for."""
+
+    id: str = field(default="hdab-demo", metadata={"doc": "HDAB identifier (iss of permits)."})
+    country: str = field(default="EU", metadata={"doc": "ISO 3166 country code of the HDAB."})
+    database: str = field(
+        default="",
+        metadata={"doc": "Applications/permits store; empty = <data_dir>/hdab.sqlite."},
+    )
+    signing_key: Path | None = field(
+        default=None,
+        metadata={"doc": "Private JWK signing permits and status lists; empty = the audit key."},
+    )
+    trust_list: Path | None = field(
+        default=None, metadata={"doc": "Trust list of co-issuing HDAB keys (cross-border permits)."}
+    )
+
+
+@dataclass(frozen=True)
+class FhirSettings:
+    """Where the hospital's FHIR data comes from."""
+
+    kind: str = field(
+        default="ndjson", metadata={"doc": "ndjson | bundle | search | export (network kinds need base_url)."}
+    )
+    path: Path | None = field(default=None, metadata={"doc": "File or folder for ndjson/bundle sources."})
+    base_url: str = field(default="", metadata={"doc": "FHIR base URL for search/export sources."})
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """The Flower SuperNode next to this gateway."""
+
+    mode: str = field(
+        default="off",
+        metadata={"doc": "off | connect (report a SuperNode run elsewhere) | run (start it as a child)."},
+    )
+    superlink: str = field(
+        default="127.0.0.1:9092", metadata={"doc": "SuperLink Fleet API address host:port."}
+    )
+    command: tuple[str, ...] = field(
+        default=(),
+        metadata={"doc": "Command line of the SuperNode when mode = run (comma-separated in env)."},
+    )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The hospital gateway (data holder) this service runs for."""
+
+    site: str = field(default="hospital-demo", metadata={"doc": "Data holder identifier."})
+    disclosure_floor: int = field(
+        default=5, metadata={"doc": "Smallest count ever returned (at least 5); smaller is suppressed."}
+    )
+    trust_list: Path | None = field(
+        default=None, metadata={"doc": "HDAB keys this node accepts permits from."}
+    )
+    opt_out: Path | None = field(
+        default=None, metadata={"doc": "Opt-out registry (Consent bundle or id list); applied before counting."}
+    )
+    fhir: FhirSettings = field(default_factory=FhirSettings)
+    flower: FlowerSettings = field(default_factory=FlowerSettings)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything one service process needs; immutable once loaded."""
+
+    service: str = "hdab"
+    data_dir: Path = field(
+        default=Path(".ehds"), metadata={"doc": "Where databases and generated keys live."}
+    )
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    hdab: HdabSettings = field(default_factory=HdabSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
+
+    # ---- resolved values (defaults that depend on other settings)
+    @property
+    def port(self) -> int:
+        return self.server.port or DEFAULT_PORTS.get(self.service, 8700)
+
+    @property
+    def org(self) -> str:
+        return self.hdab.id if self.service == "hdab" else self.node.site
+
+    @property
+    def audit_database(self) -> str:
+        return self.audit.database or str(self.data_dir / f"{self.service}-audit.sqlite")
+
+    @property
+    def audit_origin(self) -> str:
+        return self.audit.origin or f"{self.org}/audit"
+
+    @property
+    def audit_signing_key(self) -> Path:
+        return self.audit.signing_key or self.data_dir / "keys" / f"{self.service}.jwk"
+
+    @property
+    def hdab_database(self) -> str:
+        return self.hdab.database or str(self.data_dir / "hdab.sqlite")
+
+    @property
+    def hdab_signing_key(self) -> Path:
+        return self.hdab.signing_key or self.audit_signing_key
+
+
+T = TypeVar("T")
+_SECTIONS_BY_SERVICE: dict[str, frozenset[str]] = {
+    "hdab": frozenset({"server", "auth", "audit", "hdab"}),
+    "node": frozenset({"server", "auth", "audit", "node"}),
+}
+
+
+def _is_settings(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Turn a TOML or environment value into the declared type, or refuse it."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or value == "":
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{where}: expected a boolean")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    if tp is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{where}: expected a path")
+        return Path(value).expanduser()
+    if origin is tuple:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise ConfigError(f"{where}: expected a list of strings")
+        if not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(items)
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _build(cls: type[T], table: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> T:
+    """One settings dataclass from its TOML table, environment variables taking precedence."""
+    hints = _hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{prefix.lower() or 'top level'}]: {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        name = f"{prefix}_{f.name}" if prefix else f.name
+        if _is_settings(tp):
+            sub = table.get(f.name, {})
+            if not isinstance(sub, Mapping):
+                raise ConfigError(f"[{name.lower()}] must be a table")
+            kwargs[f.name] = _build(tp, sub, env, name)
+            continue
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in env:
+            kwargs[f.name] = _coerce(env[env_name], tp, env_name)
+        elif f.name in table:
+            kwargs[f.name] = _coerce(table[f.name], tp, name.replace("_", ".", 1).lower())
+    return cls(**kwargs)
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    service: Service = "hdab",
+    env: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """Read ``path`` (optional) and the environment into a checked :class:`GatewayConfig`.
+
+    ``EHDS_CONFIG`` names the file when ``path`` is not given. Relative paths
+    in the file stay relative to the working directory, as operators expect
+    from a command line.
+    """
+    import os
+
+    environ: Mapping[str, str] = os.environ if env is None else env
+    if path is None and environ.get("EHDS_CONFIG"):
+        path = environ["EHDS_CONFIG"]
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file is not valid TOML: {exc}") from None
+    allowed = _SECTIONS_BY_SERVICE[service] | {"data_dir"}
+    # A shared file may hold both services' sections; each takes only its own.
+    table = {k: v for k, v in table.items() if k in allowed or k not in {"hdab", "node"}}
+    table.setdefault("service", service)
+    if table["service"] != service:
+        raise ConfigError("'service' in the file does not match the command")
+    config = _build(GatewayConfig, table, {k: v for k, v in environ.items() if k != "EHDS_SERVICE"}, "")
+    validate(config)
+    return config
+
+
+def validate(config: GatewayConfig) -> None:
+    """Range checks that the types alone cannot express."""
+    s = config.server
+    if not 0 <= s.port <= 65535:
+        raise ConfigError("server.port must be between 0 and 65535")
+    if not 1024 <= s.max_body_bytes <= 64 * 1024 * 1024:
+        raise ConfigError("server.max_body_bytes must be between 1 KiB and 64 MiB")
+    if s.shutdown_timeout < 0:
+        raise ConfigError("server.shutdown_timeout must not be negative")
+    a = config.auth
+    if not 1 <= a.clock_skew_seconds <= 300:
+        raise ConfigError("auth.clock_skew_seconds must be between 1 and 300")
+    if a.replay_cache_size < 1000:
+        raise ConfigError("auth.replay_cache_size must be at least 1000")
+    if config.node.disclosure_floor < 5:
+        raise ConfigError("node.disclosure_floor must be at least 5")
+    if config.node.fhir.kind not in {"ndjson", "bundle", "search", "export"}:
+        raise ConfigError("node.fhir.kind must be one of ndjson, bundle, search, export")
+    if config.node.flower.mode not in {"off", "connect", "run"}:
+        raise ConfigError("node.flower.mode must be one of off, connect, run")
+    if config.node.flower.mode == "run" and not config.node.flower.command:
+        raise ConfigError("node.flower.command is required when node.flower.mode = run")
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    toml: str
+    env: str
+    default: str
+    doc: str
+
+
+def describe_settings(cls: type = GatewayConfig, prefix: str = "") -> Iterator[SettingDoc]:
+    """Every setting with its TOML key, environment variable, default and meaning."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == "service":
+            continue
+        tp = hints[f.name]
+        name = f"{prefix}_{f.name}" if prefix else f.name
+        if _is_settings(tp):
+            yield from describe_settings(tp, name)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        toml = f"[{prefix.lower().replace('_', '.')}] {f.name}" if prefix else f.name
+        yield SettingDoc(toml, ENV_PREFIX + name.upper(), repr(default), str(f.metadata.get("doc", "")))
+
+
+__all__ = [
+    "AuditSettings",
+    "AuthSettings",
+    "FhirSettings",
+    "FlowerSettings",
+    "GatewayConfig",
+    "HdabSettings",
+    "NodeSettings",
+    "ServerSettings",
+    "describe_settings",
+    "load_config",
+    "validate",
+]

@@ -1,0 +1,154 @@
+"""The two middlewares every request passes through.
+
+``observe`` (outermost): request id, timing, the JSON access log line, metrics,
+and the one place exceptions become problem+json. Logged are the route
+*template*, method, status, durations, sizes, the signer's ``kid`` and the
+problem code: never client addresses, query strings, bodies or identifiers.
+
+``guard`` (inner): the body-size limit (checked on ``Content-Length`` before
+reading, and while reading for chunked bodies), the JSON content type for
+writes, and the signature check for every non-public route. The body is read
+once here, so the signature covers exactly the bytes the handler parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+import uuid
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import BodyTooLargeError, GatewayError, UnsupportedMediaTypeError
+from gateway.http.auth import Principal, RequestVerifier, require_role
+from gateway.http.metrics import Metrics
+from gateway.http.problem import HTTP_CODES, problem_response, status_for_code
+from gateway.http.routing import JSON_TYPE, SAFE_METHODS, Handler, spec_for
+
+ACCESS_LOG = logging.getLogger("ehds.access")
+ERROR_LOG = logging.getLogger("ehds.error")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+METRICS_KEY = web.AppKey("ehds_metrics", Metrics)
+VERIFIER_KEY = web.AppKey("ehds_verifier", RequestVerifier)
+MAX_BODY_KEY = web.AppKey("ehds_max_body", int)
+SERVICE_KEY = web.AppKey("ehds_service", str)
+
+
+def _problem_for(exc: BaseException, request: web.Request) -> web.Response:
+    if isinstance(exc, GatewayError):
+        return problem_response(exc.status, exc.code, exc.title, str(exc))
+    if isinstance(exc, web.HTTPException):
+        status = exc.status
+        code = HTTP_CODES.get(status, f"HTTP_{status}")
+        headers: dict[str, str] = {}
+        if status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
+            headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        if status == 413:
+            detail = "request body exceeds the configured limit"
+        elif status == 404:
+            detail = "no such endpoint"
+        else:
+            detail = exc.reason
+        return problem_response(status, code, exc.reason, detail, headers=headers or None)
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and re.match(r"^[A-Z0-9_]{2,64}$", code):
+        # A domain package refused: its message is ids, hashes and counts by contract.
+        status = getattr(exc, "http_status", None)
+        if not isinstance(status, int):
+            status = status_for_code(code)
+        title = type(exc).__name__
+        return problem_response(status, code, title, str(exc) if status < 500 else None)
+    return problem_response(500, "INTERNAL_ERROR", "Internal error", "see the service log")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    rid = request.headers.get("X-Request-Id", "")
+    if not REQUEST_ID.match(rid):
+        rid = uuid.uuid4().hex
+    request["request_id"] = rid
+    try:
+        response = await handler(request)
+    except Exception as exc:
+        response = _problem_for(exc, request)
+        if response.status >= 500:
+            # Type and frames only: messages of unexpected errors may carry anything.
+            ERROR_LOG.error(
+                orjson.dumps(
+                    {
+                        "event": "request.error",
+                        "request_id": rid,
+                        "error": type(exc).__name__,
+                        "frames": [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)][-5:],
+                    }
+                ).decode()
+            )
+    response.headers["X-Request-Id"] = rid
+    elapsed = time.perf_counter() - started
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    code = response.get("problem_code") if isinstance(response, web.Response) else None
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is not None:
+        metrics.observe_request(request.method, route, response.status, elapsed, code)
+    if ACCESS_LOG.isEnabledFor(logging.INFO):
+        principal: Principal | None = request.get("principal")
+        ACCESS_LOG.info(
+            orjson.dumps(
+                {
+                    "event": "http.request",
+                    "service": request.app.get(SERVICE_KEY, ""),
+                    "request_id": rid,
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status,
+                    "ms": round(elapsed * 1000, 3),
+                    "bytes_in": request.content_length or 0,
+                    "bytes_out": response.content_length or 0,
+                    "kid": principal.kid if principal else None,
+                    "code": code,
+                }
+            ).decode()
+        )
+    return response
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    spec = spec_for(request)
+    if spec is None:  # unmatched: let aiohttp raise 404/405
+        return await handler(request)
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(f"request body exceeds {limit} bytes")
+    if request.method not in SAFE_METHODS:
+        if request.can_read_body and request.content_type != JSON_TYPE:
+            raise UnsupportedMediaTypeError(f"request body must be {JSON_TYPE}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLargeError(f"request body exceeds {limit} bytes") from None
+    else:
+        if request.can_read_body:
+            raise UnsupportedMediaTypeError("this method takes no body")
+        body = b""
+    request["body"] = body
+    if not spec.public:
+        verifier = request.app[VERIFIER_KEY]
+        principal = verifier.verify(
+            request.headers.get("Authorization"),
+            method="GET" if request.method == "HEAD" else request.method,
+            path=request.raw_path,
+            body=body,
+        )
+        require_role(principal, spec.roles)
+        request["principal"] = principal
+    return await handler(request)
+
+
+__all__ = ["MAX_BODY_KEY", "METRICS_KEY", "SERVICE_KEY", "VERIFIER_KEY", "guard", "observe"]
