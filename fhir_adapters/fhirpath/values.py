@@ -1,0 +1,280 @@
+"""FHIRPath values beyond plain JSON: partial dates/times and quantities, and the
+equality / ordering rules that need them.
+
+JSON data stays as parsed (``str``, ``int``, ``float``, ``bool``, ``dict``); only
+literals, typed ViewDefinition constants and boundary results are wrapped.
+When a wrapped temporal meets a JSON string, the string is read with the same
+kind (a ``date`` constant compared with ``birthDate`` reads ``birthDate`` as a date).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_DATE_RE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_TIME_RE = re.compile(r"(\d{2})(?::(\d{2})(?::(\d{2}(?:\.\d+)?))?)?")
+_TZ_RE = re.compile(r"Z|([+-])(\d{2}):(\d{2})")
+
+
+class Temporal:
+    """A FHIRPath Date, DateTime or Time with its precision (number of parts) and offset."""
+
+    __slots__ = ("kind", "parts", "text", "tz")
+
+    def __init__(self, kind: str, parts: tuple[Any, ...], tz: int | None, text: str) -> None:
+        self.kind = kind  # "Date" | "DateTime" | "Time"
+        self.parts = parts  # (Y, M, D, h, m, s.fff) — as many as the precision (Time: h, m, s)
+        self.tz = tz  # offset in minutes, None when not given
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Temporal({self.kind}, {self.text!r})"
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str, kind: str) -> Temporal:
+        """Read ``text`` as ``kind``; raises ValueError when it is not one."""
+        if kind == "Time":
+            m = _TIME_RE.fullmatch(text)
+            if m is None:
+                raise ValueError("not a time")
+            return cls("Time", _time_parts(m), None, text)
+        m = _DATE_RE.match(text)
+        if m is None:
+            raise ValueError("not a date")
+        parts: list[Any] = [int(g) for g in m.groups() if g is not None]
+        rest = text[m.end() :]
+        tz: int | None = None
+        if rest:
+            if kind == "Date" or rest[0] != "T":
+                raise ValueError("not a date")
+            rest = rest[1:]
+            tm = _TIME_RE.match(rest)
+            if tm is not None:
+                if len(parts) != 3:
+                    raise ValueError("time on a partial date")
+                parts.extend(_time_parts(tm))
+                rest = rest[tm.end() :]
+            if rest:
+                zm = _TZ_RE.fullmatch(rest)
+                if zm is None:
+                    raise ValueError("bad timezone")
+                tz = 0 if zm.group(0) == "Z" else _offset(zm)
+            kind = "DateTime"
+        return cls(kind, tuple(parts), tz, text)
+
+    def utc_parts(self) -> tuple[Any, ...]:
+        """Parts shifted to UTC when an offset is known and the precision reaches hours."""
+        p = self.parts
+        if self.tz is None or self.tz == 0 or len(p) < 4 or self.kind == "Time":
+            return p
+        minute = p[4] if len(p) > 4 else 0
+        dt = datetime(p[0], p[1], p[2], p[3], minute) - timedelta(minutes=self.tz)
+        shifted = (dt.year, dt.month, dt.day, dt.hour, dt.minute)
+        return shifted[: len(p)] + p[5:]
+
+
+def _time_parts(m: re.Match[str]) -> tuple[Any, ...]:
+    h, mi, s = m.groups()
+    out: list[Any] = [int(h)]
+    if mi is not None:
+        out.append(int(mi))
+    if s is not None:
+        out.append(float(s))
+    return tuple(out)
+
+
+def _offset(m: re.Match[str]) -> int:
+    sign = -1 if m.group(1) == "-" else 1
+    return sign * (int(m.group(2)) * 60 + int(m.group(3)))
+
+
+class Quantity:
+    """A FHIRPath quantity literal (value + unit). FHIR Quantity elements stay dicts."""
+
+    __slots__ = ("unit", "value")
+
+    def __init__(self, value: int | float, unit: str) -> None:
+        self.value = value
+        self.unit = unit
+
+    def __repr__(self) -> str:
+        return f"Quantity({self.value!r}, {self.unit!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Quantity) and (self.value, self.unit) == (other.value, other.unit)
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.unit))
+
+
+def as_temporal(value: Any, kind: str) -> Temporal | None:
+    """``value`` as a temporal of ``kind`` (strings are parsed), else None."""
+    if isinstance(value, Temporal):
+        return value
+    if isinstance(value, str):
+        try:
+            t = Temporal.parse(value, "Time" if kind == "Time" else "DateTime")
+        except ValueError:
+            return None
+        return t
+    return None
+
+
+def compare_temporal(a: Temporal, b: Temporal) -> int | None:
+    """-1/0/1, or None when the precisions differ and the common prefix is equal."""
+    if (a.kind == "Time") != (b.kind == "Time"):
+        return None
+    pa, pb = a.utc_parts(), b.utc_parts()
+    for x, y in zip(pa, pb, strict=False):
+        if x != y:
+            return -1 if x < y else 1
+    if len(pa) == len(pb):
+        return 0
+    # seconds vs milliseconds are one precision in FHIRPath; other mismatches are unknown
+    return None
+
+
+def _temporal_pair(a: Any, b: Any) -> tuple[Temporal, Temporal] | None:
+    if isinstance(a, Temporal):
+        tb = as_temporal(b, a.kind)
+        return None if tb is None else (a, tb)
+    if isinstance(b, Temporal):
+        ta = as_temporal(a, b.kind)
+        return None if ta is None else (ta, b)
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return (type(v) is int or type(v) is float) or isinstance(v, Decimal)
+
+
+def item_equal(a: Any, b: Any) -> bool | None:
+    """FHIRPath ``=`` on two single items: True, False, or None (unknown)."""
+    ta, tb = type(a), type(b)
+    if ta is tb and ta is not Temporal:
+        return bool(a == b)
+    if ta is Temporal or tb is Temporal:
+        pair = _temporal_pair(a, b)
+        if pair is None:
+            return False
+        c = compare_temporal(*pair)
+        return None if c is None else c == 0
+    if ta is bool or tb is bool:
+        return False
+    if _is_number(a) and _is_number(b):
+        return bool(a == b)
+    if ta is Quantity and tb is dict:
+        return _quantity_dict_equal(a, b)
+    if tb is Quantity and ta is dict:
+        return _quantity_dict_equal(b, a)
+    return False
+
+
+def _quantity_dict_equal(q: Quantity, d: dict[str, Any]) -> bool:
+    unit = d.get("code", d.get("unit"))
+    return bool(d.get("value") == q.value and unit == q.unit)
+
+
+def item_equivalent(a: Any, b: Any) -> bool:
+    """FHIRPath ``~``: case/whitespace-insensitive strings, unknown precision is False."""
+    if isinstance(a, str) and isinstance(b, str):
+        return " ".join(a.lower().split()) == " ".join(b.lower().split())
+    if _is_number(a) and _is_number(b) and type(a) is not bool and type(b) is not bool:
+        da, db = to_decimal(a), to_decimal(b)
+        if da is None or db is None:
+            return False
+        places = min(-da.as_tuple().exponent, -db.as_tuple().exponent, 8)  # type: ignore[operator]
+        q = Decimal(1).scaleb(-max(int(places), 0))
+        return da.quantize(q) == db.quantize(q)
+    return bool(item_equal(a, b))
+
+
+def compare_items(a: Any, b: Any) -> int | None:
+    """Ordering of two single items (for ``< > <= >=``); None when not comparable."""
+    ta, tb = type(a), type(b)
+    if ta is Temporal or tb is Temporal:
+        pair = _temporal_pair(a, b)
+        return None if pair is None else compare_temporal(*pair)
+    if ta is bool or tb is bool:
+        return None
+    if _is_number(a) and _is_number(b):
+        return -1 if a < b else (1 if a > b else 0)
+    if ta is str and tb is str:
+        return -1 if a < b else (1 if a > b else 0)
+    if ta is Quantity and tb is Quantity and a.unit == b.unit:
+        return compare_items(a.value, b.value)
+    return None
+
+
+def to_decimal(v: Any) -> Decimal | None:
+    """Exact decimal of a JSON number (via its shortest repr, so 0.1 stays 0.1)."""
+    try:
+        return Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+
+
+def decimal_places(v: Any) -> int:
+    """Number of significant decimal places written in ``v`` (1.0 -> 1, 3 -> 0)."""
+    d = to_decimal(v)
+    if d is None:
+        return 0
+    exp = d.as_tuple().exponent
+    return max(-exp, 0) if isinstance(exp, int) else 0
+
+
+def number_boundary(v: Any, high: bool) -> float | None:
+    """lowBoundary/highBoundary of a decimal: ±half a unit in the last written place."""
+    d = to_decimal(v)
+    if d is None:
+        return None
+    places = decimal_places(v)
+    half = Decimal(5).scaleb(-(places + 1))
+    return float(d + half if high else d - half)
+
+
+def temporal_boundary(t: Temporal, high: bool) -> Temporal:
+    """Earliest/latest instant a partial date/dateTime/time can denote."""
+    p = list(t.parts)
+    if t.kind == "Time":
+        h = p[0]
+        mi = p[1] if len(p) > 1 else (59 if high else 0)
+        s = p[2] if len(p) > 2 else None
+        sec = _sec_text(s, high)
+        text = f"{h:02d}:{mi:02d}:{sec}"
+        return Temporal("Time", (h, mi, float(sec)), None, text)
+    year = p[0]
+    month = p[1] if len(p) > 1 else (12 if high else 1)
+    day = p[2] if len(p) > 2 else (calendar.monthrange(year, month)[1] if high else 1)
+    if t.kind == "Date":
+        text = f"{year:04d}-{month:02d}-{day:02d}"
+        return Temporal("Date", (year, month, day), None, text)
+    hour = p[3] if len(p) > 3 else (23 if high else 0)
+    minute = p[4] if len(p) > 4 else (59 if high else 0)
+    sec = _sec_text(p[5] if len(p) > 5 else None, high)
+    if t.tz is None:
+        tz_text = "-12:00" if high else "+14:00"
+        tz = -720 if high else 840
+    else:
+        tz = t.tz
+        sign = "-" if tz < 0 else "+"
+        tz_text = f"{sign}{abs(tz) // 60:02d}:{abs(tz) % 60:02d}"
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{sec}{tz_text}"
+    return Temporal("DateTime", (year, month, day, hour, minute, float(sec)), tz, text)
+
+
+def _sec_text(s: float | None, high: bool) -> str:
+    if s is None:
+        return "59.999" if high else "00.000"
+    whole = int(s)
+    frac = round(s - whole, 3)
+    if frac == 0 and float(s).is_integer():
+        return f"{whole:02d}.999" if high else f"{whole:02d}.000"
+    return f"{s:06.3f}"

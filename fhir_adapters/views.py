@@ -1,0 +1,538 @@
+"""SQL-on-FHIR v2 ViewDefinition runner: validate and compile once, then stream rows.
+
+``compile_view(view)`` checks the whole ViewDefinition before any data is read
+(unknown keys, bad column names, unionAll branches whose columns differ,
+undefined constants, FHIRPath syntax) and raises ``ViewDefinitionError``. The
+result, a ``CompiledView``, holds one closure tree per select node; running it
+over a resource stream allocates one tuple per output row and nothing per
+expression environment.
+
+Row assembly follows the spec's algorithm: a select node evaluates its own
+columns, then each nested ``select`` (cross product), then the ``unionAll``
+branches (concatenated); ``forEach``/``forEachOrNull``/``repeat`` run the node
+once per item, with ``%rowIndex`` the item's index. A node's columns are a
+contiguous span of the view's columns (own columns, then nested selects, then
+unionAll), so partial rows are plain tuples joined by concatenation.
+
+Errors on one resource (a ``where`` path that is not boolean, several values in
+a non-collection column) raise ``ViewEvaluationError`` carrying the resource
+type and stream index only, never content. ``rows(..., on_error=callback)``
+reports the error and continues with the next resource instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from fhir_adapters.errors import (
+    FhirAdapterError,
+    FhirPathCompileError,
+    FhirPathSyntaxError,
+    ViewDefinitionError,
+    ViewEvaluationError,
+)
+from fhir_adapters.fhirpath import Compiler, Context, Fn, Quantity, Temporal, parse
+
+__all__ = [
+    "Column",
+    "CompiledView",
+    "ExpressionEngine",
+    "compile_view",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESOURCE_RE = re.compile(r"^[A-Z][A-Za-z0-9]{1,63}$")
+
+_SELECT_KEYS = frozenset(
+    {"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll", "extension", "id"}
+)
+_COLUMN_KEYS = frozenset(
+    {"name", "path", "type", "collection", "description", "tag", "extension", "id"}
+)
+
+# valueX of a ViewDefinition constant -> how to read it
+_CONSTANT_TYPES: dict[str, str] = {
+    "valueBase64Binary": "str",
+    "valueCanonical": "str",
+    "valueCode": "str",
+    "valueId": "str",
+    "valueOid": "str",
+    "valueString": "str",
+    "valueUri": "str",
+    "valueUrl": "str",
+    "valueUuid": "str",
+    "valueMarkdown": "str",
+    "valueBoolean": "bool",
+    "valueInteger": "int",
+    "valueInteger64": "int",
+    "valuePositiveInt": "int",
+    "valueUnsignedInt": "int",
+    "valueDecimal": "number",
+    "valueDate": "Date",
+    "valueDateTime": "DateTime",
+    "valueInstant": "DateTime",
+    "valueTime": "Time",
+}
+
+# A FHIRPath backend: expression source + constants -> compiled function.
+ExpressionEngine = Callable[[str, Mapping[str, list[Any]]], Fn]
+
+
+def native_engine(source: str, constants: Mapping[str, list[Any]]) -> Fn:
+    """The built-in compiler (``fhir_adapters.fhirpath``)."""
+    return Compiler(constants).compile(parse(source))
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One output column: its name, declared FHIR type (if any) and collection flag."""
+
+    name: str
+    type: str | None
+    collection: bool
+
+
+# --------------------------------------------------------------------------- plan
+
+
+class _ColumnPlan:
+    __slots__ = ("collection", "fn", "name", "path")
+
+    def __init__(self, name: str, path: str, fn: Fn, collection: bool) -> None:
+        self.name = name
+        self.path = path
+        self.fn = fn
+        self.collection = collection
+
+
+class _SelectPlan:
+    """Compiled select node; ``rows`` returns the node's partial rows as tuples."""
+
+    __slots__ = (
+        "columns",
+        "iter_fn",
+        "mode",
+        "null_row",
+        "repeat_fns",
+        "selects",
+        "union",
+        "width",
+    )
+
+    def __init__(self) -> None:
+        self.mode: str | None = None  # None | forEach | forEachOrNull | repeat
+        self.iter_fn: Fn | None = None
+        self.repeat_fns: list[Fn] = []
+        self.columns: list[_ColumnPlan] = []
+        self.selects: list[_SelectPlan] = []
+        self.union: list[_SelectPlan] = []
+        self.width = 0
+        self.null_row: tuple[Any, ...] = ()
+
+    def rows(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
+        mode = self.mode
+        if mode is None:
+            return self.body(focus, ctx)
+        if mode == "repeat":
+            items = self._repeat(focus, ctx)
+        else:
+            assert self.iter_fn is not None
+            items = self.iter_fn(focus, ctx)
+        saved = ctx.row_index
+        out: list[tuple[Any, ...]] = []
+        try:
+            if items:
+                for i, item in enumerate(items):
+                    ctx.row_index = i
+                    out.extend(self.body([item], ctx))
+            elif mode == "forEachOrNull":
+                ctx.row_index = 0
+                out = self.body([], ctx) or [self.null_row]
+        finally:
+            ctx.row_index = saved
+        return out
+
+    def _repeat(self, focus: list[Any], ctx: Context) -> list[Any]:
+        """Depth-first, pre-order closure of the repeat paths (spec order)."""
+        out: list[Any] = []
+        fns = self.repeat_fns
+
+        def walk(node: Any, depth: int) -> None:
+            if depth > 200:
+                raise ViewEvaluationError(
+                    "repeat: nesting deeper than 200", code="VIEW_REPEAT_DEPTH"
+                )
+            for fn in fns:
+                for child in fn([node], ctx):
+                    out.append(child)
+                    walk(child, depth + 1)
+
+        for item in focus:
+            walk(item, 0)
+        return out
+
+    def body(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
+        own = tuple([_column_value(c, focus, ctx) for c in self.columns])
+        rows = [own]
+        for sub in self.selects:
+            subrows = sub.rows(focus, ctx)
+            if not subrows:
+                return []
+            if len(subrows) == 1:
+                s0 = subrows[0]
+                rows = [r + s0 for r in rows]
+            else:
+                rows = [r + s for r in rows for s in subrows]
+        if self.union:
+            urows: list[tuple[Any, ...]] = []
+            for branch in self.union:
+                urows.extend(branch.rows(focus, ctx))
+            if not urows:
+                return []
+            rows = [r + u for r in rows for u in urows]
+        return rows
+
+
+_WRAPPED = (Temporal, Quantity, Decimal)
+
+
+def _out(v: Any) -> Any:
+    """FHIRPath value -> JSON-compatible column value."""
+    t = type(v)
+    if t is Temporal:
+        return v.text
+    if t is Quantity:
+        return {"value": v.value, "unit": v.unit}
+    if t is Decimal:
+        return float(v)
+    return v
+
+
+def _column_value(col: _ColumnPlan, focus: list[Any], ctx: Context) -> Any:
+    v = col.fn(focus, ctx)
+    if col.collection:
+        return [_out(x) if type(x) in _WRAPPED else x for x in v]
+    if not v:
+        return None
+    if len(v) == 1:
+        x = v[0]
+        return _out(x) if type(x) in _WRAPPED else x
+    raise ViewEvaluationError(
+        f"column {col.name!r} is not a collection but its path returned {len(v)} values",
+        code="VIEW_COLUMN_NOT_SINGLE",
+    )
+
+
+# --------------------------------------------------------------------------- compiled view
+
+
+class CompiledView:
+    """A validated, compiled ViewDefinition; run it with ``rows(resources)``."""
+
+    def __init__(
+        self,
+        resource: str,
+        columns: list[Column],
+        root: _SelectPlan,
+        where: list[tuple[str, Fn]],
+        name: str | None,
+    ) -> None:
+        self.resource = resource
+        self.columns = columns
+        self.column_names: tuple[str, ...] = tuple(c.name for c in columns)
+        self.name = name
+        self._root = root
+        self._where = where
+
+    def __repr__(self) -> str:
+        return f"CompiledView(resource={self.resource!r}, columns={list(self.column_names)!r})"
+
+    def evaluate_tuples(self, resource: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of one resource (assumed of ``self.resource`` type) as tuples in column order.
+
+        Raises ``ViewEvaluationError`` (or a ``FhirPathEvaluationError``) on bad data.
+        """
+        ctx = Context(resource, 0)
+        focus = [resource]
+        for path, fn in self._where:
+            r = fn(focus, ctx)
+            if not r:
+                return []
+            if len(r) != 1 or type(r[0]) is not bool:
+                raise ViewEvaluationError(
+                    f"where path {path!r} did not evaluate to a boolean",
+                    code="VIEW_WHERE_NOT_BOOLEAN",
+                )
+            if r[0] is not True:
+                return []
+        return self._root.rows(focus, ctx)
+
+    def evaluate(self, resource: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Rows of one resource as dicts (column order preserved)."""
+        names = self.column_names
+        return [dict(zip(names, t, strict=True)) for t in self.evaluate_tuples(resource)]
+
+    def tuples(
+        self,
+        resources: Iterable[Any],
+        *,
+        on_error: Callable[[ViewEvaluationError], None] | None = None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Like ``rows`` but yields tuples in ``columns`` order (no dict per row)."""
+        rtype = self.resource
+        for index, res in enumerate(resources):
+            if type(res) is not dict:
+                if isinstance(res, Mapping):
+                    res = dict(res)
+                else:
+                    err = ViewEvaluationError(
+                        "stream item is not a JSON object", code="VIEW_NOT_A_RESOURCE", index=index
+                    )
+                    if on_error is None:
+                        raise err
+                    on_error(err)
+                    continue
+            if res.get("resourceType") != rtype:
+                continue
+            try:
+                out = self.evaluate_tuples(res)
+            except (FhirAdapterError, TypeError, ValueError, AttributeError, KeyError,
+                    IndexError, ArithmeticError, RecursionError) as exc:  # fmt: skip
+                err = _wrap(exc, rtype, index)
+                if on_error is None:
+                    raise err from exc
+                on_error(err)
+                continue
+            yield from out
+
+    def rows(
+        self,
+        resources: Iterable[Any],
+        *,
+        on_error: Callable[[ViewEvaluationError], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Rows (dicts keyed by column name, in column order) for every matching resource.
+
+        Resources of other types are skipped. A resource whose evaluation fails
+        raises ``ViewEvaluationError`` — unless ``on_error`` is given, in which
+        case the error is passed to it and the run continues (no partial rows of
+        that resource are emitted).
+        """
+        names = self.column_names
+        for t in self.tuples(resources, on_error=on_error):
+            yield dict(zip(names, t, strict=True))
+
+
+def _wrap(exc: BaseException, rtype: str, index: int) -> ViewEvaluationError:
+    if isinstance(exc, ViewEvaluationError):
+        exc.resource_type = rtype
+        exc.index = index
+        return exc
+    code = exc.code if isinstance(exc, FhirAdapterError) else "VIEW_BAD_DATA"
+    msg = str(exc) if isinstance(exc, FhirAdapterError) else type(exc).__name__
+    return ViewEvaluationError(
+        f"{rtype} #{index}: {msg}", code=code, resource_type=rtype, index=index
+    )
+
+
+# --------------------------------------------------------------------------- compile
+
+
+class _ViewCompiler:
+    def __init__(self, engine: ExpressionEngine, constants: Mapping[str, list[Any]]) -> None:
+        self.engine = engine
+        self.constants = constants
+        self.names: set[str] = set()
+
+    def expr(self, source: Any, where: str) -> Fn:
+        if not isinstance(source, str) or not source.strip():
+            raise ViewDefinitionError(f"{where}: FHIRPath expression must be a non-empty string")
+        try:
+            return self.engine(source, self.constants)
+        except (FhirPathSyntaxError, FhirPathCompileError) as exc:
+            raise ViewDefinitionError(f"{where}: {exc}", code="VIEW_BAD_FHIRPATH") from exc
+
+    def select(self, node: Any, where: str) -> tuple[_SelectPlan, list[Column]]:
+        if not isinstance(node, Mapping):
+            raise ViewDefinitionError(f"{where}: select must be an object")
+        unknown = set(node) - _SELECT_KEYS
+        if unknown:
+            raise ViewDefinitionError(f"{where}: unknown keys {sorted(unknown)}")
+        plan = _SelectPlan()
+        modes = [k for k in ("forEach", "forEachOrNull", "repeat") if k in node]
+        if len(modes) > 1:
+            raise ViewDefinitionError(f"{where}: only one of forEach/forEachOrNull/repeat")
+        if modes:
+            mode = modes[0]
+            plan.mode = mode
+            if mode == "repeat":
+                paths = node["repeat"]
+                if not isinstance(paths, list) or not paths:
+                    raise ViewDefinitionError(f"{where}.repeat: must be a non-empty list")
+                plan.repeat_fns = [
+                    self.expr(p, f"{where}.repeat[{i}]") for i, p in enumerate(paths)
+                ]
+            else:
+                plan.iter_fn = self.expr(node[mode], f"{where}.{mode}")
+        if not any(k in node for k in ("column", "select", "unionAll")):
+            raise ViewDefinitionError(f"{where}: needs column, select or unionAll")
+        columns: list[Column] = []
+        cols = node.get("column", [])
+        if not isinstance(cols, list):
+            raise ViewDefinitionError(f"{where}.column: must be a list")
+        for i, col in enumerate(cols):
+            cplan, cdef = self.column(col, f"{where}.column[{i}]")
+            plan.columns.append(cplan)
+            columns.append(cdef)
+        subs = node.get("select", [])
+        if not isinstance(subs, list):
+            raise ViewDefinitionError(f"{where}.select: must be a list")
+        for i, sub in enumerate(subs):
+            splan, scols = self.select(sub, f"{where}.select[{i}]")
+            plan.selects.append(splan)
+            columns.extend(scols)
+        if "unionAll" in node:
+            branches = node["unionAll"]
+            if not isinstance(branches, list) or not branches:
+                raise ViewDefinitionError(f"{where}.unionAll: must be a non-empty list")
+            first: list[Column] | None = None
+            names_before = set(self.names)
+            for i, br in enumerate(branches):
+                # each branch declares the same columns: check names against the view once
+                self.names = set(names_before)
+                bplan, bcols = self.select(br, f"{where}.unionAll[{i}]")
+                if first is None:
+                    first = bcols
+                elif [c.name for c in bcols] != [c.name for c in first]:
+                    raise ViewDefinitionError(
+                        f"{where}.unionAll[{i}]: columns {[c.name for c in bcols]} differ "
+                        f"from the first branch {[c.name for c in first]}",
+                        code="VIEW_UNION_MISMATCH",
+                    )
+                plan.union.append(bplan)
+            assert first is not None
+            self.names = names_before | {c.name for c in first}
+            columns.extend(first)
+        plan.width = len(columns)
+        plan.null_row = (None,) * len(columns)
+        return plan, columns
+
+    def column(self, col: Any, where: str) -> tuple[_ColumnPlan, Column]:
+        if not isinstance(col, Mapping):
+            raise ViewDefinitionError(f"{where}: column must be an object")
+        unknown = set(col) - _COLUMN_KEYS
+        if unknown:
+            raise ViewDefinitionError(f"{where}: unknown keys {sorted(unknown)}")
+        name = col.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ViewDefinitionError(f"{where}: column name must match {_NAME_RE.pattern}")
+        if name in self.names:
+            raise ViewDefinitionError(f"{where}: duplicate column name {name!r}")
+        self.names.add(name)
+        ctype = col.get("type")
+        if ctype is not None and not isinstance(ctype, str):
+            raise ViewDefinitionError(f"{where}: type must be a string")
+        collection = col.get("collection", False)
+        if not isinstance(collection, bool):
+            raise ViewDefinitionError(f"{where}: collection must be a boolean")
+        path = col.get("path")
+        fn = self.expr(path, f"{where}.path")
+        assert isinstance(path, str)
+        return _ColumnPlan(name, path, fn, collection), Column(name, ctype, collection)
+
+
+def _constant_value(c: Any, i: int) -> tuple[str, list[Any]]:
+    where = f"constant[{i}]"
+    if not isinstance(c, Mapping):
+        raise ViewDefinitionError(f"{where}: must be an object")
+    name = c.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ViewDefinitionError(f"{where}: name must match {_NAME_RE.pattern}")
+    keys = [k for k in c if k.startswith("value")]
+    if len(keys) != 1:
+        raise ViewDefinitionError(f"{where} ({name}): needs exactly one value[x]")
+    key = keys[0]
+    kind = _CONSTANT_TYPES.get(key)
+    if kind is None:
+        raise ViewDefinitionError(f"{where} ({name}): unsupported constant type {key}")
+    v = c[key]
+    ok = {
+        "str": lambda x: type(x) is str,
+        "bool": lambda x: type(x) is bool,
+        "int": lambda x: type(x) is int,
+        "number": lambda x: type(x) in (int, float),
+    }.get(kind, lambda x: type(x) is str)
+    if not ok(v):
+        raise ViewDefinitionError(f"{where} ({name}): {key} has the wrong JSON type")
+    if kind in ("Date", "DateTime", "Time"):
+        try:
+            t = Temporal.parse(v, kind)
+        except ValueError as exc:
+            raise ViewDefinitionError(f"{where} ({name}): invalid {key}") from exc
+        if kind == "Date" and t.kind != "Date":
+            raise ViewDefinitionError(f"{where} ({name}): invalid {key}")
+        return name, [t]
+    return name, [v]
+
+
+def _user_constant(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    if isinstance(v, list | tuple):
+        return list(v)
+    return [v]
+
+
+def compile_view(
+    view: Mapping[str, Any],
+    *,
+    constants: Mapping[str, Any] | None = None,
+    engine: ExpressionEngine | None = None,
+) -> CompiledView:
+    """Validate and compile a SQL-on-FHIR v2 ViewDefinition.
+
+    ``constants`` adds or overrides ViewDefinition constants (plain Python
+    values or lists). ``engine`` swaps the FHIRPath backend (used to measure
+    fhirpathpy against the built-in compiler); leave it unset in production.
+    Raises ``ViewDefinitionError`` for any invalid view.
+    """
+    if not isinstance(view, Mapping):
+        raise ViewDefinitionError("a ViewDefinition must be a JSON object")
+    rtype = view.get("resource")
+    if not isinstance(rtype, str) or not _RESOURCE_RE.match(rtype):
+        raise ViewDefinitionError("ViewDefinition.resource must name a FHIR resource type")
+    rt = view.get("resourceType")
+    if rt is not None and rt != "ViewDefinition":
+        raise ViewDefinitionError("resourceType must be 'ViewDefinition'")
+    consts: dict[str, list[Any]] = {}
+    raw_consts = view.get("constant", [])
+    if not isinstance(raw_consts, list):
+        raise ViewDefinitionError("constant must be a list")
+    for i, c in enumerate(raw_consts):
+        cname, cval = _constant_value(c, i)
+        if cname in consts:
+            raise ViewDefinitionError(f"constant[{i}]: duplicate name {cname!r}")
+        consts[cname] = cval
+    for k, v in (constants or {}).items():
+        if not isinstance(k, str) or not _NAME_RE.match(k):
+            raise ViewDefinitionError("constant names must be identifiers")
+        consts[k] = _user_constant(v)
+    vc = _ViewCompiler(engine or native_engine, consts)
+    selects = view.get("select")
+    if not isinstance(selects, list) or not selects:
+        raise ViewDefinitionError("ViewDefinition.select must be a non-empty list")
+    root, columns = vc.select({"select": selects}, "select")
+    where_fns: list[tuple[str, Fn]] = []
+    raw_where = view.get("where", [])
+    if not isinstance(raw_where, list):
+        raise ViewDefinitionError("where must be a list")
+    for i, w in enumerate(raw_where):
+        if not isinstance(w, Mapping) or set(w) - {"path", "description", "extension", "id"}:
+            raise ViewDefinitionError(f"where[{i}]: must be an object with a path")
+        where_fns.append((w.get("path", ""), vc.expr(w.get("path"), f"where[{i}].path")))
+    name = view.get("name")
+    return CompiledView(rtype, columns, root, where_fns, name if isinstance(name, str) else None)
