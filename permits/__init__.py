@@ -7,3 +7,56 @@ fail-closed ``PermitGuard`` at data holders, revocation/status lists and opt-out
 May import: nothing else of ours. Decisions are written through an ``AuditSink``
 protocol declared here; ``audit_chain`` provides a matching implementation.
 """
+
+from permits.audit import AuditSink, MemorySink
+from permits.errors import PermitError, VerificationError
+from permits.guard import AccessRequest, Decision, PermitGuard, check_bounds
+from permits.keys import TrustedKey, TrustList, generate_key, load_jwk, thumbprint, trusted_key
+from permits.model import Permit, PermitApplication, permit_json_schema
+from permits.optout import (
+    ConsentOptOutRegistry,
+    CountingOptOut,
+    OptOutPolicy,
+    OptOutRegistry,
+    PseudonymOptOutRegistry,
+    registry_for_permit,
+)
+from permits.reasons import ReasonCode
+from permits.request import AccessParams, make_request
+from permits.signing import cosign_permit, sign_permit
+from permits.statuslist import StatusListStore
+from permits.verify import PermitVerifier, VerifiedPermit
+
+__all__ = [
+    "AccessParams",
+    "AccessRequest",
+    "AuditSink",
+    "ConsentOptOutRegistry",
+    "CountingOptOut",
+    "Decision",
+    "MemorySink",
+    "OptOutPolicy",
+    "OptOutRegistry",
+    "Permit",
+    "PermitApplication",
+    "PermitError",
+    "PermitGuard",
+    "PermitVerifier",
+    "PseudonymOptOutRegistry",
+    "ReasonCode",
+    "StatusListStore",
+    "TrustList",
+    "TrustedKey",
+    "VerificationError",
+    "VerifiedPermit",
+    "check_bounds",
+    "cosign_permit",
+    "generate_key",
+    "load_jwk",
+    "make_request",
+    "permit_json_schema",
+    "registry_for_permit",
+    "sign_permit",
+    "thumbprint",
+    "trusted_key",
+]
