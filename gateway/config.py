@@ -71,7 +71,7 @@ class AuditSettings:
         metadata={"doc": "SQLite path or SQLAlchemy URL; empty = <data_dir>/<service>-audit.sqlite."},
     )
     origin: str = field(
-        default="", metadata={"doc": "Log identity in checkpoints; empty = '<org>/audit'."}
+        default="", metadata={"doc": "Log identity in checkpoints; empty = '<org>:audit'."}
     )
     signing_key: Path | None = field(
         default=None,
@@ -173,7 +173,7 @@ class GatewayConfig:
 
     @property
     def audit_origin(self) -> str:
-        return self.audit.origin or f"{self.org}/audit"
+        return self.audit.origin or f"{self.org}:audit"
 
     @property
     def audit_signing_key(self) -> Path:

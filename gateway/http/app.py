@@ -10,6 +10,7 @@ balancer never routes to a gateway that would fail closed anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config import GatewayConfig
+from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
 from gateway.http.metrics import CONTENT_TYPE, Metrics
 from gateway.http.middleware import MAX_BODY_KEY, METRICS_KEY, SERVICE_KEY, VERIFIER_KEY, guard, observe
@@ -103,6 +105,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    audit = request.app.get(AUDIT_VIEW_KEY)
+    if audit is not None:
+        with contextlib.suppress(Exception):  # a scrape must not fail on a busy database
+            await audit.tree_size()  # type: ignore[attr-defined]
     text = request.app[METRICS_KEY].render()
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 

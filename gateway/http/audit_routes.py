@@ -27,14 +27,14 @@ AUDIT_VIEW_KEY = web.AppKey("ehds_audit_view", object)
 HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 CHECKPOINT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["origin", "tree_size", "root_hash", "checkpoint"],
+    "required": ["origin", "size", "root", "time", "kid", "jws"],
     "properties": {
-        "origin": {"type": "string"},
-        "tree_size": {"type": "integer", "minimum": 0},
-        "root_hash": HEX32,
-        "timestamp": {"type": "string"},
-        "kid": {"type": "string"},
-        "checkpoint": {"type": "string", "description": "The signed checkpoint, a compact JWS."},
+        "origin": {"type": "string", "description": "Log identity."},
+        "size": {"type": "integer", "minimum": 0, "description": "Tree size."},
+        "root": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "time": {"type": "string"},
+        "kid": {"type": "string", "description": "Thumbprint of the log's signing key."},
+        "jws": {"type": "string", "description": "The signed checkpoint (compact JWS); verify this."},
     },
 }
 ENTRY_SCHEMA: dict[str, Any] = {

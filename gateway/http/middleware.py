@@ -120,9 +120,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    spec = spec_for(request)
-    if spec is None:  # unmatched: let aiohttp raise 404/405
+    if request.match_info.http_exception is not None:  # unmatched: aiohttp answers 404/405
         return await handler(request)
+    spec = spec_for(request)
+    if spec is None:  # a route installed without a spec: refuse rather than skip auth
+        raise GatewayError("route has no declared access policy", code="ROUTE_UNDECLARED", status=500)
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"request body exceeds {limit} bytes")

@@ -70,18 +70,22 @@ def install(app: web.Application, specs: list[RouteSpec]) -> None:
     for spec in specs:
         if spec.method not in SAFE_METHODS and spec.public:
             raise GatewayError(f"write route {spec.method} {spec.path} must require a signature")
-        if spec.key in table:
+        route = app.router.add_route(spec.method, spec.path, spec.handler)
+        assert route.resource is not None
+        key = (spec.method, route.resource.canonical)
+        if key in table:
             raise GatewayError(f"route {spec.method} {spec.path} declared twice")
-        app.router.add_route(spec.method, spec.path, spec.handler)
-        table[spec.key] = spec
+        table[key] = spec
     app[SPECS_KEY] = table
 
 
 def spec_for(request: web.Request) -> RouteSpec | None:
-    """The spec of the matched route, or ``None`` (404/405 handled by aiohttp)."""
-    info = request.match_info
-    route = info.route
-    resource = route.resource
+    """The spec of the matched route, or ``None`` (404/405 handled by aiohttp).
+
+    Keyed by the resource's canonical form (``/permits/{jti}``), the same
+    string the access log and metrics use.
+    """
+    resource = request.match_info.route.resource
     if resource is None:
         return None
     table: dict[tuple[str, str], RouteSpec] = request.app.get(SPECS_KEY, {})

@@ -1,0 +1,152 @@
+"""The audit log as the HTTP layer sees it: async, cached, one DB thread.
+
+Database access in ``audit_chain`` is synchronous (SQLModel). Calling it on
+the event loop would stall every other request, and sharing one SQLite
+connection across threads is unsafe, so every call runs on one dedicated
+worker thread. What cannot change is cached: an entry at an index and a proof
+for a given tree size are immutable in an append-only log. The checkpoint is
+cached until the service appends (the sink calls :meth:`invalidate`) or for at
+most ``checkpoint_ttl`` seconds, which bounds staleness when another process
+(e.g. the training coordinator) appends to the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class AuditBackend(Protocol):
+    """Synchronous reads the audit view needs; ``gateway.audit_backend`` adapts ``audit_chain``."""
+
+    def tree_size(self) -> int: ...
+
+    def checkpoint(self) -> dict[str, Any]: ...
+
+    def entries(self, start: int, end: int) -> list[dict[str, Any]]: ...
+
+    def inclusion(self, index: int, tree_size: int) -> list[bytes]: ...
+
+    def consistency(self, first: int, second: int) -> list[bytes]: ...
+
+    def leaf_hash(self, index: int) -> bytes: ...
+
+
+class _Lru:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+
+class ThreadedAuditView:
+    """Implements ``gateway.http.audit_routes.AuditView`` over an :class:`AuditBackend`."""
+
+    def __init__(self, backend: AuditBackend, *, checkpoint_ttl: float = 1.0, cache_size: int = 50_000) -> None:
+        self.backend = backend
+        self.checkpoint_ttl = checkpoint_ttl
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-audit")
+        self._cache = _Lru(cache_size)
+        self._checkpoint: dict[str, Any] | None = None
+        self._checkpoint_at = 0.0
+        self._size: int | None = None
+        self._size_at = 0.0
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def _run(self, key: Hashable | None, func: Callable[[], T]) -> T:
+        """Run ``func`` on the DB thread; concurrent identical calls share one run."""
+        if key is not None:
+            pending = self._inflight.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, func)
+        if key is None:
+            return await future
+        self._inflight[key] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            self._inflight.pop(key, None)
+
+    def invalidate(self) -> None:
+        """Called after this process appended: the next read fetches a fresh checkpoint."""
+        self._checkpoint = None
+        self._size = None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def cached_size(self) -> int | None:
+        """The size known without a database call (for metrics scrapes)."""
+        return self._size
+
+    def run_sync(self, func: Callable[[], T]) -> asyncio.Future[T]:
+        """Run any other database call (e.g. an append) on the same thread."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, func)
+
+    async def tree_size(self) -> int:
+        now = time.monotonic()
+        if self._size is None or now - self._size_at > self.checkpoint_ttl:
+            self._size = int((await self.checkpoint())["size"])
+            self._size_at = now
+        return self._size
+
+    async def checkpoint(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._checkpoint is None or now - self._checkpoint_at > self.checkpoint_ttl:
+            cp = await self._run(("checkpoint",), self.backend.checkpoint)
+            self._checkpoint, self._checkpoint_at = cp, time.monotonic()
+            self._size, self._size_at = int(cp["size"]), self._checkpoint_at
+        return self._checkpoint
+
+    async def entries(self, start: int, end: int) -> list[dict[str, Any]]:
+        missing = [i for i in range(start, end) if self._cache.get(("entry", i)) is None]
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            fetched = await self._run(("entries", lo, hi), lambda: self.backend.entries(lo, hi))
+            for entry in fetched:
+                self._cache.put(("entry", int(entry["index"])), entry)
+        out = []
+        for i in range(start, end):
+            entry = self._cache.get(("entry", i))
+            if entry is None:  # evicted between fetch and read: fetch directly
+                (entry,) = await self._run(None, lambda i=i: self.backend.entries(i, i + 1))  # type: ignore[misc]
+            out.append(entry)
+        return out
+
+    async def _cached(self, key: Hashable, func: Callable[[], T]) -> T:
+        value = self._cache.get(key)
+        if value is None:
+            value = await self._run(key, func)
+            self._cache.put(key, value)
+        return value  # type: ignore[no-any-return]
+
+    async def inclusion(self, index: int, tree_size: int) -> list[bytes]:
+        return await self._cached(("incl", index, tree_size), lambda: self.backend.inclusion(index, tree_size))
+
+    async def consistency(self, first: int, second: int) -> list[bytes]:
+        return await self._cached(("cons", first, second), lambda: self.backend.consistency(first, second))
+
+    async def leaf_hash(self, index: int) -> bytes:
+        return await self._cached(("leaf", index), lambda: self.backend.leaf_hash(index))
+
+
+__all__ = ["AuditBackend", "ThreadedAuditView"]
