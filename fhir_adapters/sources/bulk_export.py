@@ -1,0 +1,695 @@
+"""Bulk Data ``$export`` client (Bulk Data Access IG 3.0.0).
+
+Flow: kick-off (``Prefer: respond-async``) -> ``202`` + ``Content-Location``
+-> poll the status URL (honouring ``Retry-After`` and reporting
+``X-Progress``, capped exponential backoff otherwise, overall deadline) ->
+``200`` manifest -> download ``output``, ``error`` and ``deleted`` files
+several at a time (bounded), gzip or not, line by line to disk -> ``DELETE``
+the job. The job's state is saved in the output directory after every step
+so an interrupted client resumes from the status URL (see ``export_state``).
+
+Files land in the Bulk Data layout: ``<Type>.<n>.ndjson`` at the top,
+OperationOutcomes under ``error/``, deleted-resource Bundles under
+``deleted/``, the server's manifest (with local paths) in ``manifest.json``.
+A line that is not a FHIR resource is counted and dropped, never fatal.
+Memory is bounded by one line per concurrent download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yarl
+
+from fhir_adapters.errors import (
+    BulkExportError,
+    BulkExportTimeout,
+    FhirCapabilityError,
+    FhirHttpError,
+    FhirProtocolError,
+)
+from fhir_adapters.sources.export_state import (
+    STATE_FILE,
+    ExportState,
+    FileRecord,
+    load_state,
+    save_state,
+)
+from fhir_adapters.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
+from fhir_adapters.sources.ndjson_lines import DEFAULT_MAX_LINE, NdjsonSplitter
+from fhir_adapters.sources.outcome import is_operation_outcome, outcome_codes
+
+LEVELS = ("system", "patient", "group")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+_TYPE_FILTER = re.compile(r"^[A-Z][A-Za-z]{1,63}\?\S+$")
+# Poll errors worth retrying: throttling and gateway hiccups. A plain 500 with a
+# non-transient OperationOutcome means the job failed (IG 3.0.0, "Error status").
+_POLL_RETRY = frozenset({408, 429, 502, 503, 504})
+_CHUNK = 1 << 16
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clean_progress(text: str | None) -> str | None:
+    if not text:
+        return None
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return flat[:120] or None
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export. Validated on construction so a typo fails before any request."""
+
+    level: str = "system"
+    group_id: str | None = None
+    types: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    type_filters: tuple[str, ...] = ()
+    output_format: str = FHIR_NDJSON
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise BulkExportError(
+                f"export level must be one of {', '.join(LEVELS)}", code="BULK_BAD_REQUEST"
+            )
+        if (self.level == "group") != (self.group_id is not None):
+            raise BulkExportError(
+                "a group export needs a group id (and only it)", code="BULK_BAD_REQUEST"
+            )
+        if self.group_id is not None and not _ID.match(self.group_id):
+            raise BulkExportError("group id is not a FHIR id", code="BULK_BAD_REQUEST")
+        for t in self.types:
+            if not _TYPE.match(t):
+                raise BulkExportError(f"not a resource type: {t[:64]!r}", code="BULK_BAD_REQUEST")
+        for name, value in (("_since", self.since), ("_until", self.until)):
+            if value is not None and not _INSTANT.match(value):
+                raise BulkExportError(
+                    f"{name} must be a FHIR instant with time zone, e.g. 2024-01-01T00:00:00Z",
+                    code="BULK_BAD_REQUEST",
+                )
+        for f in self.type_filters:
+            if not _TYPE_FILTER.match(f):
+                raise BulkExportError(
+                    "_typeFilter must look like Type?param=value", code="BULK_BAD_REQUEST"
+                )
+
+    @property
+    def path(self) -> str:
+        if self.level == "patient":
+            return "Patient/$export"
+        if self.level == "group":
+            return f"Group/{self.group_id}/$export"
+        return "$export"
+
+    def params(self) -> list[tuple[str, str]]:
+        params = [("_outputFormat", self.output_format)]
+        if self.types:
+            params.append(("_type", ",".join(self.types)))
+        if self.since:
+            params.append(("_since", self.since))
+        if self.until:
+            params.append(("_until", self.until))
+        params.extend(("_typeFilter", f) for f in self.type_filters)
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["types"] = list(self.types)
+        data["type_filters"] = list(self.type_filters)
+        return data
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """One progress event, for a progress bar or a log (no URLs, no content)."""
+
+    phase: str  # kickoff | resume | polling | retry | manifest | file | deleted | done
+    polls: int = 0
+    message: str | None = None
+    next_poll: float | None = None
+    files_total: int = 0
+    files_done: int = 0
+    resources: int = 0
+    bytes: int = 0
+
+
+ProgressHook = Callable[[ExportProgress], None]
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    transaction_time: str
+    request: dict[str, Any]
+    files: list[FileRecord]
+    resumed: bool
+    polls: int
+    job_deleted: bool
+    fhir_version: str | None = None
+    resources_by_type: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def next_since(self) -> str:
+        """``_since`` for the next incremental export (the IG's transactionTime)."""
+        return self.transaction_time
+
+    def _sum(self, kind: str, attr: str) -> int:
+        return sum(getattr(f, attr) for f in self.files if f.kind == kind)
+
+    @property
+    def resources(self) -> int:
+        return self._sum("output", "resources")
+
+    @property
+    def bad_lines(self) -> int:
+        return sum(f.bad_lines for f in self.files)
+
+    @property
+    def error_outcomes(self) -> int:
+        return self._sum("error", "resources")
+
+    @property
+    def error_codes(self) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for f in self.files:
+            for code, n in f.codes.items():
+                codes[code] = codes.get(code, 0) + n
+        return codes
+
+    @property
+    def deleted(self) -> int:
+        return sum(f.codes.get("DELETE", 0) for f in self.files if f.kind == "deleted")
+
+    @property
+    def deleted_by_type(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files:
+            if f.kind == "deleted":
+                for t, n in f.by_type.items():
+                    out[t] = out.get(t, 0) + n
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "transaction_time": self.transaction_time,
+            "next_since": self.next_since,
+            "request": self.request,
+            "resumed": self.resumed,
+            "polls": self.polls,
+            "job_deleted": self.job_deleted,
+            "fhir_version": self.fhir_version,
+            "files": len([f for f in self.files if f.kind == "output"]),
+            "resources": self.resources,
+            "resources_by_type": self.resources_by_type,
+            "bad_lines": self.bad_lines,
+            "error_outcomes": self.error_outcomes,
+            "error_codes": self.error_codes,
+            "deleted": self.deleted,
+            "deleted_by_type": self.deleted_by_type,
+        }
+
+
+def parse_manifest(body: object) -> dict[str, Any]:
+    """Check the completion manifest's shape; return it unchanged."""
+    if not isinstance(body, dict):
+        raise FhirProtocolError("export manifest is not a JSON object")
+    if not isinstance(body.get("transactionTime"), str):
+        raise FhirProtocolError("export manifest has no transactionTime")
+    for key in ("output", "error", "deleted"):
+        items = body.get(key, [])
+        if not isinstance(items, list):
+            raise FhirProtocolError(f"export manifest {key} is not a list")
+        for item in items:
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("url"), str)
+                and isinstance(item.get("type"), str)
+                and _TYPE.match(item["type"])
+            ):
+                raise FhirProtocolError(f"export manifest {key} entry lacks a valid type/url")
+    if not isinstance(body.get("output"), list):
+        raise FhirProtocolError("export manifest has no output list")
+    return body
+
+
+def plan_files(manifest: Mapping[str, Any]) -> list[FileRecord]:
+    """Local file names for every manifest entry (never derived from server URLs)."""
+    records: list[FileRecord] = []
+    counters: dict[tuple[str, str], int] = {}
+    for kind, folder in (("output", ""), ("error", "error/"), ("deleted", "deleted/")):
+        for item in manifest.get(kind, []) or []:
+            key = (kind, item["type"])
+            counters[key] = counters.get(key, 0) + 1
+            name = f"{folder}{item['type']}.{counters[key]:03d}.ndjson"
+            records.append(FileRecord(kind=kind, type=item["type"], url=item["url"], path=name))
+    return records
+
+
+class BulkExporter:
+    """Runs ``$export`` jobs against one :class:`FhirClient`."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        *,
+        deadline: float = 24 * 3600.0,
+        poll_backoff_base: float = 1.0,
+        poll_backoff_cap: float = 120.0,
+        concurrency: int = 4,
+        check_capability: bool = True,
+        delete_when_done: bool = True,
+        download_attempts: int = 4,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
+        on_progress: ProgressHook | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise BulkExportError("concurrency must be at least 1", code="BULK_BAD_REQUEST")
+        self.client = client
+        self.deadline = deadline
+        self.poll_backoff_base = poll_backoff_base
+        self.poll_backoff_cap = poll_backoff_cap
+        self.concurrency = concurrency
+        self.check_capability = check_capability
+        self.delete_when_done = delete_when_done
+        self.download_attempts = download_attempts
+        self.max_line_bytes = max_line_bytes
+        self.on_progress = on_progress
+
+    def _emit(self, event: ExportProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    # ------------------------------------------------------------ kick-off
+    async def kick_off(self, request: ExportRequest) -> str:
+        """Start a job; return its absolute status URL."""
+        if self.check_capability:
+            cap = await self.client.capability()
+            if request.level not in cap.export_levels:
+                raise FhirCapabilityError(
+                    f"the server's CapabilityStatement declares no {request.level}-level $export "
+                    f"(declared: {', '.join(sorted(cap.export_levels)) or 'none'})"
+                )
+        self._emit(ExportProgress(phase="kickoff"))
+        async with self.client.open(
+            "GET",
+            request.path,
+            params=request.params(),
+            headers={"Prefer": "respond-async"},
+            accept=FHIR_JSON,
+            what=f"$export kick-off ({request.level})",
+        ) as resp:
+            if resp.status != 202:
+                raise FhirProtocolError(
+                    f"$export kick-off answered HTTP {resp.status}, expected 202 Accepted"
+                )
+            location = resp.headers.get("Content-Location")
+            if not location:
+                raise FhirProtocolError("$export kick-off answered 202 without Content-Location")
+            return str(resp.url.join(yarl.URL(location)))
+
+    # ------------------------------------------------------------- polling
+    def poll_delay(self, polls: int, retry_after: float | None) -> float:
+        """``Retry-After`` if given (capped), else exponential backoff capped at ``poll_backoff_cap``."""
+        if retry_after is not None:
+            return min(retry_after, self.poll_backoff_cap)
+        return min(self.poll_backoff_cap, self.poll_backoff_base * (2.0 ** min(polls, 30)))
+
+    async def poll(self, status_url: str, *, state: ExportState | None = None) -> dict[str, Any]:
+        """Poll until the manifest arrives; raise :class:`BulkExportTimeout` past the deadline."""
+        clock = self.client.clock
+        deadline_at = clock() + self.deadline
+        polls = 0
+
+        def failed(status: int, body: Any) -> bool:
+            # 500 without an OperationOutcome is a proxy hiccup; with one, the job failed.
+            return status == 500 and not is_operation_outcome(body)
+
+        while True:
+            polls += 1
+            if state is not None:
+                state.polls += 1
+            try:
+                async with self.client.open(
+                    "GET",
+                    status_url,
+                    accept=FHIR_JSON,
+                    authenticate=True if self.client.auth else None,
+                    what="$export status",
+                    retry_statuses=_POLL_RETRY,
+                    retry_on=failed,
+                ) as resp:
+                    if resp.status == 200:
+                        body = orjson.loads(await resp.read())
+                        return parse_manifest(body)
+                    if resp.status != 202:
+                        raise FhirProtocolError(
+                            f"$export status answered HTTP {resp.status}, expected 202 or 200"
+                        )
+                    progress = _clean_progress(resp.headers.get("X-Progress"))
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except orjson.JSONDecodeError as exc:
+                raise FhirProtocolError("$export manifest is not JSON") from exc
+            except FhirHttpError as exc:
+                if exc.status in (404, 410):
+                    raise BulkExportError(
+                        f"the server no longer knows this export job (HTTP {exc.status}); "
+                        "start a new one (--restart)",
+                        code="BULK_EXPORT_EXPIRED",
+                    ) from exc
+                raise BulkExportError(
+                    f"export job failed: {exc}", code="BULK_EXPORT_FAILED"
+                ) from exc
+            delay = self.poll_delay(polls - 1, retry_after)
+            self._emit(
+                ExportProgress(phase="polling", polls=polls, message=progress, next_poll=delay)
+            )
+            if clock() + delay > deadline_at:
+                raise BulkExportTimeout(
+                    f"export not complete after {polls} polls within the {self.deadline:g}s deadline; "
+                    "the job was kept: run the same command again to resume"
+                )
+            await self.client.sleep(delay)
+
+    # ----------------------------------------------------------- downloads
+    async def _fetch_lines(
+        self, url: str, *, requires_token: bool
+    ) -> AsyncIterator[tuple[NdjsonSplitter, bytes]]:
+        """One attempt: yield ``(splitter, line)`` for each line of the file."""
+        async with self.client.open(
+            "GET",
+            url,
+            accept=FHIR_NDJSON,
+            headers={"Accept-Encoding": "gzip"},
+            authenticate=bool(requires_token and self.client.auth),
+            what="$export file download",
+        ) as resp:
+            splitter = NdjsonSplitter(max_line_bytes=self.max_line_bytes)
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                for line in splitter.feed(chunk):
+                    yield splitter, line
+            for line in splitter.finish():
+                yield splitter, line
+
+    async def download_file(
+        self, record: FileRecord, out_dir: Path, *, requires_token: bool
+    ) -> FileRecord:
+        """Stream one manifest file to ``out_dir/record.path`` (atomic rename), with retries."""
+        target = out_dir / record.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        attempt = 0
+        while True:
+            digest = hashlib.sha256()
+            rec = FileRecord(kind=record.kind, type=record.type, url=record.url, path=record.path)
+            splitter: NdjsonSplitter | None = None
+            try:
+                with open(part, "wb") as fh:
+                    async for splitter, line in self._fetch_lines(
+                        record.url, requires_token=requires_token
+                    ):
+                        resource = splitter.parse(line)
+                        if resource is None:
+                            continue
+                        self._account(rec, resource)
+                        data = line + b"\n"
+                        fh.write(data)
+                        digest.update(data)
+                        rec.bytes += len(data)
+                os.replace(part, target)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                attempt += 1
+                if attempt >= self.download_attempts:
+                    raise BulkExportError(
+                        f"download of a {record.type} file failed after {attempt} attempts "
+                        f"({type(exc).__name__})",
+                        code="BULK_DOWNLOAD_FAILED",
+                    ) from exc
+                await self.client.sleep(self.client.retry.delay(attempt - 1, None))
+                continue
+            finally:
+                if part.exists():
+                    part.unlink()
+            if splitter is not None:
+                rec.bad_lines = splitter.stats.bad_lines
+                rec.resources = splitter.stats.resources
+                rec.by_type = rec.by_type or dict(splitter.stats.by_type)
+            rec.sha256 = "sha256:" + digest.hexdigest()
+            return rec
+
+    @staticmethod
+    def _account(rec: FileRecord, resource: Mapping[str, Any]) -> None:
+        """Per-kind bookkeeping: outcome codes of error files, deleted resources by type."""
+        if rec.kind == "error":
+            for code in outcome_codes(resource):
+                rec.codes[code] = rec.codes.get(code, 0) + 1
+        elif rec.kind == "deleted":
+            for entry in resource.get("entry") or []:
+                request = entry.get("request") if isinstance(entry, Mapping) else None
+                if isinstance(request, Mapping) and request.get("method") == "DELETE":
+                    rec.codes["DELETE"] = rec.codes.get("DELETE", 0) + 1
+                    rtype = str(request.get("url", "")).split("/", 1)[0]
+                    if _TYPE.match(rtype):
+                        rec.by_type[rtype] = rec.by_type.get(rtype, 0) + 1
+
+    async def download_all(self, out_dir: Path, state: ExportState) -> None:
+        """Download every manifest file not yet done, ``concurrency`` at a time."""
+        assert state.manifest is not None
+        requires_token = bool(state.manifest.get("requiresAccessToken", False))
+        plan = plan_files(state.manifest)
+        todo = [
+            r
+            for r in plan
+            if r.url not in state.files or not (out_dir / state.files[r.url].path).exists()
+        ]
+        total = len(plan)
+        semaphore = asyncio.Semaphore(self.concurrency)
+        save_lock = asyncio.Lock()
+
+        async def one(record: FileRecord) -> None:
+            async with semaphore:
+                done = await self.download_file(record, out_dir, requires_token=requires_token)
+            async with save_lock:
+                state.files[done.url] = done
+                save_state(out_dir, state)
+                self._emit(
+                    ExportProgress(
+                        phase="file",
+                        files_total=total,
+                        files_done=len(state.files),
+                        resources=sum(
+                            f.resources for f in state.files.values() if f.kind == "output"
+                        ),
+                        bytes=sum(f.bytes for f in state.files.values()),
+                    )
+                )
+
+        async with asyncio.TaskGroup() as group:
+            for record in todo:
+                group.create_task(one(record))
+
+    async def delete_job(self, status_url: str) -> bool:
+        """``DELETE`` the status URL so the server can free the files; failures are reported, not fatal."""
+        try:
+            async with self.client.open(
+                "DELETE",
+                status_url,
+                accept=FHIR_JSON,
+                authenticate=True if self.client.auth else None,
+                what="$export delete",
+            ):
+                return True
+        except (FhirHttpError, BulkExportError, FhirProtocolError):
+            return False
+        except Exception as exc:  # network trouble after a finished export is not fatal
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return False
+
+    # ---------------------------------------------------------------- runs
+    async def run(
+        self, request: ExportRequest, out_dir: str | Path, *, restart: bool = False
+    ) -> ExportResult:
+        """Export into ``out_dir``, resuming the job recorded there if any."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = load_state(out)
+        resumed = False
+        if state is not None and restart:
+            if state.status_url and not state.completed and not state.job_deleted:
+                await self.delete_job(state.status_url)
+            for rec in state.files.values():
+                (out / rec.path).unlink(missing_ok=True)
+            (out / "manifest.json").unlink(missing_ok=True)
+            state = None
+        if state is not None:
+            if state.base_url != self.client.base_url or state.request != request.as_dict():
+                raise BulkExportError(
+                    "this directory holds an export of a different server or request; "
+                    "use another --out directory or --restart",
+                    code="BULK_STATE_MISMATCH",
+                )
+            if state.completed:
+                return self._result(out, state, resumed=True)
+            resumed = state.status_url is not None
+        else:
+            foreign = [p.name for p in out.glob("*.ndjson")]
+            if foreign:
+                raise BulkExportError(
+                    f"{out} already holds {len(foreign)} NDJSON files not from this export; "
+                    "use an empty directory",
+                    code="BULK_OUT_NOT_EMPTY",
+                )
+            state = ExportState(base_url=self.client.base_url, request=request.as_dict())
+        if state.status_url is None:
+            if self.check_capability:
+                state.fhir_version = (await self.client.capability()).fhir_version
+            state.status_url = await self.kick_off(request)
+            state.kicked_off_at = _now_iso()
+            save_state(out, state)
+        else:
+            self._emit(ExportProgress(phase="resume", polls=state.polls))
+        if state.manifest is None:
+            try:
+                state.manifest = await self.poll(state.status_url, state=state)
+            finally:
+                save_state(out, state)
+            state.transaction_time = state.manifest["transactionTime"]
+            self._emit(
+                ExportProgress(phase="manifest", files_total=len(plan_files(state.manifest)))
+            )
+            save_state(out, state)
+        await self.download_all(out, state)
+        self._write_manifest(out, state)
+        state.completed = True
+        save_state(out, state)
+        if self.delete_when_done:
+            state.job_deleted = await self.delete_job(state.status_url)
+            save_state(out, state)
+        result = self._result(out, state, resumed=resumed)
+        self._emit(ExportProgress(phase="done", resources=result.resources, polls=state.polls))
+        return result
+
+    @staticmethod
+    def _write_manifest(out: Path, state: ExportState) -> None:
+        assert state.manifest is not None
+        local = {r.url: r.path for r in state.files.values()}
+        manifest = dict(state.manifest)
+        for key in ("output", "error", "deleted"):
+            manifest[key] = [
+                {**item, "localPath": local.get(item["url"])} for item in manifest.get(key, [])
+            ]
+        tmp = out / ".manifest.json.tmp"
+        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, out / "manifest.json")
+
+    @staticmethod
+    def _result(out: Path, state: ExportState, *, resumed: bool) -> ExportResult:
+        assert state.manifest is not None and state.transaction_time is not None
+        files = sorted(state.files.values(), key=lambda r: (r.kind, r.path))
+        by_type: dict[str, int] = {}
+        for f in files:
+            if f.kind == "output":
+                for t, n in f.by_type.items():
+                    by_type[t] = by_type.get(t, 0) + n
+        return ExportResult(
+            out_dir=out,
+            transaction_time=state.transaction_time,
+            request=state.request,
+            files=files,
+            resumed=resumed,
+            polls=state.polls,
+            job_deleted=state.job_deleted,
+            fhir_version=state.fhir_version,
+            resources_by_type=by_type,
+        )
+
+    async def stream(
+        self, request: ExportRequest, *, status_url: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The resource stream of an export, straight from the server (nothing on disk).
+
+        Output files are read one after another; bad lines are skipped and
+        counted in :attr:`stream_bad_lines`. The job is deleted at the end.
+        """
+        self.stream_bad_lines = 0
+        url = status_url or await self.kick_off(request)
+        manifest = await self.poll(url)
+        requires_token = bool(manifest.get("requiresAccessToken", False))
+        for record in plan_files(manifest):
+            if record.kind != "output":
+                continue
+            splitter: NdjsonSplitter | None = None
+            async for splitter, line in self._fetch_lines(
+                record.url, requires_token=requires_token
+            ):
+                resource = splitter.parse(line)
+                if resource is not None:
+                    yield resource
+            if splitter is not None:
+                self.stream_bad_lines += splitter.stats.bad_lines
+        if self.delete_when_done:
+            await self.delete_job(url)
+
+    stream_bad_lines: int = 0
+
+
+@dataclass
+class ReadStats:
+    files: int = 0
+    resources: int = 0
+    bad_lines: int = 0
+
+
+def read_export_dir(
+    out_dir: str | Path, *, stats: ReadStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """The resource stream of a finished export directory (``output`` files only).
+
+    Uses ``manifest.json``'s local paths when present, else every top-level
+    ``*.ndjson``. Bad lines are counted in ``stats``, never fatal.
+    """
+    out = Path(out_dir)
+    stats = stats if stats is not None else ReadStats()
+    manifest_path = out / "manifest.json"
+    paths: list[Path]
+    if manifest_path.exists():
+        manifest = orjson.loads(manifest_path.read_bytes())
+        paths = [
+            out / item["localPath"] for item in manifest.get("output", []) if item.get("localPath")
+        ]
+    else:
+        paths = sorted(p for p in out.glob("*.ndjson") if p.name != STATE_FILE)
+    for path in paths:
+        stats.files += 1
+        with open(path, "rb") as fh:
+            for raw in fh:
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    stats.bad_lines += 1
+                    continue
+                if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+                    stats.bad_lines += 1
+                    continue
+                stats.resources += 1
+                yield value
