@@ -222,12 +222,11 @@ class PermitGuard:
             allowed=False, reason=reason, operation=operation, jti=jti, rounds_used=used
         )
         self.stats[reason.value] += 1
-        if reason is not ReasonCode.AUDIT_UNAVAILABLE:
-            try:
-                self._record(decision)
-            except Exception as exc:
-                self.audit_failures += 1
-                log.warning("audit sink failed on deny: %s", type(exc).__name__)
+        try:  # a denial stands even if it cannot be written; the failure is counted
+            self._record(decision)
+        except Exception as exc:
+            self.audit_failures += 1
+            log.warning("audit sink failed on deny: %s", type(exc).__name__)
         return decision
 
     def _record(self, decision: Decision) -> None:

@@ -362,6 +362,12 @@ def permit_json_schema() -> dict[str, Any]:
     }
 
 
+def schema_text() -> str:
+    """docs/permit.schema.json exactly (regenerate: ``python -c "from permits.model import schema_text;
+    print(schema_text(), end='')" > docs/permit.schema.json``)."""
+    return json.dumps(permit_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
 __all__ = [
     "HASH_PATTERN",
     "ID_PATTERN",
@@ -388,6 +394,7 @@ __all__ = [
     "canonical_json",
     "parse_permit",
     "permit_json_schema",
+    "schema_text",
     "sha256_tag",
     "strict_json",
 ]
