@@ -1,0 +1,598 @@
+"""Run a feature specification over a resource stream: one pass, then numpy.
+
+Why this shape: the stream may be a national Bulk export, so it is read
+once and never held. Each resource goes to the compiled views of its type;
+each view row is reduced on the spot to what some feature needs — a patient
+index, a time, a value already converted to the feature's unit — appended to
+flat per-feature lists. Rows whose code no feature wants cost one dict
+lookup. After the stream ends, windows around each patient's index date and
+the aggregations (latest, first, min, max, mean, count, exists) are a few
+vectorised numpy operations per feature.
+
+Opt-out is applied at the first sight of a patient key: an opted-out
+patient's rows are never appended anywhere. A cohort smaller than
+``min_rows`` raises :class:`CohortTooSmallError` before any feature is
+computed, so no matrix exists to leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fhir_adapters.conceptmap import ConceptMapIndex
+from fhir_adapters.errors import CohortTooSmallError, FhirAdapterError
+from fhir_adapters.features.matrix import ExtractionReport, FeatureMatrix
+from fhir_adapters.features.spec import (
+    VALUE_AGGREGATIONS,
+    Coding,
+    EventsRole,
+    FeatureDef,
+    FeatureSpec,
+    Window,
+)
+from fhir_adapters.features.timeutil import to_days
+from fhir_adapters.optout import OptOutFilter, OptOutRegistry
+from fhir_adapters.quality import (
+    DANGLING_REFERENCE,
+    INVALID_VALUE,
+    UNKNOWN_UNIT,
+    VIEW_ERROR,
+    QualityReport,
+)
+from fhir_adapters.stream import ResourceStream
+from fhir_adapters.units import UnitNormalizer, analyte_for_loinc
+
+_NAN = float("nan")
+DAYS_PER_YEAR = 365.2425
+_VIEW_ERRORS = (
+    FhirAdapterError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    ArithmeticError,
+)
+
+
+class _Slot:
+    """Rows collected for one feature (or the label, or the index): P, T, V lists."""
+
+    __slots__ = (
+        "analyte",
+        "categories",
+        "kind",
+        "name",
+        "needs_value",
+        "p",
+        "t",
+        "target_unit",
+        "units",
+        "v",
+        "value_col",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        *,
+        value_col: int | None = None,
+        needs_value: bool = False,
+        target_unit: str | None = None,
+        analyte: str | None = None,
+        categories: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.kind = kind  # "value", "event", "category"
+        self.value_col = value_col
+        self.needs_value = needs_value
+        self.target_unit = target_unit
+        self.analyte = analyte
+        self.categories = {c: float(i) for i, c in enumerate(categories)}
+        self.units: dict[Any, tuple[float, float] | None] = {}
+        self.p: list[int] = []
+        self.t: list[float] = []
+        self.v: list[float] = []
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.asarray(self.p, dtype=np.int64),
+            np.asarray(self.t, dtype=np.float64),
+            np.asarray(self.v, dtype=np.float64),
+        )
+
+
+class _EventsHandler:
+    """Reduces the rows of one events view to slot appends."""
+
+    def __init__(self, role: EventsRole, columns: Sequence[str], maps: ConceptMapIndex) -> None:
+        self.role = role
+        col = {c: i for i, c in enumerate(columns)}
+        self.pi = col[role.patient]
+        self.ti = col[role.time] if role.time else None
+        self.si = col[role.system] if role.system else None
+        self.ci = col[role.code] if role.code else None
+        self.vi = col[role.value] if role.value else None
+        self.ui = col[role.unit] if role.unit else None
+        self.columns = col
+        self.maps = maps
+        self.by_code: dict[Coding, list[_Slot]] = {}
+        self.every: list[_Slot] = []
+        self.direct: set[Coding] = set()
+
+    def add_slot(self, slot: _Slot, codes: frozenset[Coding]) -> None:
+        if not codes:
+            self.every.append(slot)
+            return
+        self.direct |= codes
+        for coding in self.maps.expand(codes):
+            self.by_code.setdefault(coding, []).append(slot)
+
+
+class _Extractor:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        opt_out: OptOutFilter,
+        report: ExtractionReport,
+        extra_maps: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self.spec = spec
+        self.opt_out = opt_out
+        self.report = report
+        self.quality = report.quality
+        self.normalizer = UnitNormalizer()
+        maps = ConceptMapIndex.from_resources(spec.document.get("conceptMaps", []))
+        for cm in extra_maps:
+            maps.add(cm)
+        self.maps = maps
+        views = spec.compiled_views()
+        self.views = views
+        # patient key -> internal index; -1 = opted out
+        self.keymap: dict[str, int] = {}
+        self.keys: list[str] = []
+        self.key_rows: list[int] = []
+        self.has_patient: list[bool] = []
+        self.birth: dict[int, float | None] = {}
+        self.sex: dict[int, Any] = {}
+        pr = spec.patients
+        pcols = {c: i for i, c in enumerate(views[pr.view].column_names)}
+        self.p_key = pcols[pr.key]
+        self.p_birth = pcols[pr.birth_date] if pr.birth_date else None
+        self.p_sex = pcols[pr.sex] if pr.sex else None
+        self.handlers: dict[str, _EventsHandler] = {
+            name: _EventsHandler(role, views[role.view].column_names, maps)
+            for name, role in spec.events.items()
+        }
+        self.feature_slots: dict[str, _Slot] = {}
+        for f in spec.features:
+            if f.type == "aggregate":
+                assert f.events is not None
+                h = self.handlers[f.events]
+                analyte = f.analyte
+                if analyte is None and f.unit is not None:
+                    analyte = next((a for c in f.codes if (a := analyte_for_loinc(c[1]))), None)
+                slot = _Slot(
+                    f.name,
+                    "value" if f.aggregation in VALUE_AGGREGATIONS else "event",
+                    value_col=h.vi,
+                    needs_value=f.aggregation in VALUE_AGGREGATIONS,
+                    target_unit=f.unit,
+                    analyte=analyte,
+                )
+                h.add_slot(slot, f.codes)
+                self.feature_slots[f.name] = slot
+            elif f.type == "one_hot" and f.events is not None:
+                h = self.handlers[f.events]
+                assert f.column is not None
+                slot = _Slot(
+                    f.name, "category", value_col=h.columns[f.column], categories=f.categories
+                )
+                h.add_slot(slot, f.codes)
+                self.feature_slots[f.name] = slot
+        self.label_slot: _Slot | None = None
+        if spec.label is not None:
+            self.label_slot = _Slot(spec.label.name, "event")
+            self.handlers[spec.label.events].add_slot(self.label_slot, spec.label.codes)
+        self.index_slot: _Slot | None = None
+        if spec.index.type != "fixed":
+            assert spec.index.events is not None
+            self.index_slot = _Slot("__index__", "event")
+            self.handlers[spec.index.events].add_slot(self.index_slot, spec.index.codes)
+        # resourceType -> [(view name, compiled view, handler or None for patients)]
+        self.dispatch: dict[str, list[tuple[str, Any, _EventsHandler | None]]] = {}
+        self.dispatch.setdefault(views[pr.view].resource, []).append(
+            (pr.view, views[pr.view], None)
+        )
+        for name, h in self.handlers.items():
+            if h.by_code or h.every:
+                v = views[h.role.view]
+                self.dispatch.setdefault(v.resource, []).append((name, v, h))
+        self.view_rows: dict[str, int] = dict.fromkeys(self.dispatch_names(), 0)
+
+    def dispatch_names(self) -> list[str]:
+        return [name for entries in self.dispatch.values() for name, _, _ in entries]
+
+    # -- keys ---------------------------------------------------------------------
+
+    def _new_key(self, key: str) -> int:
+        if not self.opt_out.keep(key):
+            self.keymap[key] = -1
+            return -1
+        idx = len(self.keys)
+        self.keymap[key] = idx
+        self.keys.append(key)
+        self.key_rows.append(0)
+        self.has_patient.append(False)
+        return idx
+
+    # -- the pass -----------------------------------------------------------------
+
+    def consume(self, stream: Iterable[dict[str, Any]]) -> None:
+        dispatch = self.dispatch
+        view_rows = self.view_rows
+        quality = self.quality
+        for res in stream:
+            entries = dispatch.get(res.get("resourceType"))  # type: ignore[arg-type]
+            if entries is None:
+                continue
+            for name, view, handler in entries:
+                try:
+                    rows = view.evaluate_tuples(res)
+                except _VIEW_ERRORS as exc:
+                    rid = res.get("id")
+                    quality.add(
+                        VIEW_ERROR,
+                        resource_type=view.resource,
+                        resource_id=rid if isinstance(rid, str) else None,
+                        path=f"view:{name}",
+                        message=str(getattr(exc, "code", type(exc).__name__)),
+                    )
+                    continue
+                if not rows:
+                    continue
+                view_rows[name] += len(rows)
+                if handler is None:
+                    self._patients(rows, res)
+                else:
+                    self._events(handler, rows, res)
+
+    def _patients(self, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
+        pk, pb, ps = self.p_key, self.p_birth, self.p_sex
+        for row in rows:
+            key = row[pk]
+            if type(key) is not str or not key:
+                self.quality.add(
+                    INVALID_VALUE,
+                    resource_type="Patient",
+                    path="key",
+                    message="Patient without key",
+                )
+                continue
+            idx = self.keymap.get(key)
+            if idx is None:
+                idx = self._new_key(key)
+            if not self.opt_out.note_patient(key) or idx < 0:
+                continue
+            self.has_patient[idx] = True
+            self.birth[idx] = to_days(row[pb]) if pb is not None else None
+            self.sex[idx] = row[ps] if ps is not None else None
+
+    def _events(self, h: _EventsHandler, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
+        keymap = self.keymap
+        by_code = h.by_code
+        every = h.every
+        pi, ti, si, ci = h.pi, h.ti, h.si, h.ci
+        for row in rows:
+            key = row[pi]
+            if type(key) is not str:
+                continue
+            idx = keymap.get(key)
+            if idx is None:
+                idx = self._new_key(key)
+            if idx < 0:
+                continue
+            self.key_rows[idx] += 1
+            slots = by_code.get((row[si], row[ci])) if si is not None and ci is not None else None
+            if slots is None and not every:
+                continue
+            t = to_days(row[ti]) if ti is not None else None
+            tf = _NAN if t is None else t
+            if every:
+                for slot in every:
+                    self._append(slot, idx, tf, row, res, h)
+            if slots:
+                if (row[si], row[ci]) not in h.direct:  # type: ignore[index]
+                    self.report.concept_mapped_rows += 1
+                for slot in slots:
+                    self._append(slot, idx, tf, row, res, h)
+
+    def _append(
+        self,
+        slot: _Slot,
+        idx: int,
+        t: float,
+        row: tuple[Any, ...],
+        res: dict[str, Any],
+        h: _EventsHandler,
+    ) -> None:
+        kind = slot.kind
+        if kind == "event":
+            slot.p.append(idx)
+            slot.t.append(t)
+            slot.v.append(1.0)
+            return
+        raw = row[slot.value_col] if slot.value_col is not None else None
+        if kind == "category":
+            if raw is None:
+                return
+            slot.p.append(idx)
+            slot.t.append(t)
+            slot.v.append(slot.categories.get(str(raw), -1.0))
+            return
+        if raw is None or type(raw) is bool:
+            return
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            self._bad(INVALID_VALUE, res, "value", "value is not a number")
+            return
+        if slot.target_unit is not None:
+            unit = row[h.ui] if h.ui is not None else None
+            try:
+                aff = slot.units[unit]
+            except KeyError:
+                aff = (
+                    self.normalizer.affine(unit, slot.target_unit, slot.analyte)
+                    if isinstance(unit, str)
+                    else None
+                )
+                slot.units[unit] = aff
+            if aff is None:
+                self._bad(
+                    UNKNOWN_UNIT,
+                    res,
+                    "value.unit",
+                    f"unit {str(unit)[:40]!r} not convertible to {slot.target_unit!r} ({slot.name})",
+                )
+                return
+            if aff[0] != 1.0 or aff[1] != 0.0:
+                value = aff[0] * value + aff[1]
+                self.report.converted_values += 1
+        slot.p.append(idx)
+        slot.t.append(t)
+        slot.v.append(value)
+
+    def _bad(self, kind: str, res: dict[str, Any], path: str, message: str) -> None:
+        rid = res.get("id")
+        rtype = res.get("resourceType")
+        self.quality.add(
+            kind,
+            resource_type=rtype if isinstance(rtype, str) else None,
+            resource_id=rid if isinstance(rid, str) else None,
+            path=path,
+            message=message,
+        )
+
+    # -- after the pass -----------------------------------------------------------
+
+    def finish(self, min_rows: int | None) -> FeatureMatrix:
+        spec = self.spec
+        report = self.report
+        report.rows_by_view = dict(self.view_rows)
+        report.excluded_opt_out = self.opt_out.excluded
+        n_int = len(self.keys)
+        has_patient = np.asarray(self.has_patient, dtype=bool) if n_int else np.zeros(0, dtype=bool)
+        # dangling: event rows whose patient never appeared as a Patient resource
+        for i in range(n_int):
+            if not self.has_patient[i] and self.key_rows[i]:
+                self.quality.add(
+                    DANGLING_REFERENCE,
+                    resource_type="Patient",
+                    resource_id=self.keys[i],
+                    path="patient",
+                    message=f"{self.key_rows[i]} row(s) reference a Patient not in the stream",
+                )
+                if self.key_rows[i] > 1:
+                    self.quality.count(DANGLING_REFERENCE, self.key_rows[i] - 1)
+        report.patients_seen = int(has_patient.sum()) + report.excluded_opt_out
+        # index dates (internal index space)
+        index = np.full(n_int, np.nan)
+        if spec.index.type == "fixed":
+            assert spec.index.date is not None
+            index[:] = spec.index.date + spec.index.offset_days
+        else:
+            assert self.index_slot is not None
+            p, t, _ = self.index_slot.arrays()
+            ok = ~np.isnan(t)
+            p, t = p[ok], t[ok]
+            if spec.index.type == "last_event":
+                acc = np.full(n_int, -np.inf)
+                np.maximum.at(acc, p, t)
+                acc[np.isinf(acc)] = np.nan
+            else:
+                acc = np.full(n_int, np.inf)
+                np.minimum.at(acc, p, t)
+                acc[np.isinf(acc)] = np.nan
+            index = acc + spec.index.offset_days
+        in_cohort = has_patient & ~np.isnan(index)
+        report.excluded_no_index = int((has_patient & np.isnan(index)).sum())
+        order = sorted((self.keys[i], int(i)) for i in np.flatnonzero(in_cohort))
+        n = len(order)
+        report.patients = n
+        if min_rows is not None and n < min_rows:
+            raise CohortTooSmallError(n, min_rows)
+        row_of = np.full(n_int, -1, dtype=np.int64)
+        for r, (_, i) in enumerate(order):
+            row_of[i] = r
+        idx_rows = index[[i for _, i in order]] if n else np.zeros(0)
+        columns: list[np.ndarray] = []
+        names: list[str] = []
+        for f in spec.features:
+            for name, col in self._feature_columns(f, row_of, idx_rows, n, [i for _, i in order]):
+                names.append(name)
+                columns.append(col)
+        X = np.column_stack(columns).astype(np.float32) if columns else np.zeros((n, 0), np.float32)
+        if X.shape[0] != n:  # column_stack of zero-length columns
+            X = X.reshape(n, len(names))
+        y: np.ndarray | None = None
+        label_name: str | None = None
+        if spec.label is not None and self.label_slot is not None:
+            label_name = spec.label.name
+            cnt = self._window_count(self.label_slot, row_of, idx_rows, n, spec.label.window)
+            y = (cnt > 0).astype(np.float32)
+            report.matched_rows[label_name] = len(self.label_slot.p)
+        for name, slot in self.feature_slots.items():
+            report.matched_rows[name] = len(slot.p)
+        nonmissing = (~np.isnan(X)).sum(axis=0) if n else np.zeros(len(names), dtype=np.int64)
+        counts = {name: int(nonmissing[j]) for j, name in enumerate(names)}
+        missingness = {name: (1.0 - counts[name] / n) if n else 1.0 for name in names}
+        return FeatureMatrix(
+            X=X,
+            y=y,
+            feature_names=names,
+            patient_keys=[k for k, _ in order],
+            counts=counts,
+            missingness=missingness,
+            report=report,
+            label_name=label_name,
+        )
+
+    def _windowed(
+        self, slot: _Slot, row_of: np.ndarray, idx_rows: np.ndarray, window: Window
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p, t, v = slot.arrays()
+        if p.size == 0:
+            return p, t, v
+        r = row_of[p]
+        keep = r >= 0
+        r, t, v = r[keep], t[keep], v[keep]
+        rel = t - idx_rows[r]
+        mask = np.ones(r.size, dtype=bool)
+        if window.start is not None:
+            mask &= rel >= window.start
+        if window.end is not None:
+            mask &= rel <= window.end
+        return r[mask], t[mask], v[mask]
+
+    def _window_count(
+        self, slot: _Slot, row_of: np.ndarray, idx_rows: np.ndarray, n: int, window: Window
+    ) -> np.ndarray:
+        r, _, _ = self._windowed(slot, row_of, idx_rows, window)
+        return np.bincount(r, minlength=n).astype(np.float64)
+
+    def _feature_columns(
+        self, f: FeatureDef, row_of: np.ndarray, idx_rows: np.ndarray, n: int, internal: list[int]
+    ) -> list[tuple[str, np.ndarray]]:
+        if f.type == "age":
+            birth = np.array([_none_nan(self.birth.get(i)) for i in internal], dtype=np.float64)
+            return [(f.name, (idx_rows - birth) / DAYS_PER_YEAR)]
+        if f.type == "one_hot" and f.attribute == "sex":
+            vals = [self.sex.get(i) for i in internal]
+            out = []
+            for cat in f.categories:
+                col = np.array(
+                    [_NAN if v is None else float(v == cat) for v in vals], dtype=np.float64
+                )
+                out.append((f"{f.name}={cat}", col))
+            return out
+        slot = self.feature_slots[f.name]
+        r, t, v = self._windowed(slot, row_of, idx_rows, f.window)
+        if f.type == "one_hot":
+            latest = _latest(r, t, v, n)
+            out = []
+            for j, cat in enumerate(f.categories):
+                col = np.where(np.isnan(latest), np.nan, (latest == j).astype(np.float64))
+                out.append((f"{f.name}={cat}", col))
+            return out
+        agg = f.aggregation
+        if agg == "count":
+            return [(f.name, np.bincount(r, minlength=n).astype(np.float64))]
+        if agg == "exists":
+            return [(f.name, (np.bincount(r, minlength=n) > 0).astype(np.float64))]
+        if agg == "latest":
+            return [(f.name, _latest(r, t, v, n))]
+        if agg == "first":
+            return [(f.name, _first(r, t, v, n))]
+        cnt = np.bincount(r, minlength=n).astype(np.float64)
+        if agg == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                col = np.bincount(r, weights=v, minlength=n) / cnt
+            col[cnt == 0] = np.nan
+            return [(f.name, col)]
+        if agg == "min":
+            acc = np.full(n, np.inf)
+            np.minimum.at(acc, r, v)
+        else:
+            acc = np.full(n, -np.inf)
+            np.maximum.at(acc, r, v)
+        acc[cnt == 0] = np.nan
+        return [(f.name, acc)]
+
+
+def _none_nan(x: float | None) -> float:
+    return _NAN if x is None else x
+
+
+def _latest(r: np.ndarray, t: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the value at the greatest time (ties: the greatest value)."""
+    out = np.full(n, np.nan)
+    ok = ~np.isnan(t)
+    r, t, v = r[ok], t[ok], v[ok]
+    if r.size:
+        order = np.lexsort((v, t, r))
+        rs = r[order]
+        last = np.r_[rs[1:] != rs[:-1], True]
+        out[rs[last]] = v[order][last]
+    return out
+
+
+def _first(r: np.ndarray, t: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the value at the smallest time (ties: the smallest value)."""
+    out = np.full(n, np.nan)
+    ok = ~np.isnan(t)
+    r, t, v = r[ok], t[ok], v[ok]
+    if r.size:
+        order = np.lexsort((v, t, r))
+        rs = r[order]
+        first = np.r_[True, rs[1:] != rs[:-1]]
+        out[rs[first]] = v[order][first]
+    return out
+
+
+def extract_features(
+    spec: FeatureSpec,
+    stream: ResourceStream | Iterable[dict[str, Any]] | str | Path,
+    opt_out: OptOutRegistry | None = None,
+    min_rows: int | None = None,
+    validate: str = "off",
+    *,
+    concept_maps: Iterable[Mapping[str, Any]] = (),
+    fhir_version: str | None = None,
+) -> FeatureMatrix:
+    """Compute the spec's per-patient features from a stream (one pass).
+
+    ``stream`` is a :class:`ResourceStream` (its validation mode and report
+    are used as they are), a path, or any iterable of resource dicts (wrapped
+    in a ResourceStream with ``validate``). ``opt_out`` removes registered
+    patients before anything is computed; ``min_rows`` refuses a small cohort
+    with :class:`CohortTooSmallError`. ``concept_maps`` adds site-local
+    ConceptMaps to the ones the spec pins.
+    """
+    if isinstance(stream, ResourceStream):
+        rs = stream
+    else:
+        source: Any = stream
+        rs = ResourceStream(
+            [source], validate=validate, fhir_version=fhir_version or spec.fhir_version
+        )
+    quality: QualityReport = rs.report
+    report = ExtractionReport(spec_hash=spec.canonical_hash(), quality=quality)
+    extractor = _Extractor(spec, OptOutFilter(opt_out), report, concept_maps)
+    extractor.consume(rs)
+    return extractor.finish(min_rows)
