@@ -5,4 +5,59 @@ signed checkpoints, storage (SQLite/PostgreSQL through SQLModel) and verificatio
 
 May import: nothing else of ours. Other packages write to it through the small
 ``AuditSink`` protocol they define themselves (structural typing), never by import.
+
+Public API (details in each module's docstring)::
+
+    from audit_chain import AuditLog, EventSigner, SignedLogSink, TrustStore, verify_log
+
+    log_key = EventSigner.generate("hospital-a")                 # EdDSA; or alg="ES256"
+    log = AuditLog.open("audit.db", log_id="hospital-a", signer=log_key)   # or postgresql://...
+    sink = SignedLogSink(log, EventSigner.generate("hospital-a"))
+    sink.record("data.extracted", subject={"permit": jti}, details={"rows": 120})
+    cp = log.checkpoint()                                        # Checkpoint(origin, size, root, token)
+    proof = log.inclusion_proof(0, cp.size); cproof = log.consistency_proof(1, cp.size)
+    report = verify_log(log, trust)                              # VerifyReport(ok, index, reason, ...)
+    client = CheckpointVerifier(trust, origin="hospital-a"); client.update(log)
 """
+
+from audit_chain.checkpoint import (
+    Checkpoint,
+    CheckpointVerifier,
+    parse_checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from audit_chain.errors import AuditError, AuditSchemaError
+from audit_chain.events import EVENT_TYP, Event, build_event, sign_event, verify_event
+from audit_chain.keys import EventSigner, TrustedKey, TrustStore
+from audit_chain.log import AuditLog, Entry
+from audit_chain.merkle import verify_consistency, verify_inclusion
+from audit_chain.schema import EVENT_SCHEMAS
+from audit_chain.sink import SignedLogSink
+from audit_chain.verify import VerifyReport, verify_log
+
+__all__ = [
+    "EVENT_SCHEMAS",
+    "EVENT_TYP",
+    "AuditError",
+    "AuditLog",
+    "AuditSchemaError",
+    "Checkpoint",
+    "CheckpointVerifier",
+    "Entry",
+    "Event",
+    "EventSigner",
+    "SignedLogSink",
+    "TrustStore",
+    "TrustedKey",
+    "VerifyReport",
+    "build_event",
+    "parse_checkpoint",
+    "sign_checkpoint",
+    "sign_event",
+    "verify_checkpoint",
+    "verify_consistency",
+    "verify_event",
+    "verify_inclusion",
+    "verify_log",
+]

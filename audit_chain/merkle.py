@@ -216,10 +216,8 @@ def extend(
 def root_from_leaf_hashes(leaf_hashes: Iterable[bytes]) -> bytes:
     """Root of a tree built from its leaf hashes in O(n) time and O(log n) memory."""
     frontier: dict[int, bytes] = {}
-    size = 0
-    for h in leaf_hashes:
+    for size, h in enumerate(leaf_hashes):
         extend(size, frontier, (h,))
-        size += 1
     return frontier_root(frontier)
 
 
@@ -253,9 +251,7 @@ def _equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def root_from_inclusion_proof(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes:
     """The root an inclusion proof implies (RFC 9162 §2.1.3.2), or AuditProofError."""
     if size <= 0 or not 0 <= index < size:
         raise AuditProofError(f"leaf index {index} is outside a tree of size {size}")

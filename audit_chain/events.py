@@ -1,0 +1,154 @@
+"""Signed events: a schema-checked v1 payload in a compact JWS signed by its actor.
+
+The log's leaves are the exact ASCII bytes of these tokens. Payload JSON is
+canonical (sorted keys, no whitespace) so the same event always has the same
+bytes, and the payload's ``actor`` must name the key that signed it.
+
+    token = sign_event(signer, "permit.issued", subject={"permit": jti},
+                       details={"permit_hash": "sha256:...", "version": 1})
+    event = verify_event(token, trust_store)     # VerifiedEvent, or AuditError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from audit_chain.errors import AuditActorError, AuditSchemaError
+from audit_chain.jws import Compact, parse_compact, verify_compact
+from audit_chain.keys import EventSigner, TrustedKey, TrustStore
+from audit_chain.schema import SCHEMA_VERSION, check_payload
+
+EVENT_TYP = "ehds-audit-event+jws"
+
+
+def utc_now() -> str:
+    """Current UTC time, RFC 3339 with milliseconds and ``Z``."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated v1 event payload."""
+
+    type: str
+    org: str
+    kid: str
+    subject: Mapping[str, str]
+    time: str
+    details: Mapping[str, object]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "type": self.type,
+            "actor": {"org": self.org, "kid": self.kid},
+            "subject": dict(self.subject),
+            "time": self.time,
+            "details": dict(self.details),
+        }
+
+    def payload_bytes(self) -> bytes:
+        return orjson.dumps(self.to_payload(), option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_payload(cls, payload: object) -> Event:
+        p = check_payload(payload)
+        actor: dict[str, str] = p["actor"]  # type: ignore[assignment]
+        return cls(
+            type=str(p["type"]),
+            org=actor["org"],
+            kid=actor["kid"],
+            subject=p["subject"],  # type: ignore[arg-type]
+            time=str(p["time"]),
+            details=p["details"],  # type: ignore[arg-type]
+        )
+
+
+def build_event(
+    type: str,
+    *,
+    org: str,
+    kid: str,
+    subject: Mapping[str, str],
+    details: Mapping[str, object],
+    time: str | None = None,
+) -> Event:
+    """Build and schema-check an event (AuditSchemaError on anything outside v1)."""
+    return Event.from_payload(
+        {
+            "v": SCHEMA_VERSION,
+            "type": type,
+            "actor": {"org": org, "kid": kid},
+            "subject": subject,
+            "time": time or utc_now(),
+            "details": details,
+        }
+    )
+
+
+def sign_event(
+    signer: EventSigner,
+    type: str,
+    *,
+    subject: Mapping[str, str],
+    details: Mapping[str, object],
+    time: str | None = None,
+) -> str:
+    """Build, check and sign an event as ``signer``'s organisation: a compact JWS."""
+    event = build_event(
+        type, org=signer.org, kid=signer.kid, subject=subject, details=details, time=time
+    )
+    return signer.sign(event.payload_bytes(), EVENT_TYP)
+
+
+def _payload_event(parsed: Compact) -> Event:
+    try:
+        payload = orjson.loads(parsed.payload)
+    except orjson.JSONDecodeError as exc:
+        raise AuditSchemaError("event payload is not JSON") from exc
+    event = Event.from_payload(payload)
+    if event.kid != parsed.header["kid"]:
+        raise AuditActorError("payload actor.kid is not the key that signed the event")
+    return event
+
+
+def parse_event(token: str | bytes) -> Event:
+    """Shape and schema check without signature verification (what ``append`` enforces)."""
+    parsed = parse_compact(token)
+    if parsed.header["typ"] != EVENT_TYP:
+        raise AuditSchemaError(f"not an audit event (typ must be {EVENT_TYP})")
+    return _payload_event(parsed)
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    token: str
+    event: Event
+    key: TrustedKey
+
+
+def verify_event(token: str | bytes, trust: TrustStore) -> VerifiedEvent:
+    """Verify signature (pinned alg), schema and that the actor owns the signing key."""
+    parsed, key = verify_compact(token, trust, EVENT_TYP)
+    event = _payload_event(parsed)
+    if event.org != key.org:
+        raise AuditActorError(f"payload actor.org is not the owner of key {key.kid}")
+    return VerifiedEvent(parsed.token, event, key)
+
+
+__all__ = [
+    "EVENT_TYP",
+    "Event",
+    "VerifiedEvent",
+    "build_event",
+    "parse_event",
+    "sign_event",
+    "utc_now",
+    "verify_event",
+]

@@ -1,0 +1,91 @@
+"""``SignedLogSink``: the ``AuditSink`` every other package writes audit events to.
+
+It implements the structural protocol of DEVELOPERS.md::
+
+    class AuditSink(Protocol):
+        def record(self, type: str, *, subject: Mapping[str, str],
+                   details: Mapping[str, object]) -> None: ...
+
+``record`` builds the v1 payload (actor = the sink's signer), refuses anything
+outside the schema with ``AuditSchemaError`` *before* anything is written,
+signs it and appends it to the log in its own transaction (with a checkpoint
+when the log has a signer). For throughput, group records with ``batch()``:
+one transaction and one checkpoint for the whole group.
+
+    sink = SignedLogSink(log, EventSigner.generate("hospital-a"))
+    sink.record("access.denied", subject={"permit": jti}, details={"reason": "expired"})
+    with sink.batch():
+        for r in rounds:
+            sink.record("training.round", subject={"job": job}, details={"round": r})
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+from audit_chain.events import sign_event
+from audit_chain.keys import EventSigner
+from audit_chain.log import AuditLog
+
+
+class SignedLogSink:
+    """Signs events as ``signer``'s organisation and appends them to ``log``."""
+
+    def __init__(
+        self,
+        log: AuditLog,
+        signer: EventSigner,
+        *,
+        clock: Callable[[], str] | None = None,
+    ) -> None:
+        self.log = log
+        self.signer = signer
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def sign(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> str:
+        """The compact JWS for an event, without appending it (schema-checked)."""
+        when = self.clock() if self.clock is not None else None
+        return sign_event(self.signer, type, subject=subject, details=details, time=when)
+
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
+        """Sign and append one event (buffered while inside :meth:`batch` on this thread)."""
+        token = self.sign(type, subject=subject, details=details)
+        buffer: list[str] | None = getattr(self._local, "buffer", None)
+        if buffer is not None:
+            buffer.append(token)
+            return
+        self.log.append(token)
+
+    def record_entry(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> int:
+        """Like :meth:`record` (never buffered) but returns the entry's index."""
+        return self.log.append(self.sign(type, subject=subject, details=details))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Buffer this thread's records and append them in one transaction on exit.
+
+        If the block raises, the buffered events are still appended: the
+        events describe things that already happened.
+        """
+        if getattr(self._local, "buffer", None) is not None:
+            yield  # nested: the outer batch flushes
+            return
+        self._local.buffer = []
+        try:
+            yield
+        finally:
+            buffer: list[str] = self._local.buffer
+            self._local.buffer = None
+            if buffer:
+                self.log.append_many(buffer)
+
+
+__all__ = ["SignedLogSink"]

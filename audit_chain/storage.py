@@ -1,0 +1,462 @@
+"""Storage of entries, tree nodes and checkpoints through SQLModel (SQLite or PostgreSQL).
+
+Tables (all keyed by ``log_id`` so one database can hold several logs):
+
+* ``audit_log``        -- the head: current tree size of each log;
+* ``audit_entry``      -- ``(log_id, idx)`` -> the exact event bytes (+ type, org, time for listing);
+* ``audit_node``       -- ``(log_id, level, idx)`` -> hash of every *complete* subtree;
+* ``audit_checkpoint`` -- ``(log_id, size)`` -> signed tree head.
+
+Why this design:
+
+* One append (one event or a batch) is ONE transaction: entries, the nodes they
+  complete, the new head size and (optionally) the checkpoint covering the
+  batch. A crash leaves either all of it or none of it.
+* Appenders in several processes form one gap-free sequence because the
+  transaction first takes a lock both databases honour: ``BEGIN IMMEDIATE`` on
+  SQLite (the database write lock), ``pg_advisory_xact_lock`` keyed by the log
+  id on PostgreSQL. Under the lock it reads the head size and the O(log n)
+  frontier nodes, computes new nodes in memory and writes them with executemany.
+* Nodes never change once written, so proofs for any past size read O(log n)
+  rows in one query and need no lock.
+* SQLite runs in WAL mode (readers never block the appender) with
+  ``synchronous=FULL`` by default: a checkpoint handed out must never be ahead
+  of what survives a power cut, or honest clients would see a rollback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Field, SQLModel
+
+from audit_chain import merkle
+from audit_chain.errors import AuditConfigError, AuditStorageError
+from audit_chain.schema import is_identifier
+
+
+class AuditLogHead(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    log_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False, default=0))
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_entry"
+
+    log_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    leaf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    type: str = Field(sa_column=Column(String(64), nullable=False))
+    org: str = Field(sa_column=Column(String(128), nullable=False))
+    time: str = Field(sa_column=Column(String(40), nullable=False))
+
+
+class AuditNode(SQLModel, table=True):
+    __tablename__ = "audit_node"
+
+    log_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    level: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class AuditCheckpointRow(SQLModel, table=True):
+    __tablename__ = "audit_checkpoint"
+
+    log_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    token: str = Field(sa_column=Column(Text, nullable=False))
+
+
+HEADS = AuditLogHead.__table__  # type: ignore[attr-defined]
+ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
+NODES = AuditNode.__table__  # type: ignore[attr-defined]
+CHECKPOINTS = AuditCheckpointRow.__table__  # type: ignore[attr-defined]
+TABLES = [HEADS, ENTRIES, NODES, CHECKPOINTS]
+
+SignCheckpoint = Callable[[int, bytes], str]
+"""``(size, root) -> compact JWS``: signs a tree head while the append lock is held."""
+
+_SCHEMA_LOCK = 0x45484453_41554454  # "EHDSAUDT": serialises CREATE TABLE across processes
+
+
+def normalize_url(url: str | Path) -> str:
+    """Accept a SQLite path, ``sqlite:///...``, or a PostgreSQL URL (psycopg 3 driver)."""
+    raw = str(url)
+    if raw.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + raw.split("://", 1)[1]
+    if raw.startswith(("sqlite:", "postgresql+")):
+        return raw
+    if "://" in raw:
+        raise AuditConfigError("database URL must be a SQLite path/URL or a PostgreSQL URL")
+    return f"sqlite:///{Path(raw).expanduser().resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
+
+
+def lock_key(log_id: str) -> int:
+    """64-bit signed advisory-lock key for a log id."""
+    return int.from_bytes(
+        hashlib.sha256(b"ehds-audit:" + log_id.encode()).digest()[:8], "big", signed=True
+    )
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    leaf: bytes
+    type: str
+    org: str
+    time: str
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first: int
+    size: int
+    root: bytes
+    checkpoint: str | None
+
+
+class LogStore:
+    """SQL storage for one or more logs; see the module docstring for the design."""
+
+    def __init__(self, url: str | Path, *, durable: bool = True) -> None:
+        self.url = normalize_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise AuditConfigError(f"bad database URL {redact_url(self.url)}") from exc
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise AuditConfigError(f"unsupported database {self.dialect} (SQLite or PostgreSQL)")
+        self.engine = self._make_engine(parsed.database, durable)
+        self._create_schema()
+
+    # ------------------------------------------------------------ set-up
+
+    def _make_engine(self, database: str | None, durable: bool) -> Engine:
+        if self.dialect == "postgresql":
+            return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        memory = database in (None, "", ":memory:")
+        kwargs: dict[str, Any] = {"connect_args": {"timeout": 60, "check_same_thread": False}}
+        if memory:
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(self.url, **kwargs)
+        sync = "FULL" if durable else "NORMAL"
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return engine
+
+    def _create_schema(self) -> None:
+        try:
+            with self._locked(None) as conn:
+                SQLModel.metadata.create_all(conn, tables=TABLES)
+        except SQLAlchemyError as exc:
+            raise AuditStorageError(f"cannot create audit tables: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ locking
+
+    @contextmanager
+    def _locked(self, log_id: str | None) -> Iterator[Connection]:
+        """A write transaction holding the per-log lock (or the schema lock when None)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.exec_driver_sql("ROLLBACK")
+                    raise
+                conn.exec_driver_sql("COMMIT")
+            else:
+                with conn.begin():
+                    key = _SCHEMA_LOCK if log_id is None else lock_key(log_id)
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                    yield conn
+
+    # ------------------------------------------------------------ writing
+
+    def append(
+        self,
+        log_id: str,
+        leaves: Sequence[tuple[bytes, str, str, str]],
+        *,
+        sign_checkpoint: SignCheckpoint | None = None,
+    ) -> AppendResult:
+        """Append ``(leaf bytes, type, org, time)`` rows in one locked transaction.
+
+        ``sign_checkpoint(size, root) -> token`` (optional) is called under the
+        lock so the checkpoint stored with the batch covers exactly it.
+        """
+        if not is_identifier(log_id):
+            raise AuditConfigError("log id must be an identifier")
+        hashes = [merkle.leaf_hash(leaf) for leaf, *_ in leaves]
+        try:
+            with self._locked(log_id) as conn:
+                size = self._head(conn, log_id, create=True)
+                frontier = self._frontier(conn, log_id, size)
+                nodes = merkle.extend(size, frontier, hashes)
+                if leaves:
+                    conn.execute(
+                        insert(ENTRIES),
+                        [
+                            {
+                                "log_id": log_id,
+                                "idx": size + i,
+                                "leaf": leaf,
+                                "type": t,
+                                "org": o,
+                                "time": w,
+                            }
+                            for i, (leaf, t, o, w) in enumerate(leaves)
+                        ],
+                    )
+                    conn.execute(
+                        insert(NODES),
+                        [
+                            {"log_id": log_id, "level": lv, "idx": ix, "hash": h}
+                            for lv, ix, h in nodes
+                        ],
+                    )
+                new_size = size + len(leaves)
+                conn.execute(update(HEADS).where(HEADS.c.log_id == log_id).values(size=new_size))
+                root = merkle.frontier_root(frontier)
+                token: str | None = None
+                if sign_checkpoint is not None and new_size > 0:
+                    token = sign_checkpoint(new_size, root)
+                    self._insert_checkpoint(conn, log_id, new_size, root, token)
+        except SQLAlchemyError as exc:
+            raise AuditStorageError(
+                f"append failed: {type(exc).__name__}: {exc.args[0] if exc.args else ''}"[:300]
+            ) from exc
+        return AppendResult(size, new_size, root, token)
+
+    def add_checkpoint(self, log_id: str, sign: SignCheckpoint) -> tuple[int, bytes, str]:
+        """Sign and store a checkpoint for the current head, unless one exists (under the lock)."""
+        with self._locked(log_id) as conn:
+            current = self._head(conn, log_id, create=True)
+            root = merkle.root_hash(current, _ConnReader(conn, log_id))
+            existing = conn.execute(
+                select(CHECKPOINTS.c.token).where(
+                    and_(CHECKPOINTS.c.log_id == log_id, CHECKPOINTS.c.size == current)
+                )
+            ).scalar_one_or_none()
+            if existing is not None:
+                return current, root, str(existing)
+            token = sign(current, root)
+            self._insert_checkpoint(conn, log_id, current, root, token)
+            return current, root, token
+
+    @staticmethod
+    def _insert_checkpoint(
+        conn: Connection, log_id: str, size: int, root: bytes, token: str
+    ) -> None:
+        conn.execute(insert(CHECKPOINTS).values(log_id=log_id, size=size, root=root, token=token))
+
+    def _head(self, conn: Connection, log_id: str, *, create: bool) -> int:
+        size = conn.execute(
+            select(HEADS.c.size).where(HEADS.c.log_id == log_id)
+        ).scalar_one_or_none()
+        if size is None:
+            if not create:
+                return 0
+            conn.execute(insert(HEADS).values(log_id=log_id, size=0))
+            return 0
+        return int(size)
+
+    def _frontier(self, conn: Connection, log_id: str, size: int) -> dict[int, bytes]:
+        ids = merkle.frontier_ids(size)
+        found = _read_nodes(conn, log_id, ids)
+        missing = set(ids) - found.keys()
+        if missing:
+            raise AuditStorageError(
+                f"stored tree lacks frontier node {min(missing)}: refusing to append"
+            )
+        return {level: found[(level, idx)] for level, idx in ids}
+
+    # ------------------------------------------------------------ reading
+
+    def size(self, log_id: str) -> int:
+        with self.engine.connect() as conn:
+            return self._head(conn, log_id, create=False)
+
+    def log_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [
+                str(r)
+                for r in conn.execute(select(HEADS.c.log_id).order_by(HEADS.c.log_id)).scalars()
+            ]
+
+    def get_nodes(self, log_id: str, ids: Collection[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        with self.engine.connect() as conn:
+            return _read_nodes(conn, log_id, ids)
+
+    def nodes_in(self, log_id: str, level: int, lo: int, hi: int) -> dict[int, bytes]:
+        """Stored nodes of one level with ``lo <= idx < hi``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(NODES.c.idx, NODES.c.hash).where(
+                    and_(
+                        NODES.c.log_id == log_id,
+                        NODES.c.level == level,
+                        NODES.c.idx >= lo,
+                        NODES.c.idx < hi,
+                    )
+                )
+            )
+            return {int(i): bytes(h) for i, h in rows}
+
+    def entries(
+        self, log_id: str, start: int = 0, end: int | None = None, *, batch: int = 2000
+    ) -> Iterator[StoredEntry]:
+        """Entries in index order (keyset pagination: constant memory, any log size)."""
+        pos = start
+        while end is None or pos < end:
+            limit = batch if end is None else min(batch, end - pos)
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        ENTRIES.c.idx, ENTRIES.c.leaf, ENTRIES.c.type, ENTRIES.c.org, ENTRIES.c.time
+                    )
+                    .where(and_(ENTRIES.c.log_id == log_id, ENTRIES.c.idx >= pos))
+                    .order_by(ENTRIES.c.idx)
+                    .limit(limit)
+                ).all()
+            if not rows:
+                return
+            for idx, leaf, typ, org, when in rows:
+                if end is not None and idx >= end:
+                    return
+                yield StoredEntry(int(idx), bytes(leaf), str(typ), str(org), str(when))
+            pos = int(rows[-1][0]) + 1
+
+    def entry_count(self, log_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(ENTRIES).where(ENTRIES.c.log_id == log_id)
+                ).scalar_one()
+            )
+
+    def checkpoints(self, log_id: str, *, since: int = 0) -> list[tuple[int, bytes, str]]:
+        """``(size, root, token)`` of stored checkpoints with size >= since, smallest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(CHECKPOINTS.c.size, CHECKPOINTS.c.root, CHECKPOINTS.c.token)
+                .where(and_(CHECKPOINTS.c.log_id == log_id, CHECKPOINTS.c.size >= since))
+                .order_by(CHECKPOINTS.c.size)
+            )
+            return [(int(s), bytes(r), str(t)) for s, r, t in rows]
+
+    def latest_checkpoint(self, log_id: str) -> tuple[int, bytes, str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(CHECKPOINTS.c.size, CHECKPOINTS.c.root, CHECKPOINTS.c.token)
+                .where(CHECKPOINTS.c.log_id == log_id)
+                .order_by(CHECKPOINTS.c.size.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+    def reader(self, log_id: str) -> _StoreReader:
+        return _StoreReader(self, log_id)
+
+
+def _read_nodes(
+    conn: Connection, log_id: str, ids: Collection[merkle.NodeId]
+) -> dict[merkle.NodeId, bytes]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(NODES.c.level, NODES.c.idx, NODES.c.hash).where(
+            and_(NODES.c.log_id == log_id, tuple_(NODES.c.level, NODES.c.idx).in_(list(ids)))
+        )
+    )
+    return {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+
+
+class _StoreReader:
+    """:class:`merkle.NodeReader` over one log of a store (one query per proof)."""
+
+    def __init__(self, store: LogStore, log_id: str) -> None:
+        self.store = store
+        self.log_id = log_id
+
+    def get_nodes(self, ids: Collection[merkle.NodeId]) -> Mapping[merkle.NodeId, bytes]:
+        return self.store.get_nodes(self.log_id, ids)
+
+
+class _ConnReader:
+    def __init__(self, conn: Connection, log_id: str) -> None:
+        self.conn = conn
+        self.log_id = log_id
+
+    def get_nodes(self, ids: Collection[merkle.NodeId]) -> Mapping[merkle.NodeId, bytes]:
+        return _read_nodes(self.conn, self.log_id, ids)
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "ENTRIES",
+    "HEADS",
+    "NODES",
+    "TABLES",
+    "AppendResult",
+    "AuditCheckpointRow",
+    "AuditEntry",
+    "AuditLogHead",
+    "AuditNode",
+    "LogStore",
+    "StoredEntry",
+    "lock_key",
+    "normalize_url",
+    "redact_url",
+]
