@@ -36,6 +36,7 @@ from fhir_adapters.errors import (
     ViewEvaluationError,
 )
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Quantity, Temporal, parse
+from fhir_adapters.fhirpath.navigation import MULTI
 
 __all__ = [
     "Column",
@@ -100,19 +101,91 @@ class Column:
 
 
 class _ColumnPlan:
-    __slots__ = ("collection", "fn", "name", "path")
+    __slots__ = ("collection", "fn", "name", "path", "scalar")
 
-    def __init__(self, name: str, path: str, fn: Fn, collection: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        fn: Fn,
+        collection: bool,
+        scalar: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.name = name
         self.path = path
         self.fn = fn
         self.collection = collection
+        self.scalar = scalar  # single-item evaluator (see Compiler.scalar_of), if any
+
+    def value(self, focus: list[Any], ctx: Context) -> Any:
+        """The column's value by the general path (also raises for a non-single result)."""
+        v = self.fn(focus, ctx)
+        if self.collection:
+            return [_out(x) if type(x) in _WRAPPED else x for x in v]
+        if not v:
+            return None
+        if len(v) == 1:
+            x = v[0]
+            return _out(x) if type(x) in _WRAPPED else x
+        raise ViewEvaluationError(
+            f"column {self.name!r} is not a collection but its path returned {len(v)} values",
+            code="VIEW_COLUMN_NOT_SINGLE",
+        )
+
+
+def _columns_function(
+    columns: list[_ColumnPlan],
+) -> Callable[[list[Any], Context], tuple[Any, ...]]:
+    """Generate the function computing a node's own columns as one tuple.
+
+    Straight-line code: per column either the single-item evaluator (no list
+    built) or the compiled function with the singleton check inlined; anything
+    unusual (several values, collection columns, empty focus) goes through
+    ``_ColumnPlan.value``, the reference path.
+    """
+    if not columns:
+        empty: tuple[Any, ...] = ()
+        return lambda focus, ctx: empty
+    env: dict[str, Any] = {"MULTI": MULTI, "W": _WRAPPED, "out": _out}
+    lines = ["def cols(focus, ctx):", "    if len(focus) == 1:", "        item = focus[0]"]
+    for i, col in enumerate(columns):
+        env[f"slow{i}"] = col.value
+        if col.collection:
+            lines.append(f"        c{i} = slow{i}(focus, ctx)")
+        elif col.scalar is not None:
+            env[f"s{i}"] = col.scalar
+            lines += [
+                f"        c{i} = s{i}(item)",
+                f"        if c{i} is MULTI:",
+                f"            c{i} = slow{i}(focus, ctx)",
+            ]
+        else:
+            env[f"f{i}"] = col.fn
+            lines += [
+                f"        v = f{i}(focus, ctx)",
+                "        if not v:",
+                f"            c{i} = None",
+                "        elif len(v) == 1:",
+                f"            c{i} = v[0]",
+                f"            if type(c{i}) in W:",
+                f"                c{i} = out(c{i})",
+                "        else:",
+                f"            c{i} = slow{i}(focus, ctx)",
+            ]
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    slow = ", ".join(f"slow{i}(focus, ctx)" for i in range(len(columns)))
+    lines += [f"        return ({names},)", f"    return ({slow},)"]
+    namespace = dict(env)
+    exec(compile("\n".join(lines), "<view columns>", "exec"), namespace)
+    fn: Callable[[list[Any], Context], tuple[Any, ...]] = namespace["cols"]
+    return fn
 
 
 class _SelectPlan:
     """Compiled select node; ``rows`` returns the node's partial rows as tuples."""
 
     __slots__ = (
+        "cols",
         "columns",
         "iter_fn",
         "mode",
@@ -128,6 +201,7 @@ class _SelectPlan:
         self.iter_fn: Fn | None = None
         self.repeat_fns: list[Fn] = []
         self.columns: list[_ColumnPlan] = []
+        self.cols: Callable[[list[Any], Context], tuple[Any, ...]] = lambda focus, ctx: ()
         self.selects: list[_SelectPlan] = []
         self.union: list[_SelectPlan] = []
         self.width = 0
@@ -136,6 +210,8 @@ class _SelectPlan:
     def rows(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
         mode = self.mode
         if mode is None:
+            if not self.selects and not self.union:
+                return [self.cols(focus, ctx)]
             return self.body(focus, ctx)
         if mode == "repeat":
             items = self._repeat(focus, ctx)
@@ -176,8 +252,7 @@ class _SelectPlan:
         return out
 
     def body(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
-        own = tuple([_column_value(c, focus, ctx) for c in self.columns])
-        rows = [own]
+        rows = [self.cols(focus, ctx)]
         for sub in self.selects:
             subrows = sub.rows(focus, ctx)
             if not subrows:
@@ -196,6 +271,25 @@ class _SelectPlan:
             rows = [r + u for r in rows for u in urows]
         return rows
 
+    def flatten(self) -> None:
+        """Merge leading nested selects that only add columns into this node's columns.
+
+        A select without forEach/repeat/unionAll yields exactly one partial row,
+        so crossing with it is concatenation; merging saves a call per row.
+        Column order is unchanged because a node's columns precede its selects.
+        """
+        for sub in self.selects:
+            sub.flatten()
+        for u in self.union:
+            u.flatten()
+        while self.selects:
+            sub = self.selects[0]
+            if sub.mode is not None or sub.selects or sub.union:
+                break
+            self.columns.extend(sub.columns)
+            self.selects.pop(0)
+        self.cols = _columns_function(self.columns)
+
 
 _WRAPPED = (Temporal, Quantity, Decimal)
 
@@ -210,21 +304,6 @@ def _out(v: Any) -> Any:
     if t is Decimal:
         return float(v)
     return v
-
-
-def _column_value(col: _ColumnPlan, focus: list[Any], ctx: Context) -> Any:
-    v = col.fn(focus, ctx)
-    if col.collection:
-        return [_out(x) if type(x) in _WRAPPED else x for x in v]
-    if not v:
-        return None
-    if len(v) == 1:
-        x = v[0]
-        return _out(x) if type(x) in _WRAPPED else x
-    raise ViewEvaluationError(
-        f"column {col.name!r} is not a collection but its path returned {len(v)} values",
-        code="VIEW_COLUMN_NOT_SINGLE",
-    )
 
 
 # --------------------------------------------------------------------------- compiled view
@@ -256,7 +335,9 @@ class CompiledView:
 
         Raises ``ViewEvaluationError`` (or a ``FhirPathEvaluationError``) on bad data.
         """
-        ctx = Context(resource, 0)
+        return self._eval(resource, Context(resource, 0))
+
+    def _eval(self, resource: Mapping[str, Any], ctx: Context) -> list[tuple[Any, ...]]:
         focus = [resource]
         for path, fn in self._where:
             r = fn(focus, ctx)
@@ -284,6 +365,8 @@ class CompiledView:
     ) -> Iterator[tuple[Any, ...]]:
         """Like ``rows`` but yields tuples in ``columns`` order (no dict per row)."""
         rtype = self.resource
+        ctx = Context(None, 0)
+        evaluate = self._eval
         for index, res in enumerate(resources):
             if type(res) is not dict:
                 if isinstance(res, Mapping):
@@ -298,8 +381,10 @@ class CompiledView:
                     continue
             if res.get("resourceType") != rtype:
                 continue
+            ctx.root = res
+            ctx.row_index = 0
             try:
-                out = self.evaluate_tuples(res)
+                out = evaluate(res, ctx)
             except (FhirAdapterError, TypeError, ValueError, AttributeError, KeyError,
                     IndexError, ArithmeticError, RecursionError) as exc:  # fmt: skip
                 err = _wrap(exc, rtype, index)
@@ -324,7 +409,7 @@ class CompiledView:
         """
         names = self.column_names
         for t in self.tuples(resources, on_error=on_error):
-            yield dict(zip(names, t, strict=True))
+            yield dict(zip(names, t))  # noqa: B905 - tuples always match the columns
 
 
 def _wrap(exc: BaseException, rtype: str, index: int) -> ViewEvaluationError:
@@ -442,7 +527,10 @@ class _ViewCompiler:
         path = col.get("path")
         fn = self.expr(path, f"{where}.path")
         assert isinstance(path, str)
-        return _ColumnPlan(name, path, fn, collection), Column(name, ctype, collection)
+        scalar = None
+        if self.engine is native_engine and not collection:
+            scalar = Compiler(self.constants).scalar_of(parse(path))
+        return _ColumnPlan(name, path, fn, collection, scalar), Column(name, ctype, collection)
 
 
 def _constant_value(c: Any, i: int) -> tuple[str, list[Any]]:
@@ -526,6 +614,7 @@ def compile_view(
     if not isinstance(selects, list) or not selects:
         raise ViewDefinitionError("ViewDefinition.select must be a non-empty list")
     root, columns = vc.select({"select": selects}, "select")
+    root.flatten()
     where_fns: list[tuple[str, Fn]] = []
     raw_where = view.get("where", [])
     if not isinstance(raw_where, list):

@@ -21,7 +21,7 @@ Conventions every compiled function follows:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -42,12 +42,12 @@ from fhir_adapters.fhirpath.ast import (
 )
 from fhir_adapters.fhirpath.model import (
     CHOICE_NAMES,
-    CHOICE_SUFFIXES,
     COMPLEX_TYPES,
     PRIMITIVE_INTEGER_TYPES,
     PRIMITIVE_STRING_TYPES,
     SYSTEM_TYPES,
 )
+from fhir_adapters.fhirpath.navigation import Step, make_chain, make_scalar
 from fhir_adapters.fhirpath.values import (
     Quantity,
     Temporal,
@@ -84,96 +84,11 @@ def _identity(focus: list[Any], ctx: Context) -> list[Any]:
     return focus
 
 
-# --------------------------------------------------------------------------- navigation
-
-
-def _choice_get(item: dict[str, Any], name: str) -> Any:
-    """``value`` on an item holding ``valueQuantity`` etc. (first typed key found)."""
-    n = len(name)
-    for key in item:
-        if len(key) > n and key.startswith(name) and key[n:] in CHOICE_SUFFIXES:
-            return item[key]
+def _resource_key_scalar(item: Any) -> Any:
+    if type(item) is dict and "resourceType" in item:
+        rid = item.get("id")
+        return rid if type(rid) is str else None
     return None
-
-
-def _extend(out: list[Any], v: Any) -> None:
-    if type(v) is list:
-        if None in v:
-            out.extend(x for x in v if x is not None)
-        else:
-            out.extend(v)
-    else:
-        out.append(v)
-
-
-def _make_step(name: str, head: bool) -> Fn:
-    """One navigation step ``.name`` over every item of the input collection."""
-    choice = name in CHOICE_NAMES
-    is_type = head and name[:1].isupper()
-
-    def step(coll: list[Any], ctx: Context) -> list[Any]:
-        out: list[Any] = []
-        for item in coll:
-            if type(item) is not dict:
-                continue
-            if is_type and item.get("resourceType") == name:
-                out.append(item)
-                continue
-            v = item.get(name)
-            if v is None:
-                if not choice:
-                    continue
-                v = _choice_get(item, name)
-                if v is None:
-                    continue
-            if type(v) is list:
-                if None in v:
-                    out.extend(x for x in v if x is not None)
-                else:
-                    out.extend(v)
-            else:
-                out.append(v)
-        return out
-
-    return step
-
-
-def _make_path(target: Fn | None, names: Sequence[str], head: bool) -> Fn:
-    """Fused ``a.b.c``: the common case gets one closure, with a single-item fast path."""
-    steps = [_make_step(n, head and i == 0) for i, n in enumerate(names)]
-    if len(names) == 1 and target is None and not (head and names[0][:1].isupper()):
-        name = names[0]
-        choice = name in CHOICE_NAMES
-        generic = steps[0]
-
-        def one(focus: list[Any], ctx: Context) -> list[Any]:
-            if len(focus) == 1:
-                item = focus[0]
-                if type(item) is not dict:
-                    return _EMPTY
-                v = item.get(name)
-                if v is None:
-                    if not choice:
-                        return _EMPTY
-                    v = _choice_get(item, name)
-                    if v is None:
-                        return _EMPTY
-                if type(v) is list:
-                    return [x for x in v if x is not None] if None in v else v
-                return [v]
-            return generic(focus, ctx)
-
-        return one
-
-    def path(focus: list[Any], ctx: Context) -> list[Any]:
-        coll = focus if target is None else target(focus, ctx)
-        for s in steps:
-            if not coll:
-                return _EMPTY
-            coll = s(coll, ctx)
-        return coll
-
-    return path
 
 
 # --------------------------------------------------------------------------- types
@@ -230,32 +145,6 @@ def _suffix(type_name: str) -> str:
     _, name = _strip_namespace(type_name)
     name = SYSTEM_TYPES.get(name, name) if name not in COMPLEX_TYPES else name
     return name[:1].upper() + name[1:]
-
-
-def _make_typed_member(target: Fn | None, name: str, type_name: str) -> Fn:
-    """``x.name.ofType(T)`` on a choice element: read ``nameT`` directly."""
-    key = name + _suffix(type_name)
-    test = type_test(type_name)
-
-    def typed(focus: list[Any], ctx: Context) -> list[Any]:
-        coll = focus if target is None else target(focus, ctx)
-        out: list[Any] = []
-        for item in coll:
-            if type(item) is not dict:
-                continue
-            v = item.get(key)
-            if v is not None:
-                _extend(out, v)
-                continue
-            v = item.get(name)
-            if v is None:
-                continue
-            for x in v if type(v) is list else (v,):
-                if x is not None and test(x):
-                    out.append(x)
-        return out
-
-    return typed
 
 
 # --------------------------------------------------------------------------- helpers
@@ -404,19 +293,44 @@ class Compiler:
         self.constants: dict[str, list[Any]] = dict(constants or {})
 
     # -- entry
+    def scalar_of(self, node: Node) -> Callable[[Any], Any] | None:
+        """A single-item evaluator for ``node`` when one exists, else None.
+
+        ``scalar(item)`` returns the expression's value on the focus ``[item]``
+        when that is empty (None) or one item, or ``MULTI`` when the caller must
+        use the compiled collection function instead. Only navigation chains
+        and a few key functions have one; they are the bulk of view columns.
+        """
+        chain = self._chain_of(node)
+        if chain is not None:
+            target_node, steps = chain
+            if target_node is None:
+                return make_scalar(steps)
+            return None
+        if isinstance(node, Call) and not node.args:
+            if node.name == "getResourceKey" and node.target is None:
+                return _resource_key_scalar
+            if node.name == "first" and node.target is not None:
+                inner = self.scalar_of(node.target)
+                if inner is not None:
+                    return inner
+        if isinstance(node, Call) and node.name == "getReferenceKey" and node.target is not None:
+            from fhir_adapters.fhirpath.functions import reference_key_scalar
+
+            inner = self.scalar_of(node.target)
+            if inner is not None:
+                return reference_key_scalar(inner, node)
+        return None
+
     def compile(self, node: Node) -> Fn:
-        if isinstance(node, Ident | Member):
-            path = self._path_of(node)
-            if path is not None:
-                return _make_path(None, path, head=True)
+        chain = self._chain_of(node)
+        if chain is not None:
+            target_node, steps = chain
+            target = None if target_node is None else self.compile(target_node)
+            return make_chain(target, steps)
         if isinstance(node, Literal):
             values = list(node.values)
             return lambda focus, ctx: values
-        if isinstance(node, Ident):
-            return _make_path(None, (node.name,), head=True)
-        if isinstance(node, Member):
-            target = self.compile(node.target)
-            return _make_path(target, (node.name,), head=False)
         if isinstance(node, Special):
             return self._special(node.name)
         if isinstance(node, Const):
@@ -433,20 +347,50 @@ class Compiler:
             return self._typeop(node)
         if isinstance(node, TypeSpec):
             # a bare identifier that the parser read as a type argument elsewhere
-            return _make_path(None, (node.name,), head=True)
+            return make_chain(None, [Step(node.name, head=True)])
         raise FhirPathCompileError(f"unsupported expression node {type(node).__name__}")
 
-    def _path_of(self, node: Node) -> list[str] | None:
-        """Names of a pure navigation chain ``a.b.c`` starting at the focus, else None."""
-        names: list[str] = []
-        while isinstance(node, Member):
-            names.append(node.name)
-            node = node.target
-        if isinstance(node, Ident):
-            names.append(node.name)
-            names.reverse()
-            return names
-        return None
+    def _chain_of(self, node: Node) -> tuple[Node | None, list[Step]] | None:
+        """Split a navigation chain into (target, steps); None when ``node`` is not one.
+
+        Steps are member accesses and ``ofType(T)`` applied to a member (read as
+        the typed key ``nameT``); the target is whatever precedes the first step
+        (None: the focus).
+        """
+        steps: list[Step] = []
+        while True:
+            if isinstance(node, Member):
+                steps.append(Step(node.name))
+                node = node.target
+            elif (
+                isinstance(node, Call)
+                and node.name == "ofType"
+                and len(node.args) == 1
+                and isinstance(node.args[0], TypeSpec | Ident)
+                and isinstance(node.target, Member | Ident)
+            ):
+                arg = node.args[0]
+                tname = arg.name
+                inner = node.target
+                steps.append(
+                    Step(inner.name, key=inner.name + _suffix(tname), test=type_test(tname))
+                )
+                node = inner.target if isinstance(inner, Member) else Ident("$focus")
+                if isinstance(inner, Ident):
+                    steps.reverse()
+                    return None, steps
+            elif isinstance(node, Ident):
+                if node.name == "$focus":
+                    steps.reverse()
+                    return None, steps
+                steps.append(Step(node.name, head=True))
+                steps.reverse()
+                return None, steps
+            else:
+                if not steps:
+                    return None
+                steps.reverse()
+                return node, steps
 
     def _special(self, name: str) -> Fn:
         if name == "this":
@@ -532,13 +476,8 @@ class Compiler:
             return [v for v in coll if test(v)]
 
         if isinstance(node.operand, Ident | Member) and node.operand.name in CHOICE_NAMES:
-            return self._typed(node.operand, node.type_name)
+            return self.compile(Call(node.operand, "ofType", (TypeSpec(node.type_name),)))
         return as_
-
-    def _typed(self, node: Ident | Member, type_name: str) -> Fn:
-        if isinstance(node, Ident):
-            return _make_typed_member(None, node.name, type_name)
-        return _make_typed_member(self.compile(node.target), node.name, type_name)
 
     # -- binary operators
     def _binary(self, node: Binary) -> Fn:
@@ -549,8 +488,15 @@ class Compiler:
             rn = node.right
             if isinstance(rn, Literal) and len(rn.values) == 1 and type(rn.values[0]) is str:
                 lit = rn.values[0]
+                scalar = self.scalar_of(node.left)
 
                 def eq_str(focus: list[Any], ctx: Context) -> list[Any]:
+                    if scalar is not None and len(focus) == 1:
+                        sv = scalar(focus[0])
+                        if sv is None:
+                            return _EMPTY
+                        if type(sv) is str:
+                            return _TRUE if sv == lit else _FALSE
                     lv = left(focus, ctx)
                     if len(lv) == 1 and type(lv[0]) is str:
                         return _TRUE if lv[0] == lit else _FALSE

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_adapters.errors import FhirPathCompileError, FhirPathEvaluationError
-from fhir_adapters.fhirpath.ast import Call, Ident, Literal, Member, TypeSpec
+from fhir_adapters.fhirpath.ast import Binary, Call, Ident, Literal, TypeSpec
 from fhir_adapters.fhirpath.compiler import (
     _EMPTY,
     _FALSE,
@@ -26,13 +26,12 @@ from fhir_adapters.fhirpath.compiler import (
     Fn,
     _contains,
     _distinct,
-    _make_typed_member,
     _single,
     _to_str,
     _truth,
     type_test,
 )
-from fhir_adapters.fhirpath.model import CHOICE_NAMES
+from fhir_adapters.fhirpath.navigation import MULTI
 from fhir_adapters.fhirpath.values import (
     Temporal,
     number_boundary,
@@ -144,7 +143,18 @@ def _all(c: Compiler, node: Call) -> Fn:
 @_register("where", 1, 1)
 def _where(c: Compiler, node: Call) -> Fn:
     target = c.target_of(node)
-    crit = c.compile(node.args[0])
+    arg = node.args[0]
+    crit = c.compile(arg)
+    if (
+        isinstance(arg, Binary)
+        and arg.op == "="
+        and isinstance(arg.right, Literal)
+        and len(arg.right.values) == 1
+        and type(arg.right.values[0]) is str
+    ):
+        scalar = c.scalar_of(arg.left)
+        if scalar is not None:
+            return _where_equals(target, scalar, arg.right.values[0], crit)
 
     def where(focus: list[Any], ctx: Context) -> list[Any]:
         out: list[Any] = []
@@ -155,6 +165,27 @@ def _where(c: Compiler, node: Call) -> Fn:
         return out
 
     return where
+
+
+def _where_equals(target: Fn, scalar: Callable[[Any], Any], lit: str, crit: Fn) -> Fn:
+    """``where(path = 'literal')``: compare each item's single value without lists."""
+
+    def where_eq(focus: list[Any], ctx: Context) -> list[Any]:
+        out: list[Any] = []
+        for item in target(focus, ctx):
+            v = scalar(item)
+            if v is None:
+                continue
+            if type(v) is str:
+                if v == lit:
+                    out.append(item)
+                continue
+            r = crit([item], ctx)
+            if r and _truth(r, "where()") is True:
+                out.append(item)
+        return out
+
+    return where_eq
 
 
 @_register("select", 1, 1)
@@ -269,11 +300,6 @@ _collection_op("supersetOf", lambda a, b: _TRUE if all(_contains(a, v) for v in 
 @_register("ofType", 1, 1)
 def _of_type(c: Compiler, node: Call) -> Fn:
     tname = _type_name(node)
-    tgt = node.target
-    if isinstance(tgt, Ident | Member) and tgt.name in CHOICE_NAMES:
-        if isinstance(tgt, Ident):
-            return _make_typed_member(None, tgt.name, tname)
-        return _make_typed_member(c.compile(tgt.target), tgt.name, tname)
     target = c.target_of(node)
     test = type_test(tname)
     return lambda focus, ctx: [v for v in target(focus, ctx) if test(v)]
@@ -365,6 +391,26 @@ def reference_key(ref: str, want: str | None) -> str | None:
     if want is not None and rtype != want:
         return None
     return rid
+
+
+def reference_key_scalar(inner: Callable[[Any], Any], node: Call) -> Callable[[Any], Any]:
+    """Single-item ``X.getReferenceKey([T])`` given the single-item evaluator of ``X``."""
+    want = _type_name(node) if node.args else None
+    if want is not None and "." in want:
+        want = want.rsplit(".", 1)[1]
+
+    def scalar(item: Any) -> Any:
+        ref = inner(item)
+        if ref is None or ref is MULTI:
+            return ref
+        if type(ref) is not dict:
+            return None
+        r = ref.get("reference")
+        if type(r) is not str:
+            return None
+        return reference_key(r, want)
+
+    return scalar
 
 
 @_register("getReferenceKey", 0, 1)
