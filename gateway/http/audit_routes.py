@@ -129,14 +129,16 @@ async def get_consistency(request: web.Request) -> web.Response:
     return json_response({"first": first, "second": second, "consistency_path": [h.hex() for h in path]})
 
 
-def audit_routes() -> list[RouteSpec]:
+def audit_routes(*, entries_roles: frozenset[str] | None = None) -> list[RouteSpec]:
+    """The shared audit routes; ``entries_roles`` makes entry reads signed (checkpoint and proofs stay public)."""
     tag = "audit"
+    entry_access: dict[str, Any] = {} if entries_roles is None else {"public": False, "roles": entries_roles}
     out_of_range = {404: "Index or tree size beyond the log (AUDIT_OUT_OF_RANGE)", 400: "Bad parameter"}
     return [
         RouteSpec("GET", "/audit/checkpoint", get_checkpoint, "The newest signed checkpoint (tree head)", tag,
                   response_schema=CHECKPOINT_SCHEMA, responses={503: "Audit log unavailable"}),
         RouteSpec(
-            "GET", "/audit/entries", get_entries, "A page of signed entries", tag,
+            "GET", "/audit/entries", get_entries, "A page of signed entries", tag, **entry_access,
             params=(
                 Param("start", schema={"type": "integer", "minimum": 0, "default": 0}),
                 Param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100}),
@@ -147,7 +149,7 @@ def audit_routes() -> list[RouteSpec]:
             responses={400: "Bad parameter"},
         ),
         RouteSpec(
-            "GET", r"/audit/entries/{index:\d{1,18}}", get_entry, "One signed entry", tag,
+            "GET", r"/audit/entries/{index:\d{1,18}}", get_entry, "One signed entry", tag, **entry_access,
             params=(Param("index", where="path", schema={"type": "integer", "minimum": 0}),),
             response_schema=ENTRY_SCHEMA, responses=out_of_range,
         ),

@@ -14,6 +14,7 @@ once here, so the signature covers exactly the bytes the handler parses.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 import re
 import time
 import traceback
@@ -60,7 +61,7 @@ def _problem_for(exc: BaseException, request: web.Request) -> web.Response:
         status = getattr(exc, "http_status", None)
         if not isinstance(status, int):
             status = status_for_code(code)
-        title = type(exc).__name__
+        title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Refused"
         return problem_response(status, code, title, str(exc) if status < 500 else None)
     return problem_response(500, "INTERNAL_ERROR", "Internal error", "see the service log")
 

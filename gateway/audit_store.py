@@ -1,0 +1,79 @@
+"""Adapter from ``audit_chain.log.AuditLog`` (SQLite or PostgreSQL) to the service's needs.
+
+The service's log id is its configured origin; checkpoints are signed with
+the service's audit key on every append (``AuditLog`` does that in the append
+transaction), so ``/audit/checkpoint`` always covers everything written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from audit_chain.events import sign_event
+from audit_chain.keys import EventSigner
+from audit_chain.log import AuditLog
+from gateway.audit_backend import entry_json
+from gateway.audit_view import ThreadedAuditView
+from gateway.audit_wiring import AuditComponents
+from gateway.config import GatewayConfig
+
+
+class LogBackend:
+    """``AuditBackend`` over an :class:`AuditLog`."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def tree_size(self) -> int:
+        return self.log.size()
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self.log.checkpoint().to_json()
+
+    def entries(self, start: int, end: int) -> list[dict[str, Any]]:
+        return [entry_json(e.index, e.token) for e in self.log.entries(start, end)]
+
+    def inclusion(self, index: int, tree_size: int) -> list[bytes]:
+        return self.log.inclusion_proof(index, tree_size)
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        return self.log.consistency_proof(first, second)
+
+    def leaf_hash(self, index: int) -> bytes:
+        return self.log.entry(index).leaf_hash
+
+
+class LogSink:
+    """Signs each event as this service and appends it (one transaction per event)."""
+
+    def __init__(self, log: AuditLog, signer: EventSigner) -> None:
+        self.log = log
+        self.signer = signer
+
+    def record(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> None:
+        self.log.append(sign_event(self.signer, type, subject=subject, details=details))
+
+
+def database_url(value: str) -> str:
+    """A bare path is SQLite at that path; its folder is created."""
+    if "://" in value:
+        return value
+    path = Path(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def open_stored_audit(config: GatewayConfig, signer: EventSigner) -> AuditComponents:
+    log = AuditLog.open(database_url(config.audit_database), log_id=config.audit_origin, signer=signer)
+    return AuditComponents(
+        view=ThreadedAuditView(LogBackend(log)),
+        sink=LogSink(log, signer),
+        to_fhir=None,
+        public_keys=[signer.public_jwk()],
+        closers=[log.close],
+    )
+
+
+__all__ = ["LogBackend", "LogSink", "database_url", "open_stored_audit"]

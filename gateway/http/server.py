@@ -1,0 +1,62 @@
+"""Run an application until SIGTERM/SIGINT, then shut down gracefully.
+
+On a signal the listening socket closes first (no new connections), in-flight
+requests get ``shutdown_timeout`` seconds to finish, then cleanup hooks run
+(SuperNode stopped by PID, databases closed). A second signal does not
+interrupt the cleanup half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+LOG = logging.getLogger("ehds.server")
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    on_ready: Callable[[str, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = port
+    server = site._server  # the asyncio server: learn the real port when 0 was asked
+    if server is not None and getattr(server, "sockets", None):
+        bound_port = server.sockets[0].getsockname()[1]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
+            pass
+    LOG.info(orjson.dumps({"event": "server.started", "host": host, "port": bound_port}).decode())
+    if on_ready is not None:
+        on_ready(host, bound_port)
+    try:
+        await stop.wait()
+    finally:
+        LOG.info(orjson.dumps({"event": "server.stopping", "grace_seconds": shutdown_timeout}).decode())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
+        await runner.cleanup()
+        LOG.info(orjson.dumps({"event": "server.stopped"}).decode())
+
+
+__all__ = ["serve"]
