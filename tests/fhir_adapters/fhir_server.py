@@ -103,6 +103,47 @@ def load_ndjson_dir(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def sample_resources(
+    patients: int = 10, observations_per_patient: int = 3, *, group_size: int | None = None
+) -> list[dict[str, Any]]:
+    """A tiny deterministic cohort: Patients, glucose Observations, one Group of the first ones."""
+    out: list[dict[str, Any]] = []
+    for i in range(patients):
+        pid = f"p{i:04d}"
+        out.append(
+            {
+                "resourceType": "Patient",
+                "id": pid,
+                "meta": {"lastUpdated": f"2024-01-{1 + i % 28:02d}T00:00:00Z"},
+                "gender": "female" if i % 2 else "male",
+                "birthDate": f"{1940 + i % 60}-01-01",
+            }
+        )
+        for j in range(observations_per_patient):
+            out.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"o{i:04d}-{j}",
+                    "meta": {"lastUpdated": f"2024-02-{1 + j % 28:02d}T00:00:00Z"},
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+                    "subject": {"reference": f"Patient/{pid}"},
+                    "valueQuantity": {"value": 90 + (i * 7 + j) % 60, "unit": "mg/dL"},
+                }
+            )
+    size = patients // 2 if group_size is None else group_size
+    out.append(
+        {
+            "resourceType": "Group",
+            "id": "cohort",
+            "type": "person",
+            "actual": True,
+            "member": [{"entity": {"reference": f"Patient/p{i:04d}"}} for i in range(size)],
+        }
+    )
+    return out
+
+
 # ----------------------------------------------------------------- helpers
 def outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:
     return {
