@@ -197,9 +197,8 @@ def test_second_preimage_interior_node_as_leaf_fails() -> None:
     with pytest.raises(AuditProofError):
         merkle.verify_inclusion(merkle.leaf_hash(forged_leaf), 0, 2, forged_proof, root)
     with pytest.raises(AuditProofError):  # even with the node prefix smuggled into the data
-        merkle.verify_inclusion(
-            merkle.leaf_hash(b"\x01" + forged_leaf), 0, 2, forged_proof, root
-        )
+        merkle.verify_inclusion(merkle.leaf_hash(b"\x01" + forged_leaf), 0, 2, forged_proof, root)
+
     # Without domain separation the same forgery verifies: this is what the prefixes stop
     def plain(data: bytes) -> bytes:
         return hashlib.sha256(data).digest()
@@ -210,9 +209,7 @@ def test_second_preimage_interior_node_as_leaf_fails() -> None:
     forged = plain(b"a") + plain(b"b")  # 'leaf' data = the children of node ab
     assert plain(plain(forged) + naive_cd) == naive_root
     # ...while the honest proof for leaf 0 holds
-    merkle.verify_inclusion(
-        merkle.leaf_hash(b"a"), 0, 4, merkle.inclusion_proof(0, 4, store), root
-    )
+    merkle.verify_inclusion(merkle.leaf_hash(b"a"), 0, 4, merkle.inclusion_proof(0, 4, store), root)
 
 
 def test_verifiers_reject_bad_hash_lengths_and_sizes() -> None:

@@ -1,0 +1,55 @@
+"""Fixtures: keys, a trust store, and a database URL for SQLite and (marked) PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit_chain.keys import EventSigner, TrustStore
+from audit_chain.log import AuditLog
+from audit_chain.sink import SignedLogSink
+
+LOG_ID = "hospital-a"
+
+
+@pytest.fixture(scope="session")
+def log_key() -> EventSigner:
+    return EventSigner.generate("hospital-a")
+
+
+@pytest.fixture(scope="session")
+def actor() -> EventSigner:
+    return EventSigner.generate("hdab-nl")
+
+
+@pytest.fixture(scope="session")
+def actor_es256() -> EventSigner:
+    return EventSigner.generate("coordinator", alg="ES256")
+
+
+@pytest.fixture(scope="session")
+def trust(log_key: EventSigner, actor: EventSigner, actor_es256: EventSigner) -> TrustStore:
+    return TrustStore([log_key.trusted_key(), actor.trusted_key(), actor_es256.trusted_key()])
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "audit.db")
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def log(db_url: str, log_key: EventSigner):  # type: ignore[no-untyped-def]
+    opened = AuditLog.open(db_url, log_id=LOG_ID, signer=log_key)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sink(log: AuditLog, actor: EventSigner) -> SignedLogSink:
+    return SignedLogSink(log, actor)
+
+
+HASH = "sha256:" + "ab" * 32
