@@ -226,6 +226,15 @@ class ExportResult:
         }
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
 def parse_manifest(body: object) -> dict[str, Any]:
     """Check the completion manifest's shape; return it unchanged."""
     if not isinstance(body, dict):
@@ -500,9 +509,14 @@ class BulkExporter:
                     )
                 )
 
-        async with asyncio.TaskGroup() as group:
-            for record in todo:
-                group.create_task(one(record))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for record in todo:
+                    group.create_task(one(record))
+        except BaseExceptionGroup as group_error:
+            # Callers (and the CLI's one-line errors) want the first real failure;
+            # files finished before it are already recorded in the state.
+            raise _first_error(group_error) from None
 
     async def delete_job(self, status_url: str) -> bool:
         """``DELETE`` the status URL so the server can free the files; failures are reported, not fatal."""

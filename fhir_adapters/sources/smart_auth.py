@@ -174,6 +174,7 @@ class SmartBackendAuth:
         renew_margin: float = 60.0,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = time.time,
         allow_insecure: bool = False,
     ) -> None:
         if not client_id:
@@ -188,7 +189,8 @@ class SmartBackendAuth:
         self.scope = scope
         self.renew_margin = renew_margin
         self.retry = retry or RetryPolicy(max_attempts=4)
-        self.clock = clock
+        self.clock = clock  # token freshness
+        self.wall_clock = wall_clock  # iat/exp of client assertions
         self.allow_insecure = allow_insecure
         self.token_requests = 0
         self._key = key
@@ -205,7 +207,7 @@ class SmartBackendAuth:
     # ----------------------------------------------------------- assertion
     def client_assertion(self, token_url: str) -> str:
         """A fresh signed JWT: iss = sub = client_id, aud = token URL, exp in 5 minutes, new jti."""
-        now = int(self.clock())
+        now = int(self.wall_clock())
         claims = {
             "iss": self.client_id,
             "sub": self.client_id,

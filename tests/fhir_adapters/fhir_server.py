@@ -700,6 +700,8 @@ class FhirTestServer:
 
     async def download(self, request: web.Request) -> web.Response:
         self.counts["download"] += 1
+        if "Authorization" in request.headers:
+            self.counts["download_with_token"] += 1
         behaviour = self.config.export
         job = self.jobs.get(request.match_info["job"])
         if job is None or job.deleted:
