@@ -141,6 +141,11 @@ class HdabService:
         self.sink = sink
         self.clock = clock
 
+    @classmethod
+    def read_only(cls, db: str | Engine) -> HdabService:
+        """For reading the register, permits and status lists; every write step fails."""
+        return cls(db, hdab_id="read-only", country="XX", key=None, sink=_ReadOnlySink())
+
     def _now(self) -> int:
         return int(self.clock())
 
@@ -474,6 +479,13 @@ class HdabService:
 
 
 # ---------------------------------------------------------------------------- helpers
+class _ReadOnlySink:
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
+        raise HdabStateError("this HDAB service was opened read-only")
+
+
 def _as_application(application: PermitApplication | Mapping[str, Any]) -> PermitApplication:
     if isinstance(application, PermitApplication):
         return application
