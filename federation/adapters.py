@@ -1,0 +1,207 @@
+"""Adapters from the real packages to :mod:`federation.ports`, built by factory path.
+
+Every factory takes only JSON-able keyword arguments (file paths, ids) so a
+site's configuration is a small JSON file and can be rebuilt inside any
+process: a Ray worker in simulation, a SuperNode's ClientApp in deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from federation.errors import AccessDeniedError, JobConfigError
+from federation.permit_view import read_permit
+from federation.ports import AccessTerms, AuditSink, SiteDataset
+from federation.state import SqliteGuardState
+from permits.guard import AccessRequest, PermitGuard
+from permits.keys import TrustList, load_jwk
+from permits.request import AccessParams, make_request
+from permits.statuslist import StatusListStore
+from permits.verify import PermitVerifier
+
+# --------------------------------------------------------------------- audit sinks
+
+
+class JsonlAuditSink:
+    """Appends events as JSON lines (counts, hashes, codes only).
+
+    For simulations and tests where no signed log is configured; production
+    sites use ``audit_chain``'s ``SignedLogSink`` via :func:`signed_log_sink`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
+        line = orjson.dumps({"type": type, "subject": dict(subject), "details": dict(details)})
+        with self._lock, self.path.open("ab") as fh:
+            fh.write(line + b"\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line]
+
+
+def jsonl_sink(path: str) -> JsonlAuditSink:
+    return JsonlAuditSink(path)
+
+
+# ------------------------------------------------------------ permits: site + user
+
+
+class PermitGuardAuthorizer:
+    """``permits.PermitGuard`` behind the :class:`~federation.ports.Authorizer` port."""
+
+    def __init__(self, guard: PermitGuard) -> None:
+        self.guard = guard
+
+    def authorize(
+        self,
+        permit_token: str,
+        request_token: str,
+        *,
+        operation: str,
+        params: Mapping[str, Any],
+    ) -> AccessTerms:
+        if operation not in ("train", "evaluate"):
+            raise AccessDeniedError("unknown operation", reason="operation_not_allowed")
+        try:
+            access = AccessParams.model_validate(dict(params))
+        except ValueError as exc:
+            raise AccessDeniedError("malformed parameters", reason="request_malformed") from exc
+        decision = self.guard.decide(
+            AccessRequest(
+                permit=permit_token,
+                proof=request_token,
+                operation=operation,  # type: ignore[arg-type]
+                params=access,
+            )
+        )
+        if not decision.allowed or decision.permit is None or decision.grant is None:
+            raise AccessDeniedError(
+                "the permit guard denied the request",
+                reason=decision.reason.value,
+                recorded=True,
+            )
+        bounds = decision.permit.processing.federated_xgboost
+        return AccessTerms(
+            permit_jti=decision.permit.jti,
+            spec_hash=decision.grant.feature_spec_hash,
+            strategies=frozenset(bounds.strategies),
+            operations=frozenset(decision.permit.processing.operations),
+            outputs=frozenset(bounds.outputs),
+            max_rounds=bounds.max_rounds,
+            max_depth=bounds.max_depth,
+            min_rows_per_site=bounds.min_rows_per_site,
+            min_rows_per_leaf=bounds.min_rows_per_leaf,
+        )
+
+
+def permit_guard(
+    *,
+    holder: str,
+    trust_list: str,
+    status_list: str,
+    state_db: str,
+    audit: AuditSink,
+    leeway: int = 30,
+) -> PermitGuardAuthorizer:
+    """Factory for a site: trust list (JSON), latest status list token, state file.
+
+    ``audit`` is injected by the ClientApp (the site's own sink), so the guard's
+    ``access.allowed``/``access.denied`` land in the same log as the training events.
+    """
+    trust = TrustList.from_file(trust_list)
+    store = StatusListStore(trust, leeway=leeway)
+    try:
+        store.update(Path(status_list).read_text().strip())
+    except OSError as exc:
+        raise JobConfigError("cannot read the site's status list") from exc
+    state = SqliteGuardState(state_db)
+    guard = PermitGuard(
+        holder,
+        PermitVerifier(trust, leeway=leeway),
+        store,
+        audit,
+        replay=state,
+        ledger=state,
+    )
+    return PermitGuardAuthorizer(guard)
+
+
+class PermitRequestSigner:
+    """Signs ``permits.request`` proofs with the data user's (authorised person's) key."""
+
+    def __init__(self, key_path: str, permit_token: str, ttl: int = 120) -> None:
+        self.key = load_jwk(Path(key_path))
+        plan = read_permit(permit_token)
+        self.jti = plan.jti
+        self.permit_hash = plan.permit_hash
+        self.ttl = ttl
+
+    def sign(self, *, holder: str, operation: str, params: Mapping[str, Any]) -> str:
+        return make_request(
+            self.key,
+            permit=self.jti,
+            permit_hash=self.permit_hash,
+            holder=holder,
+            op=operation,  # type: ignore[arg-type]
+            params=dict(params),
+            ttl=self.ttl,
+        )
+
+
+def request_signer(*, key_path: str, permit_token: str, ttl: int = 120) -> PermitRequestSigner:
+    return PermitRequestSigner(key_path, permit_token, ttl)
+
+
+# -------------------------------------------------------------------- data sources
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """Canonical hash of a spec document (sorted keys, compact)."""
+    return (
+        "sha256:"
+        + hashlib.sha256(orjson.dumps(dict(spec), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    )
+
+
+class ArraySource:
+    """Features already computed into an ``.npz`` (``X``, ``y``, ``feature_names``).
+
+    For benchmarks and tests of the federated mechanics; it still checks that
+    the coordinator's spec is the one the permit pinned and that the columns
+    are the spec's features, so it cannot be used to train on something else.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
+        if spec_digest(spec) != spec_hash:
+            raise AccessDeniedError(
+                "spec document does not match its hash", reason="spec_hash_mismatch"
+            )
+        with np.load(self.path, allow_pickle=False) as data:
+            X = np.asarray(data["X"], dtype=np.float32)
+            y = np.asarray(data["y"])
+            names = tuple(str(n) for n in data["feature_names"])
+        if list(names) != list(spec.get("features", [])):
+            raise JobConfigError("site columns differ from the spec's features")
+        return SiteDataset(X=X, y=y, feature_names=names, patients=int(X.shape[0]))
+
+
+def array_source(path: str) -> ArraySource:
+    return ArraySource(path)

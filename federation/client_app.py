@@ -1,0 +1,260 @@
+"""The ClientApp each data holder runs (Flower Message API).
+
+Order of a request, each step fail-closed and audited at the site:
+
+1. check the permit and the coordinator's signed request (``Authorizer``, i.e.
+   ``permits.PermitGuard``) - before any data is read; a refusal records
+   ``access.denied`` and the reply carries only the reason code;
+2. compute features with the permit's feature specification from the site's
+   configured source (``data.extracted`` with counts and the spec hash);
+3. enforce the permit's minimum rows per site and per leaf;
+4. train on top of the global model and send back only the new trees, with no
+   per-node statistics (``training.round`` with the trees' hash), or evaluate
+   the global model and send back only permitted metrics.
+
+The site's configuration comes from ``Context.node_config["site-config"]`` (a
+JSON file at the site) in deployment; simulation maps ``partition-id`` to the
+job's list of sites (see :func:`make_client_app`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from federation import site as site_ops
+from federation import trees, wire
+from federation.errors import AccessDeniedError, FederationError, JobConfigError
+from federation.job import BoosterParams, SiteConfig
+from federation.ports import AccessTerms, AuditSink, Authorizer, SiteDataset, SiteDataSource
+
+_log = logging.getLogger(__name__)
+SiteResolver = Callable[[Context], SiteConfig]
+_CODE = re.compile(r"[^a-z0-9_.:-]+")
+_CACHE_SIZE = 8
+# Per-process cache of extracted features, keyed by the site's full data recipe and
+# the spec hash: a Ray actor or SuperNode ClientApp process serves many rounds of
+# the same job, and re-extracting FHIR every round would dominate the run time.
+_FEATURES: OrderedDict[tuple[str, str], SiteDataset] = OrderedDict()
+
+
+def reason_of(exc: BaseException) -> str:
+    """A stable, schema-valid reason code for an exception (never its message)."""
+    for attr in ("reason", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, str) and value:
+            code = _CODE.sub("_", value.lower()).strip("_")[:64]
+            if code:
+                return code
+    return "internal_error"
+
+
+def site_from_node_config(context: Context) -> SiteConfig:
+    """Deployment: the SuperNode was started with ``--node-config site-config=...``."""
+    path = context.node_config.get("site-config")
+    if not isinstance(path, str) or not path:
+        raise JobConfigError("SuperNode has no 'site-config' in its node config")
+    return SiteConfig.from_file(path)
+
+
+class SimulationSites:
+    """Simulation: virtual SuperNode ``partition-id`` i is ``sites[i]``."""
+
+    def __init__(self, sites: Sequence[SiteConfig]) -> None:
+        self.sites = tuple(sites)
+
+    def __call__(self, context: Context) -> SiteConfig:
+        index = context.node_config.get("partition-id")
+        if not isinstance(index, int) or not 0 <= index < len(self.sites):
+            raise JobConfigError("partition-id does not name a configured site")
+        return self.sites[index]
+
+
+def _load_features(
+    site: SiteConfig,
+    spec: Mapping[str, Any],
+    spec_hash: str,
+    audit: AuditSink,
+    subject: Mapping[str, str],
+) -> SiteDataset:
+    key = (orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode(), spec_hash)
+    cached = _FEATURES.get(key)
+    if cached is not None:
+        _FEATURES.move_to_end(key)
+        return cached
+    source: SiteDataSource = site.data.build()
+    data = source.load(spec, spec_hash=spec_hash)
+    audit.record(
+        "data.extracted",
+        subject=subject,
+        details={
+            "spec_hash": spec_hash,
+            "patients": int(data.patients),
+            "rows": int(data.rows),
+            "features": len(data.feature_names),
+            "excluded_opt_out": int(data.excluded_opt_out),
+            "quarantined": int(data.quarantined),
+        },
+    )
+    _FEATURES[key] = data
+    while len(_FEATURES) > _CACHE_SIZE:
+        _FEATURES.popitem(last=False)
+    return data
+
+
+def _config(msg: Message) -> ConfigRecord:
+    record = msg.content.config_records.get(wire.JOB)
+    if record is None:
+        raise JobConfigError("message has no job configuration")
+    return record
+
+
+def _str(cfg: ConfigRecord, key: str) -> str:
+    value = cfg.get(key)
+    if not isinstance(value, str):
+        raise JobConfigError(f"job configuration lacks {key}")
+    return value
+
+
+def _check_terms(terms: AccessTerms, cfg: ConfigRecord, operation: str, spec_hash: str) -> None:
+    """Defence in depth: the guard checked these; a custom Authorizer might not."""
+    if operation not in terms.operations:
+        raise AccessDeniedError("operation not permitted", reason="operation_not_permitted")
+    if terms.spec_hash != spec_hash:
+        raise AccessDeniedError("feature spec differs from the permit", reason="spec_hash_mismatch")
+    strategy = cfg.get("strategy")
+    if operation == "train" and strategy not in terms.strategies:
+        raise AccessDeniedError("strategy not permitted", reason="strategy_not_permitted")
+    rnd = cfg.get("round")
+    if not isinstance(rnd, int) or not 1 <= rnd <= terms.max_rounds:
+        raise AccessDeniedError("round outside the permit's bounds", reason="max_rounds_exceeded")
+
+
+def handle(msg: Message, context: Context, operation: str, resolve: SiteResolver) -> Message:
+    """Serve one train/evaluate request; every outcome is a reply, never a traceback."""
+    site = resolve(context)
+    audit: AuditSink = site.audit.build()
+    subject: dict[str, str] = {"site": site.site_id}
+    try:
+        cfg = _config(msg)
+        subject["job"] = _str(cfg, "job-id")
+        spec_hash = _str(cfg, "spec-hash")
+        params = BoosterParams(**_params(cfg))
+        requests = orjson.loads(_str(cfg, "requests"))
+        token = requests.get(site.site_id) if isinstance(requests, dict) else None
+        if not isinstance(token, str):
+            raise AccessDeniedError("no request for this site", reason="request_not_for_holder")
+        authorizer: Authorizer = site.authorizer.build(audit=audit)
+        terms = authorizer.authorize(
+            _str(cfg, "permit"),
+            token,
+            operation=operation,
+            params=wire.access_params(operation, params, spec_hash, _str(cfg, "strategy")),
+        )
+        _check_terms(terms, cfg, operation, spec_hash)
+    except Exception as exc:
+        reason = reason_of(exc)
+        if not getattr(exc, "recorded", False):
+            audit.record(
+                "access.denied",
+                subject=subject,
+                details={"reason": reason, "operation": operation},
+            )
+        return wire.site_reply(msg, site_id=site.site_id, error=reason)
+    subject["permit"] = terms.permit_jti
+    try:
+        spec = orjson.loads(_str(cfg, "spec"))
+        data = _load_features(site, spec, spec_hash, audit, subject)
+        site_ops.check_site_rows(data, terms)
+        fraction = cfg.get("eval-fraction")
+        split = site_ops.split_rows(
+            data.rows, float(fraction) if isinstance(fraction, float) else 0.0, params.seed
+        )
+        global_pack = trees.decode_pack(wire.pack_bytes(msg.content, wire.GLOBAL))
+        if operation == "train":
+            return _train(
+                msg, site.site_id, audit, subject, cfg, data, split, global_pack, params, terms
+            )
+        rows = split.evaluate if split.evaluate.size else split.train
+        metrics = site_ops.evaluate_pack(data, rows, global_pack, terms)
+        return wire.site_reply(msg, site_id=site.site_id, metrics=metrics)
+    except FederationError as exc:
+        reason = reason_of(exc)
+        if exc.reason in ("min_rows_per_site", "min_rows_per_leaf", "max_depth_exceeded"):
+            audit.record(
+                "access.denied", subject=subject, details={"reason": reason, "operation": operation}
+            )
+        return wire.site_reply(msg, site_id=site.site_id, error=reason)
+    except Exception as exc:  # fail closed with a code, no message leaves the site
+        _log.warning(
+            "site %s: %s failed: %s",
+            site.site_id,
+            operation,
+            type(exc).__name__,
+            exc_info=bool(os.environ.get("EHDS_DEBUG")),
+        )
+        return wire.site_reply(msg, site_id=site.site_id, error=reason_of(exc))
+
+
+def _params(cfg: ConfigRecord) -> dict[str, Any]:
+    raw = orjson.loads(_str(cfg, "params"))
+    if not isinstance(raw, dict):
+        raise JobConfigError("params must be an object")
+    raw["base_score"] = tuple(raw.get("base_score", ()))
+    return raw
+
+
+def _train(
+    msg: Message,
+    site_id: str,
+    audit: AuditSink,
+    subject: Mapping[str, str],
+    cfg: ConfigRecord,
+    data: SiteDataset,
+    split: site_ops.Split,
+    global_pack: trees.Pack,
+    params: BoosterParams,
+    terms: AccessTerms,
+) -> Message:
+    new = site_ops.train_round(data, split.train, global_pack, params, terms)
+    encoded = trees.encode_pack(new)
+    rnd = cfg.get("round")
+    audit.record(
+        "training.round",
+        subject=subject,
+        details={
+            "round": int(rnd) if isinstance(rnd, int) else 0,
+            "model_hash": trees.pack_hash(new),
+            "rows": int(split.train.size),
+            "bytes_sent": len(encoded),
+            "trees": len(new["trees"]),
+        },
+    )
+    metrics = {"num-examples": float(split.train.size), "trees": float(len(new["trees"]))}
+    return wire.site_reply(msg, site_id=site_id, encoded=encoded, metrics=metrics)
+
+
+def make_client_app(resolve: SiteResolver = site_from_node_config) -> ClientApp:
+    """A ClientApp bound to a way of finding the site's configuration."""
+    client = ClientApp()
+
+    @client.train()
+    def _train_handler(msg: Message, context: Context) -> Message:
+        return handle(msg, context, "train", resolve)
+
+    @client.evaluate()
+    def _evaluate_handler(msg: Message, context: Context) -> Message:
+        return handle(msg, context, "evaluate", resolve)
+
+    return client
+
+
+app = make_client_app()

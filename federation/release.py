@@ -1,0 +1,113 @@
+"""Releasing the final model: files, model card, ``model.released`` event.
+
+The released files are rebuilt from the global tree pack, so they carry no
+per-node statistics either (``sum_hessian`` etc. are zero). The card names
+what the audit trail proves: the permit, the spec hash, who contributed, and
+the signed checkpoint that covers every event of the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from federation import trees
+from federation.job import TrainingJob
+from federation.permit_view import PermitPlan
+from federation.ports import AuditSink, CheckpointSource
+from federation.strategy import RunState
+
+CARD_FORMAT = "ehds-model-card/1"
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    model_hash: str
+    ubj_path: Path
+    json_path: Path
+    card_path: Path
+    checkpoint: dict[str, object] | None
+
+
+def _checkpoint(audit: AuditSink) -> dict[str, object] | None:
+    if isinstance(audit, CheckpointSource):
+        return dict(audit.checkpoint())
+    return None
+
+
+def model_json(pack: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(trees.model_document(pack), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def release_model(
+    pack: Mapping[str, Any],
+    job: TrainingJob,
+    plan: PermitPlan,
+    state: RunState,
+    audit: AuditSink,
+    out_dir: Path,
+) -> ReleasedModel:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_hash = trees.pack_hash(pack)
+    ubj_path = out_dir / "model.ubj"
+    json_path = out_dir / "model.json"
+    ubj_path.write_bytes(trees.model_ubj(pack))
+    json_path.write_bytes(model_json(pack))
+    checkpoint = _checkpoint(audit)
+    details: dict[str, object] = {
+        "model_hash": model_hash,
+        "rounds": len(state.rounds),
+        "sites": len(state.contributors),
+    }
+    if checkpoint is not None:
+        if isinstance(checkpoint.get("size"), int):
+            details["checkpoint_size"] = checkpoint["size"]
+        if isinstance(checkpoint.get("root"), str):
+            details["checkpoint_root"] = checkpoint["root"]
+    audit.record(
+        "model.released",
+        subject={"permit": plan.jti, "job": job.job_id, "model": f"{job.job_id}.model"},
+        details=details,
+    )
+    card = {
+        "format": CARD_FORMAT,
+        "model": f"{job.job_id}.model",
+        "model_hash": model_hash,
+        "files": {"ubj": ubj_path.name, "json": json_path.name},
+        "permit": plan.jti,
+        "permit_hash": plan.permit_hash,
+        "spec_hash": job.spec_hash,
+        "objective": pack["objective"],
+        "num_class": pack["num_class"],
+        "base_score": [float(v) for v in pack["base_score"]],
+        "features": list(pack["feature_names"]),
+        "trees": len(pack["trees"]),
+        "strategy": job.strategy,
+        "rounds": len(state.rounds),
+        "rounds_planned": job.rounds,
+        "local_rounds": job.params.local_rounds,
+        "params": {
+            "eta": job.params.eta,
+            "max_depth": job.params.max_depth,
+            "min_child_weight": job.params.min_child_weight,
+        },
+        "sites_contributed": list(state.contributors),
+        "sites_failed": dict(state.failed),
+        "per_round": [
+            {"round": r.round, "sites": r.sites, "model_hash": r.model_hash, "trees": r.trees}
+            for r in state.rounds
+        ],
+        "metrics": dict(state.metrics),
+        "metrics_sites": list(state.evaluated_sites),
+        "audit_checkpoint": checkpoint,
+        "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "node_statistics": "stripped",
+    }
+    card_path = out_dir / "model_card.json"
+    card_path.write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return ReleasedModel(model_hash, ubj_path, json_path, card_path, checkpoint)
