@@ -141,6 +141,24 @@ def type_test(type_name: str) -> Callable[[Any], bool]:
     raise FhirPathCompileError(f"unknown type {type_name!r}")
 
 
+def json_check(type_name: str) -> str | None:
+    """Python source testing the JSON type of ``v`` for a FHIR type (None: no cheap test)."""
+    ns, name = _strip_namespace(type_name)
+    if ns == "System" or (ns is None and name in SYSTEM_TYPES and name not in COMPLEX_TYPES):
+        name = SYSTEM_TYPES.get(name, name)
+    if name in PRIMITIVE_STRING_TYPES:
+        return "type(v) is str"
+    if name == "boolean":
+        return "type(v) is bool"
+    if name in PRIMITIVE_INTEGER_TYPES:
+        return "type(v) is int"
+    if name == "decimal":
+        return "type(v) is float or type(v) is int"
+    if name[:1].isupper():
+        return "type(v) is dict"
+    return None
+
+
 def _suffix(type_name: str) -> str:
     _, name = _strip_namespace(type_name)
     name = SYSTEM_TYPES.get(name, name) if name not in COMPLEX_TYPES else name
@@ -373,7 +391,12 @@ class Compiler:
                 tname = arg.name
                 inner = node.target
                 steps.append(
-                    Step(inner.name, key=inner.name + _suffix(tname), test=type_test(tname))
+                    Step(
+                        inner.name,
+                        key=inner.name + _suffix(tname),
+                        test=type_test(tname),
+                        check=json_check(tname),
+                    )
                 )
                 node = inner.target if isinstance(inner, Member) else Ident("$focus")
                 if isinstance(inner, Ident):

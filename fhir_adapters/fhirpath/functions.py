@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from fhir_adapters.errors import FhirPathCompileError, FhirPathEvaluationError
@@ -672,7 +673,8 @@ def _round(c: Compiler, node: Call) -> Fn:
         d = to_decimal(v)
         if d is None or type(p) is not int:
             raise FhirPathEvaluationError("round(): bad operands")
-        return [float(round(d, p))]
+        q = Decimal(1).scaleb(-p)
+        return [float(d.quantize(q, rounding=ROUND_HALF_UP))]
 
     return round_
 

@@ -24,7 +24,7 @@ _EMPTY: list[Any] = []
 class Step:
     """One navigation step: ``.name``, or ``.name.ofType(T)`` read as the key ``nameT``."""
 
-    __slots__ = ("choice", "key", "name", "test", "type_head")
+    __slots__ = ("check", "choice", "key", "name", "test", "type_head")
 
     def __init__(
         self,
@@ -32,11 +32,13 @@ class Step:
         *,
         key: str | None = None,
         test: Callable[[Any], bool] | None = None,
+        check: str | None = None,
         head: bool = False,
     ) -> None:
         self.name = name
         self.key = key  # typed key for an ofType step (valueQuantity)
-        self.test = test  # type test for the untyped fallback of an ofType step
+        self.test = test  # type test of an ofType step (typed key values and the untyped fallback)
+        self.check = check  # the same test as inline Python on ``v`` (JSON type), if expressible
         self.choice = name in CHOICE_NAMES and key is None
         # A capitalised head identifier may name the resource type (``Patient.name``).
         self.type_head = head and name[:1].isupper()
@@ -75,10 +77,8 @@ def step_function(step: Step) -> StepFn:
                 if type(item) is not dict:
                     continue
                 v = item.get(key)
-                if v is not None:
-                    _extend(out, v)
-                    continue
-                v = item.get(name)
+                if v is None:
+                    v = item.get(name)
                 if v is None:
                     continue
                 for x in v if type(v) is list else (v,):
@@ -142,6 +142,14 @@ def _step_source(step: Step, on_empty: str, on_multi: str) -> list[str]:
             f"        {on_empty}",
             f"    {on_multi}",
         ]
+        if step.check is not None:
+            # invalid data (``deceasedBoolean: "yes"``) is not of the type: empty
+            lines += [
+                f"if not ({step.check}):",
+                "    if type(v) is list:",
+                f"        {on_multi}",
+                f"    {on_empty}",
+            ]
     else:
         if step.type_head:
             lines += [f"if cur.get('resourceType') == {name}:", "    v = cur", "else:"]
