@@ -10,17 +10,15 @@ and is the reference the database-backed adapter is checked against.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
-
-import orjson
 
 from audit_chain import merkle
 from audit_chain.checkpoint import sign_checkpoint
 from audit_chain.events import parse_event, sign_event
 from audit_chain.keys import EventSigner
 from gateway.audit_view import ThreadedAuditView
-from gateway.audit_wiring import AuditComponents
+from gateway.audit_wiring import AuditComponents, AuditEventExport
 from gateway.config import GatewayConfig
 from gateway.keystore import load_or_create_private_key
 
@@ -47,7 +45,9 @@ class MemoryAuditLog:
         self._nodes = merkle.MemoryNodes()
 
     # AuditSink
-    def record(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> None:
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
         token = sign_event(self.signer, type, subject=subject, details=details)
         with self._lock:
             self._tokens.append(token)
@@ -81,6 +81,23 @@ class MemoryAuditLog:
         return self._nodes.get_nodes(ids)
 
 
+def fhir_exporter(log_id: str) -> AuditEventExport:
+    """Entries as served over HTTP -> FHIR R4 AuditEvent JSON (``audit_chain.fhir_export``)."""
+    from audit_chain.fhir_export import audit_event_json
+    from audit_chain.log import Entry
+
+    def export(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for item in entries:
+            token = str(item["event"])
+            event = parse_event(token)
+            entry = Entry(int(item["index"]), token, event.type, event.org, event.time)
+            out.append(audit_event_json(entry, event, log_id))
+        return out
+
+    return export
+
+
 def signer_for(config: GatewayConfig) -> EventSigner:
     key = load_or_create_private_key(config.audit_signing_key)
     return EventSigner(config.org, key.export(private_key=True, as_dict=True))
@@ -91,7 +108,12 @@ def open_audit(config: GatewayConfig) -> AuditComponents:
     signer = signer_for(config)
     if config.audit_database == ":memory:":
         log = MemoryAuditLog(signer, config.audit_origin)
-        return AuditComponents(view=ThreadedAuditView(log), sink=log, public_keys=[signer.public_jwk()])
+        return AuditComponents(
+            view=ThreadedAuditView(log),
+            sink=log,
+            to_fhir=fhir_exporter(config.audit_origin),
+            public_keys=[signer.public_jwk()],
+        )
     return _open_stored(config, signer)
 
 
@@ -102,8 +124,4 @@ def _open_stored(config: GatewayConfig, signer: EventSigner) -> AuditComponents:
     return open_stored_audit(config, signer)
 
 
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
-__all__ = ["MemoryAuditLog", "entry_json", "open_audit", "signer_for"]
+__all__ = ["MemoryAuditLog", "entry_json", "fhir_exporter", "open_audit", "signer_for"]

@@ -7,14 +7,13 @@ transaction), so ``/audit/checkpoint`` always covers everything written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from audit_chain.events import sign_event
 from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
-from gateway.audit_backend import entry_json
+from audit_chain.sink import SignedLogSink
+from gateway.audit_backend import entry_json, fhir_exporter
 from gateway.audit_view import ThreadedAuditView
 from gateway.audit_wiring import AuditComponents
 from gateway.config import GatewayConfig
@@ -45,17 +44,6 @@ class LogBackend:
         return self.log.entry(index).leaf_hash
 
 
-class LogSink:
-    """Signs each event as this service and appends it (one transaction per event)."""
-
-    def __init__(self, log: AuditLog, signer: EventSigner) -> None:
-        self.log = log
-        self.signer = signer
-
-    def record(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> None:
-        self.log.append(sign_event(self.signer, type, subject=subject, details=details))
-
-
 def database_url(value: str) -> str:
     """A bare path is SQLite at that path; its folder is created."""
     if "://" in value:
@@ -66,14 +54,16 @@ def database_url(value: str) -> str:
 
 
 def open_stored_audit(config: GatewayConfig, signer: EventSigner) -> AuditComponents:
-    log = AuditLog.open(database_url(config.audit_database), log_id=config.audit_origin, signer=signer)
+    log = AuditLog.open(
+        database_url(config.audit_database), log_id=config.audit_origin, signer=signer
+    )
     return AuditComponents(
         view=ThreadedAuditView(LogBackend(log)),
-        sink=LogSink(log, signer),
-        to_fhir=None,
+        sink=SignedLogSink(log, signer),
+        to_fhir=fhir_exporter(config.audit_origin),
         public_keys=[signer.public_jwk()],
         closers=[log.close],
     )
 
 
-__all__ = ["LogBackend", "LogSink", "database_url", "open_stored_audit"]
+__all__ = ["LogBackend", "database_url", "open_stored_audit"]

@@ -59,7 +59,9 @@ class _Lru:
 class ThreadedAuditView:
     """Implements ``gateway.http.audit_routes.AuditView`` over an :class:`AuditBackend`."""
 
-    def __init__(self, backend: AuditBackend, *, checkpoint_ttl: float = 1.0, cache_size: int = 50_000) -> None:
+    def __init__(
+        self, backend: AuditBackend, *, checkpoint_ttl: float = 1.0, cache_size: int = 50_000
+    ) -> None:
         self.backend = backend
         self.checkpoint_ttl = checkpoint_ttl
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-audit")
@@ -75,7 +77,7 @@ class ThreadedAuditView:
         if key is not None:
             pending = self._inflight.get(key)
             if pending is not None:
-                return await asyncio.shield(pending)  # type: ignore[no-any-return]
+                return await asyncio.shield(pending)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, func)
         if key is None:
@@ -137,13 +139,17 @@ class ThreadedAuditView:
         if value is None:
             value = await self._run(key, func)
             self._cache.put(key, value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     async def inclusion(self, index: int, tree_size: int) -> list[bytes]:
-        return await self._cached(("incl", index, tree_size), lambda: self.backend.inclusion(index, tree_size))
+        return await self._cached(
+            ("incl", index, tree_size), lambda: self.backend.inclusion(index, tree_size)
+        )
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
-        return await self._cached(("cons", first, second), lambda: self.backend.consistency(first, second))
+        return await self._cached(
+            ("cons", first, second), lambda: self.backend.consistency(first, second)
+        )
 
     async def leaf_hash(self, index: int) -> bytes:
         return await self._cached(("leaf", index), lambda: self.backend.leaf_hash(index))

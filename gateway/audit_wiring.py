@@ -18,18 +18,24 @@ from gateway.http.metrics import Metrics
 
 
 class AuditSink(Protocol):
-    def record(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> None: ...
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None: ...
 
 
 class MeteredSink:
     """Forwards to ``inner``; counts only after the event is durably recorded."""
 
-    def __init__(self, inner: AuditSink, metrics: Metrics, on_append: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, inner: AuditSink, metrics: Metrics, on_append: Callable[[], None] | None = None
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
         self.on_append = on_append
 
-    def record(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> None:
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
         self.inner.record(type, subject=subject, details=details)
         self.metrics.observe_event(type, details)
         if self.on_append is not None:

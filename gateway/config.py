@@ -68,14 +68,18 @@ class AuditSettings:
 
     database: str = field(
         default="",
-        metadata={"doc": "SQLite path or SQLAlchemy URL; empty = <data_dir>/<service>-audit.sqlite."},
+        metadata={
+            "doc": "SQLite path or SQLAlchemy URL; empty = <data_dir>/<service>-audit.sqlite."
+        },
     )
     origin: str = field(
         default="", metadata={"doc": "Log identity in checkpoints; empty = '<org>:audit'."}
     )
     signing_key: Path | None = field(
         default=None,
-        metadata={"doc": "Private JWK that signs events and checkpoints; empty = <data_dir>/keys/<service>.jwk."},
+        metadata={
+            "doc": "Private JWK that signs events and checkpoints; empty = <data_dir>/keys/<service>.jwk."
+        },
     )
 
 
@@ -103,9 +107,12 @@ class FhirSettings:
     """Where the hospital's FHIR data comes from."""
 
     kind: str = field(
-        default="ndjson", metadata={"doc": "ndjson | bundle | search | export (network kinds need base_url)."}
+        default="ndjson",
+        metadata={"doc": "ndjson | bundle | search | export (network kinds need base_url)."},
     )
-    path: Path | None = field(default=None, metadata={"doc": "File or folder for ndjson/bundle sources."})
+    path: Path | None = field(
+        default=None, metadata={"doc": "File or folder for ndjson/bundle sources."}
+    )
     base_url: str = field(default="", metadata={"doc": "FHIR base URL for search/export sources."})
 
 
@@ -115,7 +122,9 @@ class FlowerSettings:
 
     mode: str = field(
         default="off",
-        metadata={"doc": "off | connect (report a SuperNode run elsewhere) | run (start it as a child)."},
+        metadata={
+            "doc": "off | connect (report a SuperNode run elsewhere) | run (start it as a child)."
+        },
     )
     superlink: str = field(
         default="127.0.0.1:9092", metadata={"doc": "SuperLink Fleet API address host:port."}
@@ -132,13 +141,15 @@ class NodeSettings:
 
     site: str = field(default="hospital-demo", metadata={"doc": "Data holder identifier."})
     disclosure_floor: int = field(
-        default=5, metadata={"doc": "Smallest count ever returned (at least 5); smaller is suppressed."}
+        default=5,
+        metadata={"doc": "Smallest count ever returned (at least 5); smaller is suppressed."},
     )
     trust_list: Path | None = field(
         default=None, metadata={"doc": "HDAB keys this node accepts permits from."}
     )
     opt_out: Path | None = field(
-        default=None, metadata={"doc": "Opt-out registry (Consent bundle or id list); applied before counting."}
+        default=None,
+        metadata={"doc": "Opt-out registry (Consent bundle or id list); applied before counting."},
     )
     fhir: FhirSettings = field(default_factory=FhirSettings)
     flower: FlowerSettings = field(default_factory=FlowerSettings)
@@ -260,7 +271,9 @@ def _build(cls: type[T], table: Mapping[str, Any], env: Mapping[str, str], prefi
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ConfigError(f"unknown setting(s) in [{prefix.lower() or 'top level'}]: {', '.join(unknown)}")
+        raise ConfigError(
+            f"unknown setting(s) in [{prefix.lower() or 'top level'}]: {', '.join(unknown)}"
+        )
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         tp = hints[f.name]
@@ -311,7 +324,9 @@ def load_config(
     table.setdefault("service", service)
     if table["service"] != service:
         raise ConfigError("'service' in the file does not match the command")
-    config = _build(GatewayConfig, table, {k: v for k, v in environ.items() if k != "EHDS_SERVICE"}, "")
+    config = _build(
+        GatewayConfig, table, {k: v for k, v in environ.items() if k != "EHDS_SERVICE"}, ""
+    )
     validate(config)
     return config
 
@@ -351,7 +366,7 @@ class SettingDoc:
 def describe_settings(cls: type = GatewayConfig, prefix: str = "") -> Iterator[SettingDoc]:
     """Every setting with its TOML key, environment variable, default and meaning."""
     hints = _hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if f.name == "service":
             continue
         tp = hints[f.name]
@@ -361,7 +376,9 @@ def describe_settings(cls: type = GatewayConfig, prefix: str = "") -> Iterator[S
             continue
         default = f.default if f.default is not dataclasses.MISSING else ""
         toml = f"[{prefix.lower().replace('_', '.')}] {f.name}" if prefix else f.name
-        yield SettingDoc(toml, ENV_PREFIX + name.upper(), repr(default), str(f.metadata.get("doc", "")))
+        yield SettingDoc(
+            toml, ENV_PREFIX + name.upper(), repr(default), str(f.metadata.get("doc", ""))
+        )
 
 
 __all__ = [

@@ -21,7 +21,9 @@ def suppress_pair(a: int, b: int, floor: int) -> tuple[int | None, int | None]:
     return a, b
 
 
-def suppress_counts(counts: Mapping[str, int], floor: int) -> tuple[dict[str, int | None], list[str]]:
+def suppress_counts(
+    counts: Mapping[str, int], floor: int
+) -> tuple[dict[str, int | None], list[str]]:
     """Independent counts: each withheld on its own when small. Returns (shown, withheld names)."""
     shown: dict[str, int | None] = {}
     withheld: list[str] = []

@@ -24,14 +24,24 @@ from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, ValidationError
 from gateway.http.app import add_ready_check, base_app, finish
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
-from gateway.http.auth import Principal
+from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
-from gateway.http.routing import Param, RouteSpec, field_str, install, json_body, json_response, signed
+from gateway.http.routing import (
+    BODY_KEY,
+    Param,
+    RouteSpec,
+    field_str,
+    install,
+    json_body,
+    json_response,
+    signed,
+)
 from gateway.keystore import KeyRing, load_or_create_private_key
+from permits.hdab import HdabService
 
 LOG = logging.getLogger("ehds.hdab")
-HDAB_KEY = web.AppKey("ehds_hdab", object)
+HDAB_KEY = web.AppKey("ehds_hdab", HdabService)
 AUDIT_KEY = web.AppKey("ehds_audit", AuditComponents)
 
 ID_PARAM = r"{id:[A-Za-z0-9._:@-]{1,128}}"
@@ -90,11 +100,13 @@ def _issued(p: Any) -> dict[str, Any]:
 
 async def post_application(request: web.Request) -> web.Response:
     body = json_body(request)
-    principal: Principal = request["principal"]
+    principal: Principal = request[PRINCIPAL_KEY]
     holder = body.get("holder_of_permit")
     holder_id = holder.get("id") if isinstance(holder, dict) else None
     if "hdab_staff" not in principal.roles and holder_id != principal.org:
-        raise ForbiddenError("applicants may only apply for their own organisation", code="APPLICANT_MISMATCH")
+        raise ForbiddenError(
+            "applicants may only apply for their own organisation", code="APPLICANT_MISMATCH"
+        )
     rec = await _db(request, lambda: _hdab(request).apply(body))
     return json_response(_record(rec), status=201, headers={"Location": f"/applications/{rec.id}"})
 
@@ -121,7 +133,7 @@ async def post_decision(request: web.Request) -> web.Response:
 
 
 async def post_issue(request: web.Request) -> web.Response:
-    body = json_body(request) if request["body"] else {}
+    body = json_body(request) if request[BODY_KEY] else {}
     app_id = request.match_info["id"]
     nbf = body.get("nbf")
     if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool) or nbf < 0):
@@ -129,8 +141,12 @@ async def post_issue(request: web.Request) -> web.Response:
     conditions = body.get("conditions", [])
     if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
         raise ValidationError("conditions must be a list of strings")
-    issued = await _db(request, lambda: _hdab(request).issue(app_id, nbf=nbf, conditions=conditions))
-    return json_response(_issued(issued), status=201, headers={"Location": f"/permits/{issued.jti}"})
+    issued = await _db(
+        request, lambda: _hdab(request).issue(app_id, nbf=nbf, conditions=conditions)
+    )
+    return json_response(
+        _issued(issued), status=201, headers={"Location": f"/permits/{issued.jti}"}
+    )
 
 
 async def get_permit(request: web.Request) -> web.Response:
@@ -169,7 +185,9 @@ async def get_register(request: web.Request) -> web.Response:
 
 
 async def get_jwks(request: web.Request) -> web.Response:
-    return json_response({"keys": request.app[JWKS_KEY]}, headers={"Cache-Control": "public, max-age=300"})
+    return json_response(
+        {"keys": request.app[JWKS_KEY]}, headers={"Cache-Control": "public, max-age=300"}
+    )
 
 
 async def get_status_list(request: web.Request) -> web.Response:
@@ -189,46 +207,147 @@ def hdab_routes() -> list[RouteSpec]:
     policy = {422: "Refused by the Regulation's rules or the permit model"}
     obj = {"type": "object"}
     return [
-        RouteSpec("POST", "/applications", post_application, "Apply for a data permit (Art. 67)", "permits",
-                  **signed("data_user", "hdab_staff"), request_schema={"type": "object", "description":
-                  "A PermitApplication (docs/permit.schema.json without jti/iss/iat/nbf/exp, plus duration_days)."},
-                  response_schema=RECORD_SCHEMA, status=201, responses={201: "Application recorded", **policy}),
-        RouteSpec("GET", f"/applications/{ID_PARAM}", get_application, "Status of an application", "permits",
-                  **signed("data_user", "hdab_staff"), params=(Param("id", where="path"),),
-                  response_schema=RECORD_SCHEMA, responses=not_found),
-        RouteSpec("POST", f"/applications/{ID_PARAM}/decision", post_decision, "Approve or refuse (with reason)",
-                  "permits", **staff, params=(Param("id", where="path"),),
-                  request_schema={"type": "object", "required": ["decision"], "properties": {
-                      "decision": {"enum": ["approve", "refuse"]}, "reason": REASON_SCHEMA}},
-                  response_schema=RECORD_SCHEMA, responses={**not_found, **conflict, 422: "Bad decision"}),
-        RouteSpec("POST", f"/applications/{ID_PARAM}/permit", post_issue, "Issue the signed permit", "permits",
-                  **staff, params=(Param("id", where="path"),),
-                  request_schema={"type": "object", "properties": {
-                      "nbf": {"type": "integer"}, "conditions": {"type": "array", "items": {"type": "string"}}}},
-                  response_schema=ISSUED_SCHEMA, status=201,
-                  responses={201: "Permit issued", **not_found, **conflict, **policy}),
-        RouteSpec("GET", f"/permits/{JTI_PARAM}", get_permit, "The signed permit (current or given version)",
-                  "permits", **signed("data_user", "hdab_staff"),
-                  params=(Param("jti", where="path"), Param("version", schema={"type": "integer", "minimum": 1})),
-                  response_schema={"type": "object", "properties": {"jti": {"type": "string"},
-                                                                    "token": {"type": "string"}}},
-                  responses=not_found),
-        RouteSpec("POST", f"/permits/{JTI_PARAM}/amend", post_amend, "Amend: sign version n+1 (Art. 68(13))",
-                  "permits", **staff, params=(Param("jti", where="path"),),
-                  request_schema={"type": "object", "required": ["changes"], "properties": {"changes": obj}},
-                  response_schema=ISSUED_SCHEMA, responses={**not_found, **conflict, **policy}),
-        RouteSpec("POST", f"/permits/{JTI_PARAM}/revoke", post_revoke, "Revoke (Art. 63)", "permits", **staff,
-                  params=(Param("jti", where="path"),),
-                  request_schema={"type": "object", "required": ["reason"], "properties": {"reason": REASON_SCHEMA}},
-                  response_schema=obj, responses={**not_found, **conflict}),
-        RouteSpec("GET", "/register", get_register, "Public register of permits and refusals (Art. 57)",
-                  "public", response_schema={"type": "object", "properties": {
-                      "permits": {"type": "array"}, "refusals": {"type": "array"}}}),
-        RouteSpec("GET", "/.well-known/jwks.json", get_jwks, "The HDAB's public signing keys", "public",
-                  response_schema={"type": "object", "properties": {"keys": {"type": "array"}}}),
-        RouteSpec("GET", "/status-list", get_status_list, "The newest signed status (revocation) list",
-                  "public", response_schema={"type": "object", "properties": {"token": {"type": "string"}}},
-                  responses={404: "Nothing published yet (STATUS_LIST_MISSING)"}),
+        RouteSpec(
+            "POST",
+            "/applications",
+            post_application,
+            "Apply for a data permit (Art. 67)",
+            "permits",
+            **signed("data_user", "hdab_staff"),
+            request_schema={
+                "type": "object",
+                "description": "A PermitApplication (docs/permit.schema.json without jti/iss/iat/nbf/exp, plus duration_days).",
+            },
+            response_schema=RECORD_SCHEMA,
+            status=201,
+            responses={201: "Application recorded", **policy},
+        ),
+        RouteSpec(
+            "GET",
+            f"/applications/{ID_PARAM}",
+            get_application,
+            "Status of an application",
+            "permits",
+            **signed("data_user", "hdab_staff"),
+            params=(Param("id", where="path"),),
+            response_schema=RECORD_SCHEMA,
+            responses=not_found,
+        ),
+        RouteSpec(
+            "POST",
+            f"/applications/{ID_PARAM}/decision",
+            post_decision,
+            "Approve or refuse (with reason)",
+            "permits",
+            **staff,
+            params=(Param("id", where="path"),),
+            request_schema={
+                "type": "object",
+                "required": ["decision"],
+                "properties": {
+                    "decision": {"enum": ["approve", "refuse"]},
+                    "reason": REASON_SCHEMA,
+                },
+            },
+            response_schema=RECORD_SCHEMA,
+            responses={**not_found, **conflict, 422: "Bad decision"},
+        ),
+        RouteSpec(
+            "POST",
+            f"/applications/{ID_PARAM}/permit",
+            post_issue,
+            "Issue the signed permit",
+            "permits",
+            **staff,
+            params=(Param("id", where="path"),),
+            request_schema={
+                "type": "object",
+                "properties": {
+                    "nbf": {"type": "integer"},
+                    "conditions": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            response_schema=ISSUED_SCHEMA,
+            status=201,
+            responses={201: "Permit issued", **not_found, **conflict, **policy},
+        ),
+        RouteSpec(
+            "GET",
+            f"/permits/{JTI_PARAM}",
+            get_permit,
+            "The signed permit (current or given version)",
+            "permits",
+            **signed("data_user", "hdab_staff"),
+            params=(
+                Param("jti", where="path"),
+                Param("version", schema={"type": "integer", "minimum": 1}),
+            ),
+            response_schema={
+                "type": "object",
+                "properties": {"jti": {"type": "string"}, "token": {"type": "string"}},
+            },
+            responses=not_found,
+        ),
+        RouteSpec(
+            "POST",
+            f"/permits/{JTI_PARAM}/amend",
+            post_amend,
+            "Amend: sign version n+1 (Art. 68(13))",
+            "permits",
+            **staff,
+            params=(Param("jti", where="path"),),
+            request_schema={
+                "type": "object",
+                "required": ["changes"],
+                "properties": {"changes": obj},
+            },
+            response_schema=ISSUED_SCHEMA,
+            responses={**not_found, **conflict, **policy},
+        ),
+        RouteSpec(
+            "POST",
+            f"/permits/{JTI_PARAM}/revoke",
+            post_revoke,
+            "Revoke (Art. 63)",
+            "permits",
+            **staff,
+            params=(Param("jti", where="path"),),
+            request_schema={
+                "type": "object",
+                "required": ["reason"],
+                "properties": {"reason": REASON_SCHEMA},
+            },
+            response_schema=obj,
+            responses={**not_found, **conflict},
+        ),
+        RouteSpec(
+            "GET",
+            "/register",
+            get_register,
+            "Public register of permits and refusals (Art. 57)",
+            "public",
+            response_schema={
+                "type": "object",
+                "properties": {"permits": {"type": "array"}, "refusals": {"type": "array"}},
+            },
+        ),
+        RouteSpec(
+            "GET",
+            "/.well-known/jwks.json",
+            get_jwks,
+            "The HDAB's public signing keys",
+            "public",
+            response_schema={"type": "object", "properties": {"keys": {"type": "array"}}},
+        ),
+        RouteSpec(
+            "GET",
+            "/status-list",
+            get_status_list,
+            "The newest signed status (revocation) list",
+            "public",
+            response_schema={"type": "object", "properties": {"token": {"type": "string"}}},
+            responses={404: "Nothing published yet (STATUS_LIST_MISSING)"},
+        ),
     ]
 
 
@@ -237,14 +356,12 @@ def create_hdab_app(
     *,
     keys: KeyRing | None = None,
     audit: AuditComponents | None = None,
-    hdab: Any = None,
+    hdab: HdabService | None = None,
     metrics: Metrics | None = None,
 ) -> web.Application:
     """The HDAB service; components are built from ``config`` unless given (tests, the demo)."""
-    from permits.hdab import HdabService
-    from permits.keys import public_jwk
-
     from gateway.audit_backend import open_audit
+    from permits.keys import load_jwk, public_jwk
 
     if config.service != "hdab":
         raise ValueError("create_hdab_app needs a config loaded with service='hdab'")
@@ -267,7 +384,10 @@ def create_hdab_app(
     app[AUDIT_KEY] = components
     app[AUDIT_VIEW_KEY] = components.view
     jwks = [public_jwk(hdab.key)]
-    jwks.extend(k for k in components.public_keys if k.get("kid") not in {j["kid"] for j in jwks})
+    for item in components.public_keys:  # the audit key, when it differs from the permit key
+        entry = public_jwk(load_jwk(item))
+        if entry["kid"] not in {j["kid"] for j in jwks}:
+            jwks.append(entry)
     app[JWKS_KEY] = jwks
     install(app, hdab_routes() + audit_routes())
 
@@ -302,5 +422,6 @@ def _sqlalchemy_url(value: str) -> str:
     path = Path(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
 
 __all__ = ["create_hdab_app", "hdab_routes"]

@@ -133,7 +133,9 @@ class KeyRing:
         out = []
         for entry in self._keys.values():
             item = entry.key.export_public(as_dict=True)
-            item.update(kid=entry.kid, alg=entry.alg, ehds_org=entry.org, ehds_roles=sorted(entry.roles))
+            item.update(
+                kid=entry.kid, alg=entry.alg, ehds_org=entry.org, ehds_roles=sorted(entry.roles)
+            )
             out.append(item)
         return {"keys": out}
 
@@ -147,7 +149,9 @@ def client_key(item: Mapping[str, Any], *, org: object, roles: object) -> Client
     bad = sorted(set(map(str, roles)) - ROLES)
     if bad:
         raise ConfigError(f"unknown role(s): {', '.join(bad)}")
-    material = {k: v for k, v in item.items() if k in {"kty", "crv", "x", "y", "d", "kid", "alg", "use"}}
+    material = {
+        k: v for k, v in item.items() if k in {"kty", "crv", "x", "y", "d", "kid", "alg", "use"}
+    }
     if "d" in material:
         raise ConfigError("client key file contains a private key; publish public keys only")
     try:

@@ -9,12 +9,12 @@ identifiers, no values ever leave through here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 
 from gateway.config import NodeSettings
 from gateway.disclosure import suppress_counts, suppress_pair
@@ -26,7 +26,11 @@ NETWORK_KINDS = frozenset({"search", "export"})
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".json")))
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".json"))
+    )
 
 
 class NodeData:
@@ -65,7 +69,10 @@ class NodeData:
             timeout = aiohttp.ClientTimeout(total=5)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(fhir.base_url.rstrip("/") + "/metadata", headers={"Accept": "application/fhir+json"}) as resp,
+                session.get(
+                    fhir.base_url.rstrip("/") + "/metadata",
+                    headers={"Accept": "application/fhir+json"},
+                ) as resp,
             ):
                 if resp.status != 200:
                     out.update(reachable=False, http_status=resp.status)
@@ -102,54 +109,49 @@ class NodeData:
     def dry_run(self, spec_document: Mapping[str, Any]) -> dict[str, Any]:
         """Run a feature specification on the local data; return suppressed counts only."""
         from fhir_adapters.features.spec import FeatureSpec
-        from fhir_adapters.quality import QualityReport
         from fhir_adapters.stream import open_stream
 
         fhir = self.settings.fhir
         if fhir.kind in NETWORK_KINDS:
             raise BadRequestError(
-                "dry runs read the local files; export the source first", code="DRY_RUN_SOURCE_UNSUPPORTED"
+                "dry runs read the local files; export the source first",
+                code="DRY_RUN_SOURCE_UNSUPPORTED",
             )
         if fhir.path is None or not fhir.path.exists():
-            raise UnavailableError("the FHIR source is not configured or not readable", code="FHIR_UNAVAILABLE")
+            raise UnavailableError(
+                "the FHIR source is not configured or not readable", code="FHIR_UNAVAILABLE"
+            )
         spec = FeatureSpec.from_dict(spec_document)
         floor = self.settings.disclosure_floor
-        report = QualityReport()
-        stream = open_stream(fhir.path, validate="off", report=report)
+        stream = open_stream(fhir.path, validate="off")
         matrix = _extract(spec, stream, self.opt_out())
-        return summarise(matrix, spec.canonical_hash(), floor, report)
+        return summarise(matrix, spec.canonical_hash(), floor)
 
 
 def _extract(spec: Any, stream: Any, opt_out: Any) -> Any:
-    try:
-        from fhir_adapters.features import extract_features  # type: ignore[attr-defined]
-    except ImportError:
-        from fhir_adapters.features.extract import extract_features  # type: ignore[import-not-found,no-redef]
+    from fhir_adapters.features import extract_features
+
     return extract_features(spec, stream, opt_out=opt_out, min_rows=0)
 
 
-def _report_count(report: Any, *names: str) -> int:
-    for name in names:
-        value = report.get(name) if isinstance(report, Mapping) else getattr(report, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return 0
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def summarise(matrix: Any, spec_hash: str, floor: int, quality: Any = None) -> dict[str, Any]:
     """Pure: a feature matrix -> the counts a dry run may show (all >= floor or withheld)."""
-    x = matrix.X
+    x = np.asarray(matrix.X, dtype=np.float64)
     patients = int(x.shape[0])
     if patients < floor:
         raise DisclosureError(f"the cohort is below the disclosure floor of {floor}")
-    report = getattr(matrix, "report", None) or {}
-    excluded = _report_count(report, "excluded_opt_out")
-    quarantined = _report_count(quality if quality is not None else report, "quarantined", "problems")
+    report = getattr(matrix, "report", None)
+    excluded = _count(getattr(report, "excluded_opt_out", 0))
+    quality = quality if quality is not None else getattr(report, "quality", None)
+    quarantined = _count(getattr(quality, "problems", 0))
     withheld: list[str] = []
     features: dict[str, dict[str, int | None]] = {}
     for j, name in enumerate(matrix.feature_names):
-        column = x[:, j]
-        present = int(sum(1 for v in column if not math.isnan(float(v))))
+        present = int(np.count_nonzero(~np.isnan(x[:, j])))
         shown, missing = suppress_pair(present, patients - present, floor)
         if shown is None:
             withheld.append(f"features.{name}")
@@ -157,11 +159,13 @@ def summarise(matrix: Any, spec_hash: str, floor: int, quality: Any = None) -> d
     label: dict[str, int | None] = {"positive": None, "negative": None}
     y = getattr(matrix, "y", None)
     if y is not None and len(y) == patients:
-        positive = int(sum(1 for v in y if float(v) >= 0.5))
+        positive = int(np.count_nonzero(np.asarray(y, dtype=np.float64) >= 0.5))
         label["positive"], label["negative"] = suppress_pair(positive, patients - positive, floor)
         if label["positive"] is None:
             withheld.append("label")
-    totals, small = suppress_counts({"excluded_opt_out": excluded, "quarantined": quarantined}, floor)
+    totals, small = suppress_counts(
+        {"excluded_opt_out": excluded, "quarantined": quarantined}, floor
+    )
     withheld.extend(small)
     return {
         "spec_hash": spec_hash,

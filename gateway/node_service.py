@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,7 +26,16 @@ from gateway.http.app import add_ready_check, base_app, finish
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
-from gateway.http.routing import Param, RouteSpec, install, json_body, json_response, query_int, signed
+from gateway.http.routing import (
+    REQUEST_ID_KEY,
+    Param,
+    RouteSpec,
+    install,
+    json_body,
+    json_response,
+    query_int,
+    signed,
+)
 from gateway.keystore import KeyRing
 from gateway.node_data import NodeData
 from gateway.supernode import SuperNode
@@ -46,8 +55,16 @@ DRY_RUN_SCHEMA: dict[str, Any] = {
         "patients": {"type": "integer"},
         "excluded_opt_out": {"type": ["integer", "null"]},
         "quarantined": {"type": ["integer", "null"]},
-        "features": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-            "present": {"type": ["integer", "null"]}, "missing": {"type": ["integer", "null"]}}}},
+        "features": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "present": {"type": ["integer", "null"]},
+                    "missing": {"type": ["integer", "null"]},
+                },
+            },
+        },
         "label": {"type": "object"},
         "withheld": {"type": "array", "items": {"type": "string"}},
     },
@@ -77,7 +94,9 @@ async def post_dry_run(request: web.Request) -> web.Response:
     site = app[_CONFIG].node.site
     await components.view.run_sync(
         lambda: components.sink.record(
-            "data.extracted", subject={"site": site, "request": request["request_id"]}, details=details
+            "data.extracted",
+            subject={"site": site, "request": request[REQUEST_ID_KEY]},
+            details=details,
         )
     )
     return json_response(result)
@@ -86,15 +105,20 @@ async def post_dry_run(request: web.Request) -> web.Response:
 async def get_audit_events(request: web.Request) -> web.Response:
     """The audit log as a FHIR R4 searchset Bundle of AuditEvent resources."""
     components = request.app[NODE_AUDIT_KEY]
-    export = components.to_fhir or default_fhir_export()
+    export = components.to_fhir
+    if export is None:
+        raise UnavailableError(
+            "FHIR AuditEvent export is not configured", code="AUDIT_EXPORT_UNAVAILABLE"
+        )
     view = components.view
     size = await view.tree_size()
     count = query_int(request, "_count", default=50, minimum=1, maximum=MAX_AUDIT_EVENTS)
     offset = query_int(request, "_offset", default=0)
     end = min(size, offset + count)
     entries = await view.entries(offset, end) if offset < end else []
-    resources = export(entries)
+    resources = await view.run_sync(lambda: export(entries))
     base = "/fhir/AuditEvent"
+    origin = f"{request.scheme}://{request.host}"
     links = [{"relation": "self", "url": f"{base}?_count={count}&_offset={offset}"}]
     if end < size:
         links.append({"relation": "next", "url": f"{base}?_count={count}&_offset={end}"})
@@ -104,14 +128,10 @@ async def get_audit_events(request: web.Request) -> web.Response:
         "total": size,
         "link": links,
         "entry": [
-            {"fullUrl": f"urn:uuid:{r.get('id', '')}" if r.get("id") else None, "resource": r,
-             "search": {"mode": "match"}}
+            {"fullUrl": f"{origin}{base}/{r['id']}", "resource": r, "search": {"mode": "match"}}
             for r in resources
         ],
     }
-    for entry in bundle["entry"]:
-        if entry["fullUrl"] is None:
-            del entry["fullUrl"]
     response = json_response(bundle)
     response.content_type = FHIR_JSON
     return response
@@ -121,47 +141,76 @@ async def get_flower_status(request: web.Request) -> web.Response:
     return json_response(await request.app[SUPERNODE_KEY].status())
 
 
-def default_fhir_export() -> Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]:
-    """``audit_chain``'s AuditEvent export, adapted to the entries this service serves."""
-    try:
-        from audit_chain import fhir as audit_fhir  # type: ignore[attr-defined]
-    except ImportError:
-        raise UnavailableError("FHIR AuditEvent export is not available", code="AUDIT_EXPORT_UNAVAILABLE") from None
-    convert = audit_fhir.to_audit_event
-
-    def export(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return [convert(e["event"], index=e["index"]) for e in entries]
-
-    return export
-
-
 _CONFIG = web.AppKey("ehds_node_config", GatewayConfig)
 
 
 def node_routes() -> list[RouteSpec]:
     readers = signed("operator", "auditor")
     return [
-        RouteSpec("GET", "/fhir/status", get_fhir_status, "Status of the configured FHIR source", "node",
-                  **signed("operator", "auditor", "data_user"),
-                  response_schema={"type": "object", "properties": {
-                      "kind": {"type": "string"}, "configured": {"type": "boolean"},
-                      "reachable": {"type": "boolean"}, "files": {"type": "integer"},
-                      "capability": {"type": "object"}}}),
-        RouteSpec("POST", "/features/dry-run", post_dry_run,
-                  "Run a feature spec locally; aggregate counts only, each >= the disclosure floor", "node",
-                  **signed("operator", "data_user"),
-                  request_schema={"type": "object", "required": ["spec"], "properties": {"spec": {"type": "object"}}},
-                  response_schema=DRY_RUN_SCHEMA,
-                  responses={422: "Invalid spec or cohort below the disclosure floor (BELOW_DISCLOSURE_FLOOR)",
-                             503: "FHIR source unavailable"}),
-        RouteSpec("GET", "/fhir/AuditEvent", get_audit_events, "Audit entries as FHIR AuditEvent (searchset)",
-                  "audit", **readers, response_type=FHIR_JSON,
-                  params=(Param("_count", schema={"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_EVENTS}),
-                          Param("_offset", schema={"type": "integer", "minimum": 0})),
-                  response_schema={"type": "object", "properties": {"resourceType": {"const": "Bundle"},
-                                                                    "type": {"const": "searchset"}}}),
-        RouteSpec("GET", "/flower/status", get_flower_status, "The Flower SuperNode this gateway runs or uses",
-                  "node", **readers, response_schema={"type": "object"}),
+        RouteSpec(
+            "GET",
+            "/fhir/status",
+            get_fhir_status,
+            "Status of the configured FHIR source",
+            "node",
+            **signed("operator", "auditor", "data_user"),
+            response_schema={
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string"},
+                    "configured": {"type": "boolean"},
+                    "reachable": {"type": "boolean"},
+                    "files": {"type": "integer"},
+                    "capability": {"type": "object"},
+                },
+            },
+        ),
+        RouteSpec(
+            "POST",
+            "/features/dry-run",
+            post_dry_run,
+            "Run a feature spec locally; aggregate counts only, each >= the disclosure floor",
+            "node",
+            **signed("operator", "data_user"),
+            request_schema={
+                "type": "object",
+                "required": ["spec"],
+                "properties": {"spec": {"type": "object"}},
+            },
+            response_schema=DRY_RUN_SCHEMA,
+            responses={
+                422: "Invalid spec or cohort below the disclosure floor (BELOW_DISCLOSURE_FLOOR)",
+                503: "FHIR source unavailable",
+            },
+        ),
+        RouteSpec(
+            "GET",
+            "/fhir/AuditEvent",
+            get_audit_events,
+            "Audit entries as FHIR AuditEvent (searchset)",
+            "audit",
+            **readers,
+            response_type=FHIR_JSON,
+            params=(
+                Param(
+                    "_count", schema={"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_EVENTS}
+                ),
+                Param("_offset", schema={"type": "integer", "minimum": 0}),
+            ),
+            response_schema={
+                "type": "object",
+                "properties": {"resourceType": {"const": "Bundle"}, "type": {"const": "searchset"}},
+            },
+        ),
+        RouteSpec(
+            "GET",
+            "/flower/status",
+            get_flower_status,
+            "The Flower SuperNode this gateway runs or uses",
+            "node",
+            **readers,
+            response_schema={"type": "object"},
+        ),
     ]
 
 
@@ -186,8 +235,10 @@ def create_node_app(
     app[NODE_AUDIT_KEY] = components
     app[AUDIT_VIEW_KEY] = components.view
     app[NODE_DATA_KEY] = data if data is not None else NodeData(config.node)
-    app[SUPERNODE_KEY] = supernode if supernode is not None else SuperNode(
-        config.node.flower, stop_timeout=config.server.shutdown_timeout
+    app[SUPERNODE_KEY] = (
+        supernode
+        if supernode is not None
+        else SuperNode(config.node.flower, stop_timeout=config.server.shutdown_timeout)
     )
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-dryrun")
     entry_readers = frozenset({"operator", "auditor"})

@@ -53,7 +53,9 @@ class SuperNode:
     async def _superlink_reachable(self) -> bool:
         host, _, port = self.settings.superlink.rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout=1.0)
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), timeout=1.0
+            )
         except (OSError, TimeoutError, ValueError):
             return False
         writer.close()
@@ -70,12 +72,16 @@ class SuperNode:
             out["running"] = proc is not None and proc.returncode is None
             out["pid"] = proc.pid if proc is not None else None
             out["exit_code"] = proc.returncode if proc is not None else None
-            out["uptime_seconds"] = round(time.time() - self.started_at, 1) if self.started_at else None
+            out["uptime_seconds"] = (
+                round(time.time() - self.started_at, 1) if self.started_at else None
+            )
         out["superlink_reachable"] = await self._superlink_reachable()
         return out
 
     async def check_ready(self) -> None:
-        if self.settings.mode == "run" and (self.process is None or self.process.returncode is not None):
+        if self.settings.mode == "run" and (
+            self.process is None or self.process.returncode is not None
+        ):
             raise UnavailableError("the SuperNode process is not running", code="SUPERNODE_DOWN")
 
 

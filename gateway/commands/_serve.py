@@ -16,11 +16,21 @@ from gateway.config import GatewayConfig, Service, load_config
 
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration (default: $EHDS_CONFIG, else built-in defaults)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration (default: $EHDS_CONFIG, else built-in defaults)",
+    )
     parser.add_argument("--host", help="bind address (overrides [server] host)")
     parser.add_argument("--port", type=int, help="TCP port (overrides [server] port)")
-    parser.add_argument("--data-dir", metavar="DIR", help="where databases and generated keys live (overrides data_dir)")
-    parser.add_argument("--json", action="store_true", help="print the start-up line as one JSON object")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where databases and generated keys live (overrides data_dir)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the start-up line as one JSON object"
+    )
 
 
 def config_from_args(args: argparse.Namespace, service: Service) -> GatewayConfig:
@@ -58,7 +68,10 @@ def run_service(
         if args.json:
             print(orjson.dumps(info).decode(), flush=True)
         else:
-            print(f"ehds {service} ({config.org}) listening on {info['url']}  (Ctrl-C to stop)", flush=True)
+            print(
+                f"ehds {service} ({config.org}) listening on {info['url']}  (Ctrl-C to stop)",
+                flush=True,
+            )
 
     asyncio.run(
         serve(

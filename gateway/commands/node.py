@@ -15,7 +15,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("node", help="hospital gateway (data holder) service", description=__doc__)
+    parser = sub.add_parser(
+        "node", help="hospital gateway (data holder) service", description=__doc__
+    )
     commands = parser.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve",
@@ -24,5 +26,9 @@ def register(sub: Any) -> None:
         "EHDS_* environment variables, then these options (see docs/operators.md).",
     )
     add_serve_options(serve)
-    serve.add_argument("--fhir", metavar="PATH", help="FHIR NDJSON/Bundle file or folder (overrides [node.fhir] path)")
+    serve.add_argument(
+        "--fhir",
+        metavar="PATH",
+        help="FHIR NDJSON/Bundle file or folder (overrides [node.fhir] path)",
+    )
     serve.set_defaults(func=_serve)

@@ -21,7 +21,14 @@ from gateway.config import GatewayConfig
 from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
 from gateway.http.metrics import CONTENT_TYPE, Metrics
-from gateway.http.middleware import MAX_BODY_KEY, METRICS_KEY, SERVICE_KEY, VERIFIER_KEY, guard, observe
+from gateway.http.middleware import (
+    MAX_BODY_KEY,
+    METRICS_KEY,
+    SERVICE_KEY,
+    VERIFIER_KEY,
+    guard,
+    observe,
+)
 from gateway.http.openapi import build_openapi
 from gateway.http.routing import SPECS_KEY, RouteSpec, install, json_response
 from gateway.keystore import KeyRing
@@ -49,8 +56,12 @@ HEALTH_SCHEMA: dict[str, Any] = {
 }
 
 
-def base_app(config: GatewayConfig, *, keys: KeyRing, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[observe, guard], client_max_size=config.server.max_body_bytes)
+def base_app(
+    config: GatewayConfig, *, keys: KeyRing, metrics: Metrics | None = None
+) -> web.Application:
+    app = web.Application(
+        middlewares=[observe, guard], client_max_size=config.server.max_body_bytes
+    )
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = config.service
     app[MAX_BODY_KEY] = config.server.max_body_bytes
@@ -85,7 +96,9 @@ def finish(app: web.Application) -> web.Application:
 
 async def health(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
-    return json_response({"status": "ok", "service": config.service, "org": config.org, "version": __version__})
+    return json_response(
+        {"status": "ok", "service": config.service, "org": config.org, "version": __version__}
+    )
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -119,14 +132,40 @@ async def openapi(request: web.Request) -> web.Response:
 
 def common_routes() -> list[RouteSpec]:
     return [
-        RouteSpec("GET", "/health", health, "Liveness and the service identity (audience for signing)", "service",
-                  response_schema=HEALTH_SCHEMA),
-        RouteSpec("GET", "/ready", ready, "Readiness: every dependency check passes", "service",
-                  response_schema={"type": "object"}, responses={503: "A dependency is unavailable"}),
-        RouteSpec("GET", "/metrics", metrics, "Prometheus metrics (text format 0.0.4)", "service",
-                  response_type="text/plain", response_schema={"type": "string"}),
-        RouteSpec("GET", "/openapi.json", openapi, "This OpenAPI 3.1 document", "service",
-                  response_schema={"type": "object"}),
+        RouteSpec(
+            "GET",
+            "/health",
+            health,
+            "Liveness and the service identity (audience for signing)",
+            "service",
+            response_schema=HEALTH_SCHEMA,
+        ),
+        RouteSpec(
+            "GET",
+            "/ready",
+            ready,
+            "Readiness: every dependency check passes",
+            "service",
+            response_schema={"type": "object"},
+            responses={503: "A dependency is unavailable"},
+        ),
+        RouteSpec(
+            "GET",
+            "/metrics",
+            metrics,
+            "Prometheus metrics (text format 0.0.4)",
+            "service",
+            response_type="text/plain",
+            response_schema={"type": "string"},
+        ),
+        RouteSpec(
+            "GET",
+            "/openapi.json",
+            openapi,
+            "This OpenAPI 3.1 document",
+            "service",
+            response_schema={"type": "object"},
+        ),
     ]
 
 

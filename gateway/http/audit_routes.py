@@ -34,7 +34,10 @@ CHECKPOINT_SCHEMA: dict[str, Any] = {
         "root": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
         "time": {"type": "string"},
         "kid": {"type": "string", "description": "Thumbprint of the log's signing key."},
-        "jws": {"type": "string", "description": "The signed checkpoint (compact JWS); verify this."},
+        "jws": {
+            "type": "string",
+            "description": "The signed checkpoint (compact JWS); verify this.",
+        },
     },
 }
 ENTRY_SCHEMA: dict[str, Any] = {
@@ -43,7 +46,10 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "properties": {
         "index": {"type": "integer", "minimum": 0},
         "leaf_hash": HEX32,
-        "event": {"type": "string", "description": "The signed event exactly as logged (compact JWS)."},
+        "event": {
+            "type": "string",
+            "description": "The signed event exactly as logged (compact JWS).",
+        },
         "payload": {"type": "object", "description": "The event payload, decoded for convenience."},
     },
 }
@@ -92,7 +98,9 @@ async def get_entry(request: web.Request) -> web.Response:
     index = int(raw)
     size = await audit.tree_size()
     if index >= size:
-        raise NotFoundError(f"no entry {index}: the log has {size} entries", code="AUDIT_OUT_OF_RANGE")
+        raise NotFoundError(
+            f"no entry {index}: the log has {size} entries", code="AUDIT_OUT_OF_RANGE"
+        )
     (entry,) = await audit.entries(index, index + 1)
     return json_response(entry)
 
@@ -100,7 +108,9 @@ async def get_entry(request: web.Request) -> web.Response:
 async def _size_param(request: web.Request, name: str, current: int) -> int:
     size = query_int(request, name, default=current, minimum=1)
     if size > current:
-        raise NotFoundError(f"tree size {size} is beyond the log's {current}", code="AUDIT_OUT_OF_RANGE")
+        raise NotFoundError(
+            f"tree size {size} is beyond the log's {current}", code="AUDIT_OUT_OF_RANGE"
+        )
     return size
 
 
@@ -110,11 +120,18 @@ async def get_inclusion(request: web.Request) -> web.Response:
     index = query_int(request, "index")
     size = await _size_param(request, "tree_size", current)
     if index >= size:
-        raise NotFoundError(f"index {index} is not below tree size {size}", code="AUDIT_OUT_OF_RANGE")
+        raise NotFoundError(
+            f"index {index} is not below tree size {size}", code="AUDIT_OUT_OF_RANGE"
+        )
     path = await audit.inclusion(index, size)
     leaf = await audit.leaf_hash(index)
     return json_response(
-        {"index": index, "tree_size": size, "leaf_hash": leaf.hex(), "audit_path": [h.hex() for h in path]}
+        {
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": leaf.hex(),
+            "audit_path": [h.hex() for h in path],
+        }
     )
 
 
@@ -126,56 +143,113 @@ async def get_consistency(request: web.Request) -> web.Response:
     if first > second:
         raise NotFoundError("first must not exceed second", code="AUDIT_OUT_OF_RANGE")
     path = await audit.consistency(first, second)
-    return json_response({"first": first, "second": second, "consistency_path": [h.hex() for h in path]})
+    return json_response(
+        {"first": first, "second": second, "consistency_path": [h.hex() for h in path]}
+    )
 
 
 def audit_routes(*, entries_roles: frozenset[str] | None = None) -> list[RouteSpec]:
     """The shared audit routes; ``entries_roles`` makes entry reads signed (checkpoint and proofs stay public)."""
     tag = "audit"
-    entry_access: dict[str, Any] = {} if entries_roles is None else {"public": False, "roles": entries_roles}
-    out_of_range = {404: "Index or tree size beyond the log (AUDIT_OUT_OF_RANGE)", 400: "Bad parameter"}
+    entry_access: dict[str, Any] = (
+        {} if entries_roles is None else {"public": False, "roles": entries_roles}
+    )
+    out_of_range = {
+        404: "Index or tree size beyond the log (AUDIT_OUT_OF_RANGE)",
+        400: "Bad parameter",
+    }
     return [
-        RouteSpec("GET", "/audit/checkpoint", get_checkpoint, "The newest signed checkpoint (tree head)", tag,
-                  response_schema=CHECKPOINT_SCHEMA, responses={503: "Audit log unavailable"}),
         RouteSpec(
-            "GET", "/audit/entries", get_entries, "A page of signed entries", tag, **entry_access,
+            "GET",
+            "/audit/checkpoint",
+            get_checkpoint,
+            "The newest signed checkpoint (tree head)",
+            tag,
+            response_schema=CHECKPOINT_SCHEMA,
+            responses={503: "Audit log unavailable"},
+        ),
+        RouteSpec(
+            "GET",
+            "/audit/entries",
+            get_entries,
+            "A page of signed entries",
+            tag,
+            **entry_access,
             params=(
                 Param("start", schema={"type": "integer", "minimum": 0, "default": 0}),
-                Param("limit", schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100}),
+                Param(
+                    "limit",
+                    schema={"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
+                ),
             ),
-            response_schema={"type": "object", "properties": {"tree_size": {"type": "integer"},
-                                                              "entries": {"type": "array", "items": ENTRY_SCHEMA},
-                                                              "next": {"type": "string"}}},
+            response_schema={
+                "type": "object",
+                "properties": {
+                    "tree_size": {"type": "integer"},
+                    "entries": {"type": "array", "items": ENTRY_SCHEMA},
+                    "next": {"type": "string"},
+                },
+            },
             responses={400: "Bad parameter"},
         ),
         RouteSpec(
-            "GET", r"/audit/entries/{index:\d{1,18}}", get_entry, "One signed entry", tag, **entry_access,
+            "GET",
+            r"/audit/entries/{index:\d{1,18}}",
+            get_entry,
+            "One signed entry",
+            tag,
+            **entry_access,
             params=(Param("index", where="path", schema={"type": "integer", "minimum": 0}),),
-            response_schema=ENTRY_SCHEMA, responses=out_of_range,
-        ),
-        RouteSpec(
-            "GET", "/audit/proof/inclusion", get_inclusion, "RFC 9162 inclusion proof", tag,
-            params=(
-                Param("index", schema={"type": "integer", "minimum": 0}, required=True),
-                Param("tree_size", schema={"type": "integer", "minimum": 1},
-                      description="Defaults to the current size."),
-            ),
-            response_schema={"type": "object", "properties": {"index": {"type": "integer"},
-                                                              "tree_size": {"type": "integer"},
-                                                              "leaf_hash": HEX32,
-                                                              "audit_path": {"type": "array", "items": HEX32}}},
+            response_schema=ENTRY_SCHEMA,
             responses=out_of_range,
         ),
         RouteSpec(
-            "GET", "/audit/proof/consistency", get_consistency, "RFC 9162 consistency proof", tag,
+            "GET",
+            "/audit/proof/inclusion",
+            get_inclusion,
+            "RFC 9162 inclusion proof",
+            tag,
+            params=(
+                Param("index", schema={"type": "integer", "minimum": 0}, required=True),
+                Param(
+                    "tree_size",
+                    schema={"type": "integer", "minimum": 1},
+                    description="Defaults to the current size.",
+                ),
+            ),
+            response_schema={
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "tree_size": {"type": "integer"},
+                    "leaf_hash": HEX32,
+                    "audit_path": {"type": "array", "items": HEX32},
+                },
+            },
+            responses=out_of_range,
+        ),
+        RouteSpec(
+            "GET",
+            "/audit/proof/consistency",
+            get_consistency,
+            "RFC 9162 consistency proof",
+            tag,
             params=(
                 Param("first", schema={"type": "integer", "minimum": 1}, required=True),
-                Param("second", schema={"type": "integer", "minimum": 1},
-                      description="Defaults to the current size."),
+                Param(
+                    "second",
+                    schema={"type": "integer", "minimum": 1},
+                    description="Defaults to the current size.",
+                ),
             ),
-            response_schema={"type": "object", "properties": {"first": {"type": "integer"},
-                                                              "second": {"type": "integer"},
-                                                              "consistency_path": {"type": "array", "items": HEX32}}},
+            response_schema={
+                "type": "object",
+                "properties": {
+                    "first": {"type": "integer"},
+                    "second": {"type": "integer"},
+                    "consistency_path": {"type": "array", "items": HEX32},
+                },
+            },
             responses=out_of_range,
         ),
     ]

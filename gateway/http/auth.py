@@ -31,16 +31,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiohttp import web
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
-from gateway.errors import AuthError, AuthMissingError, AuthReplayError, ForbiddenError, UnavailableError
+from gateway.errors import (
+    AuthError,
+    AuthMissingError,
+    AuthReplayError,
+    ForbiddenError,
+    UnavailableError,
+)
 from gateway.keystore import ALLOWED_ALGS, KeyRing, alg_for, thumbprint
 
 SCHEME = "EHDS-JWS"
 TYP = "ehds-req+jwt"
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-FORBIDDEN_HEADERS: frozenset[str] = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
+FORBIDDEN_HEADERS: frozenset[str] = frozenset(
+    {"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"}
+)
 MAX_TOKEN_CHARS = 8192
 
 
@@ -51,6 +60,9 @@ class Principal:
     kid: str
     org: str
     roles: frozenset[str]
+
+
+PRINCIPAL_KEY = web.RequestKey("ehds_principal", Principal)
 
 
 def body_hash(body: bytes) -> str:
@@ -78,7 +90,9 @@ def sign_request(
     }
     token = jws.JWS(orjson.dumps(claims))
     token.add_signature(
-        key, alg=alg_for(key), protected=orjson.dumps({"alg": alg_for(key), "kid": thumbprint(key), "typ": TYP}).decode()
+        key,
+        alg=alg_for(key),
+        protected=orjson.dumps({"alg": alg_for(key), "kid": thumbprint(key), "typ": TYP}).decode(),
     )
     return f"{SCHEME} {token.serialize(compact=True)}"
 
@@ -107,7 +121,9 @@ class ReplayCache:
         if (kid, jti) in self._seen:
             raise AuthReplayError("request nonce already used")
         if len(self._seen) >= self.max_size:
-            raise UnavailableError("replay cache full; retry shortly", code="AUTH_REPLAY_CACHE_FULL")
+            raise UnavailableError(
+                "replay cache full; retry shortly", code="AUTH_REPLAY_CACHE_FULL"
+            )
         self._seen[(kid, jti)] = now + self.ttl
 
 
@@ -116,7 +132,9 @@ def _b64json(part: str) -> Mapping[str, Any]:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = orjson.loads(raw)
     except (ValueError, orjson.JSONDecodeError):
-        raise AuthError("signature header is not valid base64url JSON", code="AUTH_MALFORMED") from None
+        raise AuthError(
+            "signature header is not valid base64url JSON", code="AUTH_MALFORMED"
+        ) from None
     if not isinstance(value, dict):
         raise AuthError("signature header is not a JSON object", code="AUTH_MALFORMED")
     return value
@@ -125,7 +143,14 @@ def _b64json(part: str) -> Mapping[str, Any]:
 class RequestVerifier:
     """Verifies ``Authorization: EHDS-JWS`` headers against a :class:`KeyRing`."""
 
-    def __init__(self, keys: KeyRing, *, audience: str, skew_seconds: int = 30, replay_cache_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        audience: str,
+        skew_seconds: int = 30,
+        replay_cache_size: int = 100_000,
+    ) -> None:
         self.keys = keys
         self.audience = audience
         self.skew = skew_seconds
@@ -153,7 +178,10 @@ class RequestVerifier:
         if not isinstance(alg, str) or alg not in ALLOWED_ALGS:
             raise AuthError("signature algorithm not allowed", code="AUTH_ALG_NOT_ALLOWED")
         if FORBIDDEN_HEADERS & set(header):
-            raise AuthError("embedded keys and critical headers are not accepted", code="AUTH_HEADER_NOT_ALLOWED")
+            raise AuthError(
+                "embedded keys and critical headers are not accepted",
+                code="AUTH_HEADER_NOT_ALLOWED",
+            )
         if header.get("typ") != TYP:
             raise AuthError(f"signature typ must be {TYP}", code="AUTH_MALFORMED")
         kid = header.get("kid")
@@ -161,7 +189,9 @@ class RequestVerifier:
         if entry is None:
             raise AuthError("signing key is not known to this service", code="AUTH_UNKNOWN_KEY")
         if alg != entry.alg:
-            raise AuthError("algorithm does not match the key's pinned algorithm", code="AUTH_ALG_MISMATCH")
+            raise AuthError(
+                "algorithm does not match the key's pinned algorithm", code="AUTH_ALG_MISMATCH"
+            )
         parsed = jws.JWS()
         try:
             parsed.deserialize(token)
@@ -186,7 +216,10 @@ class RequestVerifier:
             raise AuthError("signature is outside the accepted time window", code="AUTH_EXPIRED")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not NONCE_PATTERN.match(jti):
-            raise AuthError("signature needs a nonce (jti) of 16-128 base64url characters", code="AUTH_MALFORMED")
+            raise AuthError(
+                "signature needs a nonce (jti) of 16-128 base64url characters",
+                code="AUTH_MALFORMED",
+            )
         self.replay.check_and_add(entry.kid, jti, current)
         return Principal(kid=entry.kid, org=entry.org, roles=entry.roles)
 
@@ -197,6 +230,7 @@ def require_role(principal: Principal, roles: frozenset[str]) -> None:
 
 
 __all__ = [
+    "PRINCIPAL_KEY",
     "SCHEME",
     "TYP",
     "Principal",

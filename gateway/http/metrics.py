@@ -14,12 +14,32 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 
 #: Audit event types that are permit decisions; ``details.reason`` becomes a label.
 DECISION_EVENTS: frozenset[str] = frozenset(
-    {"permit.approved", "permit.refused", "permit.issued", "permit.amended", "permit.revoked",
-     "access.allowed", "access.denied"}
+    {
+        "permit.approved",
+        "permit.refused",
+        "permit.issued",
+        "permit.amended",
+        "permit.revoked",
+        "access.allowed",
+        "access.denied",
+    }
 )
 
 Labels = tuple[tuple[str, str], ...]
@@ -109,7 +129,9 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self._lock = threading.Lock()
-        self.requests = Counter("ehds_http_requests_total", "HTTP requests by route template, method and status.")
+        self.requests = Counter(
+            "ehds_http_requests_total", "HTTP requests by route template, method and status."
+        )
         self.latency = Histogram("ehds_http_request_duration_seconds", "HTTP request latency.")
         self.problems = Counter("ehds_http_problems_total", "Refused requests by problem code.")
         self.decisions = Counter(
@@ -121,7 +143,9 @@ class Metrics:
     def gauge(self, name: str, help: str, read: Callable[[], float | None]) -> None:
         self.gauges.append(Gauge(name, help, read))
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float, code: str | None) -> None:
+    def observe_request(
+        self, method: str, route: str, status: int, seconds: float, code: str | None
+    ) -> None:
         with self._lock:
             self.requests.inc(method=method, route=route, status=str(status))
             self.latency.observe(seconds, route=route)
@@ -142,7 +166,13 @@ class Metrics:
                 "# TYPE ehds_info gauge",
                 f'ehds_info{{service="{_escape(self.service)}"}} 1',
             ]
-            for metric in (self.requests, self.latency, self.problems, self.decisions, self.audit_events):
+            for metric in (
+                self.requests,
+                self.latency,
+                self.problems,
+                self.decisions,
+                self.audit_events,
+            ):
                 lines.extend(metric.render())
         for gauge in self.gauges:
             lines.extend(gauge.render())

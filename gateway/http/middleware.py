@@ -14,20 +14,27 @@ once here, so the signature covers exactly the bytes the handler parses.
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 import re
 import time
 import traceback
 import uuid
+from http import HTTPStatus
 
 import orjson
 from aiohttp import web
 
 from gateway.errors import BodyTooLargeError, GatewayError, UnsupportedMediaTypeError
-from gateway.http.auth import Principal, RequestVerifier, require_role
+from gateway.http.auth import PRINCIPAL_KEY, Principal, RequestVerifier, require_role
 from gateway.http.metrics import Metrics
-from gateway.http.problem import HTTP_CODES, problem_response, status_for_code
-from gateway.http.routing import JSON_TYPE, SAFE_METHODS, Handler, spec_for
+from gateway.http.problem import HTTP_CODES, PROBLEM_CODE_KEY, problem_response, status_for_code
+from gateway.http.routing import (
+    BODY_KEY,
+    JSON_TYPE,
+    REQUEST_ID_KEY,
+    SAFE_METHODS,
+    Handler,
+    spec_for,
+)
 
 ACCESS_LOG = logging.getLogger("ehds.access")
 ERROR_LOG = logging.getLogger("ehds.error")
@@ -48,21 +55,18 @@ def _problem_for(exc: BaseException, request: web.Request) -> web.Response:
         headers: dict[str, str] = {}
         if status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
             headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        if status == 413:
-            detail = "request body exceeds the configured limit"
-        elif status == 404:
-            detail = "no such endpoint"
-        else:
-            detail = exc.reason
+        detail: str = {
+            413: "request body exceeds the configured limit",
+            404: "no such endpoint",
+        }.get(status, exc.reason)
         return problem_response(status, code, exc.reason, detail, headers=headers or None)
-    code = getattr(exc, "code", None)
-    if isinstance(code, str) and re.match(r"^[A-Z0-9_]{2,64}$", code):
+    err_code = getattr(exc, "code", None)
+    if isinstance(err_code, str) and re.match(r"^[A-Z0-9_]{2,64}$", err_code):
         # A domain package refused: its message is ids, hashes and counts by contract.
-        status = getattr(exc, "http_status", None)
-        if not isinstance(status, int):
-            status = status_for_code(code)
+        declared = getattr(exc, "http_status", None)
+        status = declared if isinstance(declared, int) else status_for_code(err_code)
         title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Refused"
-        return problem_response(status, code, title, str(exc) if status < 500 else None)
+        return problem_response(status, err_code, title, str(exc) if status < 500 else None)
     return problem_response(500, "INTERNAL_ERROR", "Internal error", "see the service log")
 
 
@@ -72,7 +76,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")
     if not REQUEST_ID.match(rid):
         rid = uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID_KEY] = rid
     try:
         response = await handler(request)
     except Exception as exc:
@@ -85,7 +89,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                         "event": "request.error",
                         "request_id": rid,
                         "error": type(exc).__name__,
-                        "frames": [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)][-5:],
+                        "frames": [
+                            f"{f.filename}:{f.lineno}"
+                            for f in traceback.extract_tb(exc.__traceback__)
+                        ][-5:],
                     }
                 ).decode()
             )
@@ -93,12 +100,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    code = response.get("problem_code") if isinstance(response, web.Response) else None
+    code = response.get(PROBLEM_CODE_KEY) if isinstance(response, web.Response) else None
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
         metrics.observe_request(request.method, route, response.status, elapsed, code)
     if ACCESS_LOG.isEnabledFor(logging.INFO):
-        principal: Principal | None = request.get("principal")
+        principal: Principal | None = request.get(PRINCIPAL_KEY)
         ACCESS_LOG.info(
             orjson.dumps(
                 {
@@ -125,7 +132,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     spec = spec_for(request)
     if spec is None:  # a route installed without a spec: refuse rather than skip auth
-        raise GatewayError("route has no declared access policy", code="ROUTE_UNDECLARED", status=500)
+        raise GatewayError(
+            "route has no declared access policy", code="ROUTE_UNDECLARED", status=500
+        )
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"request body exceeds {limit} bytes")
@@ -140,7 +149,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.can_read_body:
             raise UnsupportedMediaTypeError("this method takes no body")
         body = b""
-    request["body"] = body
+    request[BODY_KEY] = body
     if not spec.public:
         verifier = request.app[VERIFIER_KEY]
         principal = verifier.verify(
@@ -150,7 +159,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             body=body,
         )
         require_role(principal, spec.roles)
-        request["principal"] = principal
+        request[PRINCIPAL_KEY] = principal
     return await handler(request)
 
 

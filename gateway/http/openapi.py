@@ -47,7 +47,9 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     declared = {p.name for p in spec.params}
     for name in _path_params(spec.path):
         if name not in declared:
-            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
+            params.append(
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            )
     for p in spec.params:
         item: dict[str, Any] = {
             "name": p.name,
@@ -77,7 +79,9 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     if not spec.public:
         op["security"] = [{"ehdsJws": []}]
         responses.setdefault("401", _problem_ref("Missing, invalid or replayed signature"))
-        responses.setdefault("403", _problem_ref("The signing key's role does not allow this route"))
+        responses.setdefault(
+            "403", _problem_ref("The signing key's role does not allow this route")
+        )
         if spec.roles:
             op["x-ehds-roles"] = sorted(spec.roles)
     if spec.request_schema is not None:
@@ -96,7 +100,9 @@ def _problem_ref(description: str) -> dict[str, Any]:
     }
 
 
-def build_openapi(specs: Iterable[RouteSpec], *, title: str, version: str, description: str) -> dict[str, Any]:
+def build_openapi(
+    specs: Iterable[RouteSpec], *, title: str, version: str, description: str
+) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in sorted(specs, key=lambda s: (s.path, s.method)):
         paths.setdefault(openapi_path(spec.path), {})[spec.method.lower()] = _operation(spec)

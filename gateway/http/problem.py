@@ -15,6 +15,7 @@ from aiohttp import web
 
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "https://ehds-gateway.eu/problems/"
+PROBLEM_CODE_KEY = web.ResponseKey("ehds_problem_code", str)
 
 #: Status for errors of the domain packages, by their class name's code family.
 #: Looked up by ``code`` first, then by prefix, so a new code in an existing
@@ -119,12 +120,13 @@ def problem_response(
         content_type=PROBLEM_TYPE,
         headers=headers,
     )
-    response["problem_code"] = code
+    response[PROBLEM_CODE_KEY] = code
     return response
 
 
 __all__ = [
     "HTTP_CODES",
+    "PROBLEM_CODE_KEY",
     "PROBLEM_TYPE",
     "problem_body",
     "problem_response",

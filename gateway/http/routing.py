@@ -58,6 +58,8 @@ class RouteSpec:
 
 
 SPECS_KEY = web.AppKey("ehds_route_specs", dict)
+BODY_KEY = web.RequestKey("ehds_body", bytes)
+REQUEST_ID_KEY = web.RequestKey("ehds_request_id", str)
 
 
 def signed(*roles: str) -> dict[str, Any]:
@@ -93,7 +95,9 @@ def spec_for(request: web.Request) -> RouteSpec | None:
     return table.get((method, resource.canonical))
 
 
-def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
@@ -104,7 +108,7 @@ def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | 
 
 def json_body(request: web.Request) -> dict[str, Any]:
     """The already read and size-checked body as a JSON object, or a 400 problem."""
-    raw: bytes = request.get("body", b"")
+    raw: bytes = request.get(BODY_KEY, b"")
     if not raw:
         raise BadJsonError("a JSON object body is required")
     try:
@@ -116,7 +120,9 @@ def json_body(request: web.Request) -> dict[str, Any]:
     return value
 
 
-def field_str(data: Mapping[str, Any], name: str, *, required: bool = True, default: str = "") -> str:
+def field_str(
+    data: Mapping[str, Any], name: str, *, required: bool = True, default: str = ""
+) -> str:
     value = data.get(name)
     if value is None:
         if required:
@@ -127,23 +133,36 @@ def field_str(data: Mapping[str, Any], name: str, *, required: bool = True, defa
     return value
 
 
-def query_int(request: web.Request, name: str, *, default: int | None = None, minimum: int = 0, maximum: int | None = None) -> int:
+def query_int(
+    request: web.Request,
+    name: str,
+    *,
+    default: int | None = None,
+    minimum: int = 0,
+    maximum: int | None = None,
+) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:
             raise BadRequestError(f"query parameter '{name}' is required", code="PARAMETER_MISSING")
         return default
     if not raw.isdigit() or len(raw) > 18:
-        raise BadRequestError(f"query parameter '{name}' must be a non-negative integer", code="PARAMETER_INVALID")
+        raise BadRequestError(
+            f"query parameter '{name}' must be a non-negative integer", code="PARAMETER_INVALID"
+        )
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise BadRequestError(f"query parameter '{name}' must be {bounds}", code="PARAMETER_OUT_OF_RANGE")
+        raise BadRequestError(
+            f"query parameter '{name}' must be {bounds}", code="PARAMETER_OUT_OF_RANGE"
+        )
     return value
 
 
 __all__ = [
+    "BODY_KEY",
     "JSON_TYPE",
+    "REQUEST_ID_KEY",
     "SPECS_KEY",
     "Handler",
     "Param",

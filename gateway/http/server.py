@@ -9,6 +9,7 @@ interrupt the cleanup half-way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -28,33 +29,33 @@ async def serve(
     on_ready: Callable[[str, int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound_port = port
-    server = site._server  # the asyncio server: learn the real port when 0 was asked
-    if server is not None and getattr(server, "sockets", None):
-        bound_port = server.sockets[0].getsockname()[1]
+    sockets = getattr(site._server, "sockets", None)  # learn the real port when 0 was asked
+    if sockets:
+        bound_port = int(sockets[0].getsockname()[1])
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
-            pass
     LOG.info(orjson.dumps({"event": "server.started", "host": host, "port": bound_port}).decode())
     if on_ready is not None:
         on_ready(host, bound_port)
     try:
         await stop.wait()
     finally:
-        LOG.info(orjson.dumps({"event": "server.stopping", "grace_seconds": shutdown_timeout}).decode())
+        LOG.info(
+            orjson.dumps({"event": "server.stopping", "grace_seconds": shutdown_timeout}).decode()
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover
-                pass
         await runner.cleanup()
         LOG.info(orjson.dumps({"event": "server.stopped"}).decode())
 

@@ -144,7 +144,12 @@ def application_body(user: jwk.JWK, person: jwk.JWK, **overrides: Any) -> dict[s
 async def hdab(tmp_path: Path, keys: Keys) -> AsyncIterator[Api]:
     from gateway.hdab_service import create_hdab_app
 
-    config = make_config(tmp_path, "hdab", EHDS_HDAB_DATABASE=f"sqlite:///{tmp_path}/hdab.sqlite")
+    config = make_config(
+        tmp_path,
+        "hdab",
+        EHDS_HDAB_DATABASE=f"sqlite:///{tmp_path}/hdab.sqlite",
+        EHDS_AUDIT_DATABASE=str(tmp_path / "hdab-audit.sqlite"),
+    )
     client = await start(create_hdab_app(config, keys=keys.ring()))
     try:
         yield Api(client, "hdab-test")
