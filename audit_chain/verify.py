@@ -238,32 +238,33 @@ def _stream(
 
 
 def _check_nodes(log: AuditLog, computed: Iterable[tuple[int, int, bytes]]) -> None:
-    """Compare recomputed nodes with stored ones, level by level, in index order."""
+    """Compare recomputed nodes with stored ones, level by level.
+
+    A changed leaf also changes every node above it, so leaf mismatches are
+    reported first (the smallest index); an interior mismatch over intact
+    leaves means the node table itself was altered (proofs would be wrong).
+    """
     by_level: dict[int, list[tuple[int, bytes]]] = {}
     for level, idx, h in computed:
         by_level.setdefault(level, []).append((idx, h))
-    worst: tuple[int, str, str] | None = None
+    first_bad: dict[int, int] = {}  # level -> first mismatching node index
     for level, items in by_level.items():
-        lo, hi = items[0][0], items[-1][0] + 1
-        stored = log.store.nodes_in(log.log_id, level, lo, hi)
+        stored = log.store.nodes_in(log.log_id, level, items[0][0], items[-1][0] + 1)
         for idx, h in items:
             if stored.get(idx) != h:
-                first_leaf = idx << level
-                reason = LEAF_MISMATCH if level == 0 else NODE_MISMATCH
-                what = "leaf hash" if level == 0 else f"stored node (level {level}, index {idx})"
-                cand = (
-                    first_leaf,
-                    reason,
-                    f"entry {first_leaf}: {what} does not match the entry bytes",
-                )
-                if worst is None or (cand[0], cand[1] != LEAF_MISMATCH) < (
-                    worst[0],
-                    worst[1] != LEAF_MISMATCH,
-                ):
-                    worst = cand
+                first_bad[level] = idx
                 break
-    if worst is not None:
-        raise _Failure(*worst)
+    if 0 in first_bad:
+        i = first_bad[0]
+        raise _Failure(i, LEAF_MISMATCH, f"entry {i}: stored leaf hash does not match the entry bytes")
+    if first_bad:
+        level, idx = min(first_bad.items(), key=lambda item: item[1] << item[0])
+        raise _Failure(
+            idx << level,
+            NODE_MISMATCH,
+            f"stored node (level {level}, index {idx}) does not match entries {idx << level}.."
+            f"{((idx + 1) << level) - 1}",
+        )
 
 
 __all__ = [
