@@ -328,11 +328,22 @@ def strict_json(data: bytes | str) -> Any:
     documents; a signed object must mean one thing only.
     """
 
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fast = orjson.loads(raw)  # refuses NaN/Infinity and invalid UTF-8
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    # Fast path: what we sign is canonical JSON; if re-serializing gives the same bytes,
+    # no member can have been dropped, so there was no duplicate.
+    if canonical_json(fast) == raw:
+        return fast
+
     def _no_constants(name: str) -> Any:
         raise ValueError(f"non-standard JSON constant {name}")
 
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    return json.loads(
+        raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+    )
 
 
 def parse_permit(payload: bytes) -> Permit:

@@ -16,6 +16,7 @@ must equal the signed ones.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -23,12 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from jwcrypto import jwk
 from pydantic import Field, ValidationError
 
 from permits.errors import VerificationError
 from permits.jose import b64url_encode, check_header, parse_jws, sign_core, verify_one
-from permits.keys import PRIVATE_MEMBERS, alg_for_key, thumbprint
+from permits.keys import PRIVATE_MEMBERS, Alg, alg_for_key, thumbprint
 from permits.model import (
     FrozenModel,
     Identifier,
@@ -159,6 +161,26 @@ def make_request(
     return sign_request(key, claims)
 
 
+@functools.lru_cache(maxsize=1024)
+def _key_from_json(canonical: bytes) -> tuple[jwk.JWK, str, Alg]:
+    key = jwk.JWK(**orjson.loads(canonical))
+    alg = alg_for_key(key)
+    key.get_op_key("verify")  # build (and let jwcrypto keep) the public key object once
+    return key, thumbprint(key), alg
+
+
+def _requester_key(raw: Mapping[str, Any]) -> tuple[jwk.JWK, str, Alg]:
+    """JWK, thumbprint and algorithm of a request key, cached by its exact members.
+
+    Requests from the same person repeat the same key; building a JWK and its
+    thumbprint is most of a cached guard decision otherwise.
+    """
+    try:
+        return _key_from_json(canonical_json(dict(raw)))
+    except Exception:
+        raise VerificationError(ReasonCode.REQUEST_MALFORMED, "request jwk unusable") from None
+
+
 _REMAP = {
     ReasonCode.TOKEN_MALFORMED: ReasonCode.REQUEST_MALFORMED,
     ReasonCode.TYPE_MISMATCH: ReasonCode.REQUEST_MALFORMED,
@@ -205,12 +227,7 @@ def _verify_request(
     raw_jwk = sig.header.get("jwk")
     if not isinstance(raw_jwk, dict) or PRIVATE_MEMBERS & raw_jwk.keys():
         raise VerificationError(ReasonCode.REQUEST_MALFORMED, "request header needs a public jwk")
-    try:
-        key = jwk.JWK(**raw_jwk)
-        key_alg = alg_for_key(key)
-    except Exception:
-        raise VerificationError(ReasonCode.REQUEST_MALFORMED, "request jwk unusable") from None
-    kid = thumbprint(key)
+    key, kid, key_alg = _requester_key(raw_jwk)
     if sig.header.get("kid") != kid:
         raise VerificationError(
             ReasonCode.REQUEST_MALFORMED, "request kid is not the jwk's thumbprint"

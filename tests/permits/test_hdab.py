@@ -145,7 +145,7 @@ def test_public_sector_only_purposes() -> None:
 
 
 def test_explicit_refusal_and_states() -> None:
-    service, sink = _service()
+    service, _ = _service()
     record = service.apply(application(generate_key(), generate_key()))
     with pytest.raises(HdabStateError):
         service.issue(record.id)

@@ -1,0 +1,186 @@
+"""Permit verification throughput: raw jwcrypto vs strict cold vs guard with a cached permit.
+
+All rows use the same signed permit(s) and run in this process, so ratios are
+comparable even on a noisy shared machine. Rows:
+
+* ``raw_jwcrypto``   - jwcrypto ``JWS.deserialize`` + ``verify`` with the HDAB key (baseline:
+  one signature, no policy at all; for a co-signed token it would pass on ANY signature);
+* ``verify_cold``    - ``PermitVerifier.verify``: strict header policy, every signature,
+  strict payload model, key windows, validity with leeway (no cache);
+* ``permit_cached``  - what the guard does for a permit it has verified before: cache lookup,
+  key windows, validity, status list check;
+* ``guard_cold``     - a full ``PermitGuard.decide`` with the cache cleared (permit + request
+  proof signature + replay + bounds), audit to a null sink;
+* ``guard_cached``   - the same decision with the verified permit cached (one signature left:
+  the request proof).
+
+Usage: ``python bench/permit_bench.py [--quick]``; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jwcrypto.jws import JWS
+
+from permits.audit import NullSink
+from permits.guard import AccessRequest, PermitGuard
+from permits.hdab import HdabService
+from permits.keys import TrustList, generate_key, thumbprint, trusted_key
+from permits.request import AccessParams, make_request
+from permits.statuslist import StatusListStore
+from permits.verify import PermitVerifier
+
+SPEC = "sha256:" + "ab" * 32
+
+
+def _application(org: Any, person: Any, cross_border: bool) -> dict[str, Any]:
+    return {
+        "holder_of_permit": {
+            "id": "org-bench",
+            "name": "Bench Research",
+            "country": "FI",
+            "sector": "private",
+            "kid": thumbprint(org),
+        },
+        "authorised_persons": [{"id": "person-1", "kid": thumbprint(person)}],
+        "purpose": {"codes": ["e.ii"], "description": "bench"},
+        "data": [
+            {
+                "holder": f"site-{i}",
+                "datasets": ["ds"],
+                "feature_spec_hash": SPEC,
+                "time_range": {"start": "2020-01-01", "end": "2024-12-31"},
+                "form": "pseudonymised",
+            }
+            for i in range(3)
+        ],
+        "processing": {
+            "operations": ["train", "evaluate"],
+            "federated_xgboost": {
+                "strategies": ["bagging", "cyclic"],
+                "max_rounds": 100_000,
+                "max_depth": 6,
+                "min_rows_per_site": 10,
+                "min_rows_per_leaf": 5,
+                "outputs": ["model", "aggregate_metrics"],
+            },
+        },
+        "opt_out": {"applied": True},
+        "spe": {"id": "spe-1"},
+        "cross_border": {"lead": "hdab-fi", "co_issuers": ["hdab-se"]} if cross_border else None,
+        "duration_days": 365,
+    }
+
+
+def _rate(fn: Callable[[int], None], n: int, repeats: int = 3) -> float:
+    """Best of ``repeats`` runs of ``n`` calls, in calls per second."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def bench(cross_border: bool, n: int) -> dict[str, float]:
+    hdab_key, co_key = generate_key(), generate_key()
+    person, org = generate_key(), generate_key()
+    trust = TrustList(
+        [trusted_key(hdab_key, "hdab-fi", "FI"), trusted_key(co_key, "hdab-se", "SE")]
+    )
+    service = HdabService(
+        "sqlite://", hdab_id="hdab-fi", country="FI", key=hdab_key, sink=NullSink()
+    )
+    record = service.apply(_application(org, person, cross_border))
+    service.approve(record.id)
+    issued = service.issue(record.id, co_signers=[co_key] if cross_border else [])
+    token = issued.token
+    status_token = service.status_list()
+    assert status_token is not None
+
+    verifier = PermitVerifier(trust)
+    store = StatusListStore(trust)
+    store.update(status_token)
+    guard = PermitGuard("site-0", verifier, store, NullSink())
+    params = AccessParams(spec_hash=SPEC, rows=100)
+    total = n * 3 * 2 + 8
+    requests = [
+        AccessRequest(
+            token,
+            make_request(
+                person,
+                permit=issued.jti,
+                permit_hash=issued.permit_hash,
+                holder="site-0",
+                op="evaluate",
+                params=params,
+            ),
+            "evaluate",
+            params,
+        )
+        for _ in range(total)
+    ]
+    assert guard.decide(requests[-1]).allowed
+    verified = guard.verified(token)
+
+    def raw(_: int) -> None:
+        jws = JWS()
+        jws.deserialize(token)
+        jws.verify(hdab_key)
+
+    def cold(_: int) -> None:
+        verifier.verify(token)
+
+    def cached(_: int) -> None:
+        v = guard.verified(token)
+        verifier.check_current(v)
+        store.check("hdab-fi", v.permit.jti, v.permit.version, v.permit_hash)
+
+    it = iter(requests)
+
+    def guard_cold(_: int) -> None:
+        guard.clear_cache()
+        assert guard.decide(next(it)).allowed
+
+    def guard_cached(_: int) -> None:
+        assert guard.decide(next(it)).allowed
+
+    assert verified.permit_hash == issued.permit_hash
+    return {
+        "raw_jwcrypto": _rate(raw, n),
+        "verify_cold": _rate(cold, n),
+        "permit_cached": _rate(cached, n * 10),
+        "guard_cold": _rate(guard_cold, n),
+        "guard_cached": _rate(guard_cached, n),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small run (a few seconds)")
+    args = parser.parse_args()
+    n = 150 if args.quick else 2000
+    result: dict[str, Any] = {"bench": "permit", "quick": args.quick, "n": n}
+    for label, cross in (("single", False), ("cosigned", True)):
+        rates = bench(cross, n)
+        base = rates["raw_jwcrypto"]
+        print(
+            f"{label} HDAB permit ({'JWS JSON, 2 signatures' if cross else 'compact JWS'}), n={n}"
+        )
+        for name, rate in rates.items():
+            print(f"  {name:<14} {rate:>10.0f} /s   x{rate / base:5.2f} vs raw jwcrypto")
+        result[label] = {k: round(v, 1) for k, v in rates.items()}
+        result[label]["ratios"] = {k: round(v / base, 3) for k, v in rates.items()}
+    print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
