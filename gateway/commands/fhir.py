@@ -15,16 +15,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_adapters.errors import BulkExportError, FhirSourceError
-from fhir_adapters.sources.bulk_export import BulkExporter, ExportProgress, ExportRequest
-from fhir_adapters.sources.export_state import load_state
-from fhir_adapters.sources.http import FhirClient, RetryPolicy
-from fhir_adapters.sources.search import SearchStats, search
-from fhir_adapters.sources.smart_auth import SmartBackendAuth, load_private_jwk
+
+if TYPE_CHECKING:  # imported lazily: `ehds --help` should not pay for aiohttp and jwcrypto
+    from fhir_adapters.sources.bulk_export import ExportProgress, ExportRequest
+    from fhir_adapters.sources.http import FhirClient
 
 
 def register(subparsers: Any) -> None:
@@ -121,6 +120,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> FhirClient:
+    from fhir_adapters.sources.http import FhirClient, RetryPolicy
+    from fhir_adapters.sources.smart_auth import SmartBackendAuth, load_private_jwk
+
     auth = None
     if args.client_id or args.key:
         if not (args.client_id and args.key):
@@ -149,6 +151,9 @@ def _emit_json(data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ export
 def _request(args: argparse.Namespace) -> ExportRequest:
+    from fhir_adapters.sources.bulk_export import ExportRequest
+    from fhir_adapters.sources.export_state import load_state
+
     since = args.since
     if args.since_state is not None:
         if since:
@@ -226,6 +231,8 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from fhir_adapters.sources.bulk_export import BulkExporter
+
     request = _request(args)
     show = not args.json and sys.stderr.isatty()
 
@@ -281,6 +288,8 @@ def _params(raw: list[str]) -> list[tuple[str, str]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from fhir_adapters.sources.search import SearchStats, search
+
     params = _params(args.params)
     stats = SearchStats()
 
