@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 LOINC = "http://loinc.org"
@@ -108,7 +109,9 @@ def spec_doc(features: list[dict[str, Any]], **recipe: Any) -> dict[str, Any]:
         "specVersion": 1,
         "name": "test",
         "version": "1.0.0",
-        "views": {"patient": PATIENT_VIEW, "observation": OBS_VIEW, "condition": COND_VIEW},
+        "views": copy.deepcopy(
+            {"patient": PATIENT_VIEW, "observation": OBS_VIEW, "condition": COND_VIEW}
+        ),
         "recipe": {
             "patients": {
                 "view": "patient",
