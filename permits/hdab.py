@@ -133,11 +133,18 @@ class HdabService:
         key: jwk.JWK,
         sink: AuditSink,
         clock: Callable[[], float] = time.time,
+        status_key: jwk.JWK | None = None,
     ) -> None:
+        """``status_key`` signs status lists (default: ``key``).
+
+        A separate status key is what makes a stolen permit key useless even with a
+        backdated ``iat``: data holders require each permit's hash in the status list.
+        """
         self.engine = make_engine(db) if isinstance(db, str) else db
         init_db(self.engine)
         self.issuer = Issuer(id=hdab_id, country=country)
         self.key = key
+        self.status_key = status_key
         self.sink = sink
         self.clock = clock
 
@@ -405,7 +412,9 @@ class HdabService:
             for jti, r in latest.items()
         }
         status = StatusList(iss=self.issuer.id, version=version, iat=self._now(), entries=entries)
-        token = sign_status_list(status, self.key)
+        token = sign_status_list(
+            status, self.status_key if self.status_key is not None else self.key
+        )
         session.add(
             StatusListRow(
                 version=version, iat=status.iat, revoked_count=status.revoked_count(), token=token

@@ -246,3 +246,68 @@ def test_status_list_from_another_hdab_key_is_refused(world: World) -> None:
         store.update(token)
     assert getattr(info.value, "reason", None) is ReasonCode.SIGNER_UNEXPECTED
     assert DAY > 0
+
+
+def test_stolen_permit_key_with_backdated_iat_is_still_refused() -> None:
+    """With a separate status-list key, a thief holding the permit key gains nothing."""
+    from permits.hdab import HdabService
+    from tests.permits.helpers import Clock, application
+
+    clock, sink = Clock(), MemorySink()
+    permit_key, status_key, person = generate_key(), generate_key(), generate_key()
+    trust = TrustList(
+        [trusted_key(permit_key, "hdab-fi", "FI"), trusted_key(status_key, "hdab-fi", "FI")]
+    )
+    service = HdabService(
+        "sqlite://",
+        hdab_id="hdab-fi",
+        country="FI",
+        key=permit_key,
+        status_key=status_key,
+        sink=sink,
+        clock=clock,
+    )
+    record = service.apply(application(generate_key(), person))
+    service.approve(record.id)
+    issued = service.issue(record.id)
+    clock.advance(3600)
+    trust = trust.mark_compromised(thumbprint(permit_key), int(clock()))
+    store = StatusListStore(trust, clock=clock)
+    service.publish_status_list()
+    token = service.status_list()
+    assert token is not None
+    store.update(token)
+    guard = PermitGuard("site-a", PermitVerifier(trust, clock=clock), store, sink, clock=clock)
+
+    def request(permit_token: str, permit_hash: str) -> AccessRequest:
+        from permits.request import make_request
+
+        params = train_params()
+        proof = make_request(
+            person,
+            permit=issued.jti,
+            permit_hash=permit_hash,
+            holder="site-a",
+            op="train",
+            params=params,
+            now=clock(),
+        )
+        return AccessRequest(permit_token, proof, "train", params)
+
+    # the genuine permit, signed before the compromise, still works
+    assert guard.decide(request(issued.token, issued.permit_hash)).allowed
+    # a forgery with wider bounds, backdated before the compromise time
+    from permits.jose import parse_jws
+
+    genuine = Permit.model_validate_json(parse_jws(issued.token).payload)
+    xgb = genuine.processing.federated_xgboost.model_copy(update={"max_rounds": 10_000})
+    forged = genuine.model_copy(
+        update={"processing": genuine.processing.model_copy(update={"federated_xgboost": xgb})}
+    )
+    token = sign_permit(forged, [permit_key])
+    decision = guard.decide(request(token, forged.permit_hash()))
+    assert not decision.allowed and decision.reason is ReasonCode.PERMIT_HASH_MISMATCH
+    # signed "now" with the stolen key: refused as compromised
+    late = forged.model_copy(update={"iat": int(clock())})
+    decision = guard.decide(request(sign_permit(late, [permit_key]), late.permit_hash()))
+    assert decision.reason is ReasonCode.KEY_COMPROMISED
