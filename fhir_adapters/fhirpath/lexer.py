@@ -41,7 +41,7 @@ class Token:
 _OPS2 = ("<=", ">=", "!=", "!~")
 _OPS1 = ".,()[]{}+-*/&|<>=~"
 
-_NUMBER = re.compile(r"\d+(\.\d+)?")
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DATETIME = re.compile(
     r"@(\d{4}(-\d{2}(-\d{2})?)?)"
@@ -124,13 +124,13 @@ def tokenize(src: str) -> list[Token]:
             toks.append(Token(Tok.IDENT, text, i, delimited=True))
             i = j
             continue
-        if c.isdigit():
+        if "0" <= c <= "9":
             m = _NUMBER.match(src, i)
             assert m is not None
             toks.append(Token(Tok.NUMBER, m.group(0), i))
             i = m.end()
             continue
-        if c.isalpha() or c == "_":
+        if c.isascii() and (c.isalpha() or c == "_"):
             m = _IDENT.match(src, i)
             assert m is not None
             toks.append(Token(Tok.IDENT, m.group(0), i))

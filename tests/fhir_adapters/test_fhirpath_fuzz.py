@@ -1,0 +1,139 @@
+"""Property tests: the compiler fails only with its own errors, on any input.
+
+Real FHIR data is messy (a string where an object belongs, nulls in arrays,
+numbers as strings), and ViewDefinitions come from outside. Whatever the
+expression or the JSON, compiling and evaluating either succeed or raise a
+``FhirAdapterError`` subclass the caller can count — never a bare TypeError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fhir_adapters.errors import (
+    FhirAdapterError,
+    FhirPathCompileError,
+    FhirPathSyntaxError,
+    ViewEvaluationError,
+)
+from fhir_adapters.fhirpath import Context, compile_expression
+from fhir_adapters.views import compile_view
+
+NAMES = ["name", "given", "family", "value", "code", "coding", "system", "id", "use", "extension",
+         "url", "item", "answer", "valueQuantity", "valueString", "reference", "subject"]  # fmt: skip
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(["", "a", "official", "Patient/1", "2020-01-02", "http://loinc.org"]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.sampled_from(NAMES), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+resources = st.dictionaries(st.sampled_from(NAMES), json_values, max_size=6).map(
+    lambda d: {"resourceType": "Patient", **d}
+)
+
+atoms = st.one_of(
+    st.sampled_from(NAMES),
+    st.sampled_from(["'official'", "1", "2.5", "true", "{}", "%rowIndex", "$this", "@2020-01"]),
+)
+functions = st.sampled_from(
+    ["first()", "last()", "count()", "exists()", "empty()", "not()", "distinct()", "join(',')",
+     "getResourceKey()", "getReferenceKey()", "getReferenceKey(Patient)", "ofType(string)",
+     "ofType(Quantity)", "extension('a')", "where(use = 'official')", "lowBoundary()",
+     "toString()", "toInteger()", "upper()", "length()", "single()", "tail()", "[0]", "[1]"]
+)  # fmt: skip
+operators = st.sampled_from(
+    ["=", "!=", "~", "<", ">=", "+", "-", "*", "/", "div", "mod", "&", "|", "and", "or", "xor",
+     "implies", "in", "contains"]
+)  # fmt: skip
+
+
+@st.composite
+def expressions(draw: st.DrawFn, depth: int = 0) -> str:
+    base = draw(atoms)
+    for _ in range(draw(st.integers(0, 3))):
+        step = draw(st.one_of(st.sampled_from(NAMES), functions))
+        base = f"{base}{step}" if step.startswith("[") else f"{base}.{step}"
+    if depth < 2 and draw(st.booleans()):
+        other = draw(expressions(depth + 1))
+        base = f"({base}) {draw(operators)} ({other})"
+    return base
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_arbitrary_text_compiles_or_fails_cleanly(src: str) -> None:
+    with contextlib.suppress(FhirPathSyntaxError, FhirPathCompileError):
+        compile_expression(src)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expressions(), resources)
+def test_any_expression_on_any_json_fails_only_cleanly(expr: str, resource: dict[str, Any]) -> None:
+    try:
+        compiled = compile_expression(expr)
+    except (FhirPathSyntaxError, FhirPathCompileError):
+        return
+    try:
+        out = compiled.evaluate(resource)
+    except FhirAdapterError:
+        return
+    assert isinstance(out, list)
+    # the general (several items) walk must agree with the single-item fast paths
+    try:
+        double = compiled.fn([resource, resource], Context(resource))
+    except FhirAdapterError:
+        return
+    if not all(part in NAMES for part in expr.split(".")):
+        return  # only pure navigation chains have the doubling property
+    assert double == out + out
+
+
+_FUZZ_VIEW = compile_view(
+    {
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "id", "path": "getResourceKey()"},
+                    {"name": "family", "path": "name.family"},
+                    {"name": "codes", "path": "code.coding.code", "collection": True},
+                ]
+            },
+            {"forEachOrNull": "item", "column": [{"name": "link", "path": "subject.reference"}]},
+        ],
+        "where": [{"path": "value.exists() or true"}],
+    }
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(resources, json_values), max_size=5))
+def test_views_report_bad_resources_and_keep_going(stream: list[Any]) -> None:
+    view = _FUZZ_VIEW
+    errors: list[ViewEvaluationError] = []
+    rows = list(view.rows(stream, on_error=errors.append))
+    patients = sum(1 for r in stream if isinstance(r, dict) and r.get("resourceType") == "Patient")
+    failed_patients = {e.index for e in errors if e.resource_type == "Patient"}
+    assert len(failed_patients) <= patients
+    for row in rows:
+        assert list(row) == ["id", "family", "codes", "link"]
+        assert isinstance(row["codes"], list)
+    for e in errors:
+        assert e.code.startswith(("VIEW_", "FHIRPATH_"))
