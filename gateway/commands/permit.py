@@ -134,21 +134,21 @@ def _audit_url(db: str) -> str:
 
 
 class _LogSink:
-    """Signs each HDAB step as an audit event and appends it to the Merkle log."""
+    """``audit_chain.sink.SignedLogSink`` on the HDAB's audit log, signed with the HDAB key."""
 
     def __init__(self, url: str, org: str, key_path: Path) -> None:
         from audit_chain.keys import EventSigner
         from audit_chain.log import AuditLog
+        from audit_chain.sink import SignedLogSink
 
-        self.signer = EventSigner(org, orjson.loads(key_path.read_bytes()))
-        self.log = AuditLog.open(url, log_id="hdab", signer=self.signer)
+        signer = EventSigner(org, orjson.loads(key_path.read_bytes()))
+        self.log = AuditLog.open(url, log_id="hdab", signer=signer)
+        self.sink = SignedLogSink(self.log, signer)
 
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> None:
-        from audit_chain.events import sign_event
-
-        self.log.append(sign_event(self.signer, type, subject=subject, details=details))
+        self.sink.record(type, subject=subject, details=details)
 
     def close(self) -> None:
         self.log.close()

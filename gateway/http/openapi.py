@@ -28,13 +28,27 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _path_params(path: str) -> list[str]:
-    return re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}", path)
-
-
 def openapi_path(path: str) -> str:
-    """aiohttp's ``{name:regex}`` becomes OpenAPI's ``{name}``."""
-    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}", r"{\1}", path)
+    """aiohttp's ``{name:regex}`` (the regex may hold braces itself) becomes OpenAPI's ``{name}``."""
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        if path[i] != "{":
+            out.append(path[i])
+            i += 1
+            continue
+        depth, j = 1, i + 1
+        while j < len(path) and depth:
+            depth += {"{": 1, "}": -1}.get(path[j], 0)
+            j += 1
+        name = path[i + 1 : j - 1].split(":", 1)[0]
+        out.append("{" + name + "}")
+        i = j
+    return "".join(out)
+
+
+def _path_params(path: str) -> list[str]:
+    return re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", openapi_path(path))
 
 
 def _operation(spec: RouteSpec) -> dict[str, Any]:

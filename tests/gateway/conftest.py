@@ -155,3 +155,47 @@ async def hdab(tmp_path: Path, keys: Keys) -> AsyncIterator[Api]:
         yield Api(client, "hdab-test")
     finally:
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def site_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthetic hospital (120 patients) as Bulk-Data-style NDJSON."""
+    from fhir_adapters.synthetic import CohortConfig, write_ndjson
+
+    (folder,) = write_ndjson(
+        CohortConfig(n_patients=120, n_sites=1, seed=1), tmp_path_factory.mktemp("site")
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hospital with 3 patients: below any disclosure floor."""
+    from fhir_adapters.synthetic import CohortConfig, write_ndjson
+
+    (folder,) = write_ndjson(
+        CohortConfig(n_patients=3, n_sites=1, seed=2), tmp_path_factory.mktemp("tiny")
+    )
+    return folder
+
+
+def node_config(tmp_path: Path, fhir: Path, **env: str) -> GatewayConfig:
+    return make_config(
+        tmp_path,
+        "node",
+        EHDS_NODE_FHIR_PATH=str(fhir),
+        EHDS_AUDIT_DATABASE=str(tmp_path / "node-audit.sqlite"),
+        EHDS_SERVER_MAX_BODY_BYTES="262144",
+        **env,
+    )
+
+
+@pytest.fixture
+async def node(tmp_path: Path, keys: Keys, site_data: Path) -> AsyncIterator[Api]:
+    from gateway.node_service import create_node_app
+
+    client = await start(create_node_app(node_config(tmp_path, site_data), keys=keys.ring()))
+    try:
+        yield Api(client, "site-a")
+    finally:
+        await client.close()
