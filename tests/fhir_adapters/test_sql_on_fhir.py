@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fhir_adapters.errors import FhirAdapterError
+from fhir_adapters.errors import FhirAdapterError, ViewDefinitionError, ViewEvaluationError
 from fhir_adapters.views import compile_view
 from tests.conftest import shared_path
 from tests.fhir_adapters.conftest import SOF_RESULTS
@@ -115,3 +115,179 @@ def test_suite_has_the_expected_shape() -> None:
                 experimental += 1
     assert shareable == 123
     assert experimental == 11
+
+
+# --------------------------------------------------------------------------- runner behaviour
+
+
+def _view(**extra: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "resourceType": "ViewDefinition",
+        "resource": "Patient",
+        "select": [{"column": [{"name": "id", "path": "getResourceKey()"}]}],
+    }
+    view.update(extra)
+    return view
+
+
+@pytest.mark.parametrize(
+    ("view", "code"),
+    [
+        ({"resource": "patient", "select": [{"column": [{"name": "a", "path": "id"}]}]}, "VIEW_INVALID"),
+        (_view(select=[]), "VIEW_INVALID"),
+        (_view(select=[{"column": [{"name": "1bad", "path": "id"}]}]), "VIEW_INVALID"),
+        (_view(select=[{"column": [{"name": "a", "path": "id", "collection": "yes"}]}]), "VIEW_INVALID"),
+        (_view(select=[{"column": [{"name": "a", "path": "id"}, {"name": "a", "path": "id"}]}]), "VIEW_INVALID"),
+        (_view(select=[{"forEach": "name", "forEachOrNull": "name", "column": [{"name": "a", "path": "id"}]}]), "VIEW_INVALID"),
+        (_view(select=[{"forEach ": "name", "column": [{"name": "a", "path": "id"}]}]), "VIEW_INVALID"),
+        (_view(select=[{"column": [{"name": "a", "path": "name.("}]}]), "VIEW_BAD_FHIRPATH"),
+        (_view(select=[{"column": [{"name": "a", "path": "%nope"}]}]), "VIEW_BAD_FHIRPATH"),
+        (_view(constant=[{"name": "d", "valueDate": "2020-13-45T"}]), "VIEW_INVALID"),
+        (_view(constant=[{"name": "i", "valueInteger": "1"}]), "VIEW_INVALID"),
+        (_view(where=[{"path": 3}]), "VIEW_INVALID"),
+        (_view(resourceType="Patient"), "VIEW_INVALID"),
+    ],
+)  # fmt: skip
+def test_invalid_views_are_refused_at_compile_time(view: dict[str, Any], code: str) -> None:
+    with pytest.raises(ViewDefinitionError) as err:
+        compile_view(view)
+    assert err.value.code == code
+
+
+def test_bad_resources_are_reported_and_the_rest_is_processed() -> None:
+    view = compile_view(
+        _view(
+            select=[
+                {
+                    "column": [
+                        {"name": "id", "path": "getResourceKey()"},
+                        {"name": "family", "path": "name.family"},
+                    ]
+                }
+            ],
+            where=[{"path": "active"}],
+        )
+    )
+    stream: list[Any] = [
+        {"resourceType": "Patient", "id": "ok1", "active": True, "name": [{"family": "A"}]},
+        {"resourceType": "Patient", "id": "two", "active": True, "name": [{"family": "A"}, {"family": "B"}]},
+        "not a resource",
+        {"resourceType": "Patient", "id": "str", "active": "yes"},  # where not boolean
+        {"resourceType": "Observation", "id": "o"},  # other type: skipped, not an error
+        {"resourceType": "Patient", "id": "ok2", "active": True, "name": "garbled"},
+    ]  # fmt: skip
+    errors: list[ViewEvaluationError] = []
+    rows = list(view.rows(stream, on_error=errors.append))
+    assert rows == [{"id": "ok1", "family": "A"}, {"id": "ok2", "family": None}]
+    assert [(e.index, e.code) for e in errors] == [
+        (1, "VIEW_COLUMN_NOT_SINGLE"),
+        (2, "VIEW_NOT_A_RESOURCE"),
+        (3, "VIEW_WHERE_NOT_BOOLEAN"),
+    ]
+    for e in errors:
+        assert "garbled" not in str(e) and "ok1" not in str(e)  # no content in errors
+    with pytest.raises(ViewEvaluationError) as err:  # without on_error: fail closed
+        list(view.rows(stream))
+    assert err.value.index == 1
+
+
+def test_constants_override_tuples_and_columns() -> None:
+    view = compile_view(
+        _view(
+            constant=[{"name": "use", "valueString": "official"}],
+            select=[
+                {
+                    "column": [
+                        {"name": "id", "path": "getResourceKey()", "type": "id"},
+                        {"name": "family", "path": "name.where(use = %use).family"},
+                        {"name": "given", "path": "name.given", "collection": True},
+                    ]
+                }
+            ],
+        ),
+        constants={"use": "maiden"},
+    )
+    pt = {
+        "resourceType": "Patient",
+        "id": "p",
+        "name": [
+            {"use": "official", "family": "Doe", "given": ["J"]},
+            {"use": "maiden", "family": "Roe"},
+        ],
+    }
+    assert view.resource == "Patient"
+    assert [(c.name, c.type, c.collection) for c in view.columns] == [
+        ("id", "id", False),
+        ("family", None, False),
+        ("given", None, True),
+    ]
+    assert list(view.tuples([pt])) == [("p", "Roe", ["J"])]
+    assert view.evaluate(pt) == [{"id": "p", "family": "Roe", "given": ["J"]}]
+
+
+def test_temporal_constants_compare_as_dates() -> None:
+    view = compile_view(
+        _view(
+            constant=[{"name": "cutoff", "valueDate": "2000-01-01"}],
+            select=[
+                {"column": [{"name": "young", "path": "birthDate >= %cutoff", "type": "boolean"}]}
+            ],
+        )
+    )
+    rows = list(
+        view.rows(
+            [
+                {"resourceType": "Patient", "birthDate": "2001-05-05"},
+                {"resourceType": "Patient", "birthDate": "1999-12-31"},
+                {"resourceType": "Patient", "birthDate": "2000"},  # year precision: unknown
+                {"resourceType": "Patient"},
+            ]
+        )
+    )
+    assert [r["young"] for r in rows] == [True, False, None, None]
+
+
+def test_nested_repeat_is_depth_first_and_bounded() -> None:
+    view = compile_view(
+        {
+            "resource": "QuestionnaireResponse",
+            "select": [
+                {
+                    "repeat": ["item", "answer.item"],
+                    "column": [
+                        {"name": "link", "path": "linkId"},
+                        {"name": "i", "path": "%rowIndex"},
+                    ],
+                }
+            ],
+        }
+    )
+    qr = {
+        "resourceType": "QuestionnaireResponse",
+        "item": [
+            {
+                "linkId": "1",
+                "item": [{"linkId": "1.1", "answer": [{"item": [{"linkId": "1.1.1"}]}]}],
+            },
+            {"linkId": "2"},
+        ],
+    }
+    assert [(r["link"], r["i"]) for r in view.rows([qr])] == [
+        ("1", 0),
+        ("1.1", 1),
+        ("1.1.1", 2),
+        ("2", 3),
+    ]
+    deep: dict[str, Any] = {"linkId": "x"}
+    node = deep
+    for _ in range(300):
+        child: dict[str, Any] = {"linkId": "x"}
+        node["item"] = [child]
+        node = child
+    errors: list[ViewEvaluationError] = []
+    rows = list(
+        view.rows(
+            [{"resourceType": "QuestionnaireResponse", "item": [deep]}], on_error=errors.append
+        )
+    )
+    assert rows == [] and [e.code for e in errors] == ["VIEW_REPEAT_DEPTH"]
