@@ -65,7 +65,7 @@ class Split:
 def split_rows(n: int, fraction: float, seed: int) -> Split:
     """A deterministic train/evaluation split of a site's rows (same every round)."""
     order = np.random.default_rng(seed).permutation(n)
-    n_eval = int(round(n * fraction))
+    n_eval = round(n * fraction)
     return Split(train=np.sort(order[n_eval:]), evaluate=np.sort(order[:n_eval]))
 
 

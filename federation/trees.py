@@ -425,4 +425,4 @@ def model_document(pack: Mapping[str, Any]) -> dict[str, Any]:
 
 def model_ubj(pack: Mapping[str, Any]) -> bytes:
     """XGBoost-loadable UBJ bytes of a pack (what the released ``model.ubj`` holds)."""
-    return ubj.dumps(model_document(pack))
+    return ubj.dumps(model_document(pack), xgboost_compatible=True)

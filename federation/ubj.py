@@ -57,17 +57,17 @@ def _int(value: int) -> bytes:
     raise ModelFormatError("integer out of UBJ range")
 
 
-def _length(value: int) -> bytes:
-    # XGBoost's reader insists on int64 lengths; other readers accept any int.
-    return b"L" + struct.pack(">q", value)
+def _length(value: int, wide: bool) -> bytes:
+    # XGBoost's reader insists on int64 lengths; the spec (and our reader) accept any int.
+    return b"L" + struct.pack(">q", value) if wide else _int(value)
 
 
-def _str_body(value: str) -> bytes:
+def _str_body(value: str, wide: bool) -> bytes:
     raw = value.encode("utf-8")
-    return _length(len(raw)) + raw
+    return _length(len(raw), wide) + raw
 
 
-def _encode(value: object, out: list[bytes], depth: int) -> None:
+def _encode(value: object, out: list[bytes], depth: int, wide: bool) -> None:
     if depth > MAX_DEPTH:
         raise ModelFormatError("UBJ nesting too deep")
     if value is None:
@@ -81,36 +81,40 @@ def _encode(value: object, out: list[bytes], depth: int) -> None:
     elif isinstance(value, float | np.floating):
         out.append(b"D" + struct.pack(">d", float(value)))
     elif isinstance(value, str):
-        out.append(b"S" + _str_body(value))
+        out.append(b"S" + _str_body(value, wide))
     elif isinstance(value, np.ndarray):
         if value.ndim != 1:
             raise ModelFormatError("only 1-d arrays are encodable")
         marker = _NATIVE_TO_MARKER.get(value.dtype.name)
         if marker is None:
             raise ModelFormatError(f"dtype {value.dtype.name} not encodable")
-        out.append(b"[$" + marker + b"#" + _length(int(value.size)))
+        out.append(b"[$" + marker + b"#" + _length(int(value.size), wide))
         out.append(value.astype(_TYPED[marker], copy=False).tobytes())
     elif isinstance(value, Mapping):
         out.append(b"{")
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ModelFormatError("object keys must be strings")
-            out.append(_str_body(key))
-            _encode(item, out, depth + 1)
+            out.append(_str_body(key, wide))
+            _encode(item, out, depth + 1, wide)
         out.append(b"}")
     elif isinstance(value, Sequence):
         out.append(b"[")
         for item in value:
-            _encode(item, out, depth + 1)
+            _encode(item, out, depth + 1, wide)
         out.append(b"]")
     else:
         raise ModelFormatError(f"type {type(value).__name__} not encodable")
 
 
-def dumps(value: object) -> bytes:
-    """Encode ``value``; 1-d numpy arrays become typed (optimized) arrays."""
+def dumps(value: object, *, xgboost_compatible: bool = False) -> bytes:
+    """Encode ``value``; 1-d numpy arrays become typed (optimized) arrays.
+
+    Lengths use the smallest integer type, except with ``xgboost_compatible``
+    (XGBoost's reader requires int64 lengths).
+    """
     out: list[bytes] = []
-    _encode(value, out, 0)
+    _encode(value, out, 0, xgboost_compatible)
     return b"".join(out)
 
 

@@ -1,0 +1,197 @@
+"""Coordinator <-> site protocol, exercised in-process (fast, deterministic).
+
+The same apps run on Flower's engines in test_simulation.py and test_deployment_e2e.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import xgboost as xgb
+from flwr.app import Message
+
+from federation import trees, wire
+from federation.client_app import SimulationSites, make_client_app
+from federation.factory import FactoryRef
+from federation.inprocess import InProcessGrid
+from federation.job import BoosterParams, TrainingJob
+from federation.server_app import run_coordinator
+from tests.federation.conftest import SITES, World, WorldFactory
+
+
+def _run(job: TrainingJob) -> tuple[InProcessGrid, object]:
+    grid = InProcessGrid(make_client_app(SimulationSites(job.sites)), len(job.sites))
+    return grid, run_coordinator(grid, job, engine="inprocess")
+
+
+def _all_bytes(msg: Message) -> bytes:
+    """Everything a message carries, as bytes, for a blunt substring scan."""
+    parts: list[bytes] = []
+    for record in msg.content.array_records.values():
+        parts.extend(arr.numpy().tobytes() for arr in record.values())
+    for record in msg.content.config_records.values():
+        parts.append(orjson.dumps({k: v for k, v in record.items() if not isinstance(v, bytes)}))
+    for record in msg.content.metric_records.values():
+        parts.append(orjson.dumps(dict(record)))
+    return b"".join(parts)
+
+
+def test_completed_run_releases_model_with_card(world: World) -> None:
+    grid, result = _run(world.job())
+    assert result.status == "completed", result.error_code
+    assert result.contributing_sites == list(SITES)
+    assert [r.round for r in result.rounds] == [1, 2, 3]
+    card = orjson.loads(Path(result.model_card).read_bytes())
+    assert card["permit"] == world.permit.permit_jti
+    assert card["spec_hash"] == world.spec_hash
+    assert card["sites_contributed"] == list(SITES)
+    assert card["rounds"] == 3 and card["model_hash"] == result.model_hash
+    assert set(result.metrics) == {"auc", "logloss", "accuracy"}
+    booster = xgb.Booster()
+    booster.load_model(result.model_ubj)
+    again = xgb.Booster()
+    again.load_model(result.model_json)
+    X, y = world.split.test
+    dm = xgb.DMatrix(X, feature_names=list(world.split.feature_names))
+    assert np.allclose(booster.predict(dm), again.predict(dm))
+    types = [e["type"] for e in world.events("coordinator")]
+    assert types[0] == "training.started" and types.count("training.round") == 3
+    assert types[-1] == "model.released"
+    for site in SITES:
+        site_types = [e["type"] for e in world.events(site)]
+        assert site_types.count("data.extracted") == 1
+        assert site_types.count("training.round") == 3
+        assert "access.allowed" in site_types
+        extracted = next(e for e in world.events(site) if e["type"] == "data.extracted")
+        assert extracted["details"]["spec_hash"] == world.spec_hash
+        assert extracted["subject"]["permit"] == world.permit.permit_jti
+
+
+def test_no_node_statistics_in_any_outgoing_message(world: World) -> None:
+    grid, result = _run(world.job())
+    assert result.status == "completed"
+    assert len(grid.replies) == 3 * 3 + 3  # 3 train rounds and one evaluation, 3 sites
+    for msg in [*grid.replies, *grid.sent]:
+        blob = _all_bytes(msg)
+        for name in (*trees.NODE_STATISTICS, "parents"):
+            assert name.encode() not in blob
+        for key in msg.content.array_records:
+            pack = trees.decode_pack(wire.pack_bytes(msg.content, key))
+            for tree in pack["trees"]:
+                assert set(tree) == set(trees.TREE_FIELDS)
+    # and only the new trees go up: one per site per round for a binary model
+    for reply in grid.replies:
+        if wire.TREES in reply.content.array_records:
+            assert len(trees.decode_pack(wire.pack_bytes(reply.content, wire.TREES))["trees"]) == 1
+
+
+def test_denied_permit_reads_no_data(make_world: WorldFactory) -> None:
+    world = make_world(revoked=True)
+    grid, result = _run(world.job())
+    assert result.status == "failed" and result.error_code == "FED_TOO_FEW_SITES"
+    for site in SITES:
+        assert not (world.root / site / "data-read").exists()
+        denied = [e for e in world.events(site) if e["type"] == "access.denied"]
+        assert denied and denied[0]["details"]["reason"] == "permit_revoked"
+        assert not [e for e in world.events(site) if e["type"] == "data.extracted"]
+    failed = [e for e in world.events("coordinator") if e["type"] == "training.site_failed"]
+    assert {e["subject"]["site"] for e in failed} == set(SITES)
+    assert {e["details"]["reason"] for e in failed} == {"permit_revoked"}
+
+
+def test_forged_request_is_denied_before_data(world: World, tmp_path: Path) -> None:
+    from permits.keys import generate_key
+
+    other = tmp_path / "mallory.jwk"
+    other.write_text(generate_key().export_private())
+    signer = FactoryRef(
+        "federation.adapters:request_signer",
+        {"key_path": str(other), "permit_token": world.permit.permit_token},
+    )
+    grid, result = _run(world.job(request_signer=signer))
+    assert result.status == "failed"
+    for site in SITES:
+        assert not (world.root / site / "data-read").exists()
+        reasons = {e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"}
+        assert reasons == {"requester_not_authorised"}
+
+
+def test_job_beyond_permit_bounds_is_refused_before_any_round(make_world: WorldFactory) -> None:
+    world = make_world(max_rounds=2)
+    grid, result = _run(world.job(rounds=3))
+    assert result.status == "failed" and result.error_code == "FED_JOB_CONFIG"
+    assert grid.sent == []
+    world = make_world(max_depth=2)
+    grid, result = _run(world.job())  # job asks for depth 3
+    assert result.error_code == "FED_JOB_CONFIG" and grid.sent == []
+
+
+def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(make_world: WorldFactory) -> None:
+    world = make_world(min_rows_per_leaf=40)
+    job = world.job(params=BoosterParams(max_depth=6, eta=0.3, min_child_weight=1))
+    grid, result = _run(job)
+    assert result.status == "completed"
+    booster = xgb.Booster()
+    booster.load_model(result.model_ubj)
+    for site, (X, _) in world.split.sites.items():
+        leaves = booster.predict(xgb.DMatrix(X, feature_names=list(world.split.feature_names)), pred_leaf=True)
+        # each site trained on (1 - eval_fraction) of its rows; the floor holds on those
+        for column in leaves.T:
+            assert np.unique(column, return_counts=True)[1].min() >= 40 * (1 - job.eval_fraction) - 40
+
+
+def test_site_below_min_rows_is_refused(make_world: WorldFactory) -> None:
+    world = make_world(min_rows_per_site=100_000)
+    grid, result = _run(world.job())
+    assert result.status == "failed"
+    for site in SITES:
+        reasons = {e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"}
+        assert "too_few_rows" in reasons or "min_rows_per_site" in reasons
+
+
+def test_metrics_withheld_below_disclosure_floor(make_world: WorldFactory) -> None:
+    world = make_world(min_rows_per_leaf=5, outputs=("model",))
+    grid, result = _run(world.job(rounds=1))
+    assert result.status == "completed"
+    assert result.metrics == {}  # evaluation not permitted: no metric leaves a site
+
+
+def test_multiclass_federated_run_keeps_all_class_trees(make_world: WorldFactory) -> None:
+    world = make_world(n_classes=3)
+    params = BoosterParams(objective="multi:softprob", num_class=3, max_depth=3, min_child_weight=5)
+    grid, result = _run(world.job(params=params, rounds=2))
+    assert result.status == "completed", result.error_code
+    assert [r.trees for r in result.rounds] == [9, 9]  # 3 sites x 3 classes per round
+    booster = xgb.Booster()
+    booster.load_model(result.model_ubj)
+    assert booster.num_boosted_rounds() == 6  # one iteration per site update
+    doc = orjson.loads(booster.save_raw("json"))
+    assert len(doc["learner"]["gradient_booster"]["model"]["trees"]) == 18
+
+
+def test_site_failing_mid_run_is_recorded_and_run_completes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHDS_TEST_INPROCESS", "1")
+    marker = world.root / "kill-site-c"
+    base = world.site("site-c")
+    dying = FactoryRef(
+        "tests.federation.helpers:dying_guard",
+        {**base.authorizer.kwargs, "kill_marker": str(marker)},
+    )
+    sites = [world.site("site-a"), world.site("site-b"), world.site("site-c", authorizer=dying)]
+    job = world.job(sites=sites)
+    grid = InProcessGrid(make_client_app(SimulationSites(job.sites)), 3)
+    result = run_coordinator(grid, job, engine="inprocess", progress=lambda r: marker.touch())
+    assert result.status == "completed"
+    assert result.failed_sites == {"site-c": "internal_error"}
+    assert result.rounds[0].sites == list(SITES)
+    assert result.rounds[1].sites == ["site-a", "site-b"]
+    card = orjson.loads(Path(result.model_card).read_bytes())
+    assert card["sites_failed"] == {"site-c": "internal_error"}
+    assert card["sites_contributed"] == list(SITES)
+    failed = [e for e in world.events("coordinator") if e["type"] == "training.site_failed"]
+    assert [(e["subject"]["site"], e["details"]["round"]) for e in failed] == [("site-c", 2)]
