@@ -6,6 +6,8 @@ and that the denial carries no permit content (see ``World.assert_denied``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 import pytest
 from jwcrypto import jwk
@@ -21,7 +23,7 @@ from tests.permits.helpers import DAY, SPEC_B, World, build_world, train_params
 
 def _forge(
     world: World,
-    header: dict[str, object],
+    header: Mapping[str, object],
     key: jwk.JWK | None,
     alg: str,
     payload: bytes | None = None,

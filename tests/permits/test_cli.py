@@ -110,7 +110,7 @@ def test_permit_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     from audit_chain.log import AuditLog
 
     with AuditLog.open(f"sqlite:///{db}.audit.sqlite", log_id="hdab") as log:
-        types = [parse_event(e.token).type for e in log.entries()]  # type: ignore[attr-defined]
+        types = [parse_event(e.token).type for e in log.entries()]
     assert types == [
         "permit.applied",
         "permit.approved",

@@ -208,7 +208,7 @@ def test_header_edge_cases(world: World) -> None:
 
 def test_audit_failure_on_allow_denies_and_releases_rounds(world: World) -> None:
     class Broken(MemorySink):
-        def record(self, type: str, **kw: object) -> None:  # type: ignore[override]
+        def record(self, type: str, **kw: object) -> None:
             raise RuntimeError("disk full")
 
     guard = world.guard
