@@ -10,7 +10,8 @@ so an interrupted client resumes from the status URL (see ``export_state``).
 
 Files land in the Bulk Data layout: ``<Type>.<n>.ndjson`` at the top,
 OperationOutcomes under ``error/``, deleted-resource Bundles under
-``deleted/``, the server's manifest (with local paths) in ``manifest.json``.
+``deleted/``; the manifest, local paths, counts and hashes in the state file
+``.export-state`` (no ``.json`` suffix, so folder readers skip it).
 A line that is not a FHIR resource is counted and dropped, never fatal.
 Memory is bounded by one line per concurrent download.
 """
@@ -39,7 +40,6 @@ from fhir_adapters.errors import (
     FhirProtocolError,
 )
 from fhir_adapters.sources.export_state import (
-    STATE_FILE,
     ExportState,
     FileRecord,
     load_state,
@@ -550,7 +550,6 @@ class BulkExporter:
                 await self.delete_job(state.status_url)
             for rec in state.files.values():
                 (out / rec.path).unlink(missing_ok=True)
-            (out / "manifest.json").unlink(missing_ok=True)
             state = None
         if state is not None:
             if state.base_url != self.client.base_url or state.request != request.as_dict():
@@ -590,7 +589,6 @@ class BulkExporter:
             )
             save_state(out, state)
         await self.download_all(out, state)
-        self._write_manifest(out, state)
         state.completed = True
         save_state(out, state)
         if self.delete_when_done:
@@ -599,19 +597,6 @@ class BulkExporter:
         result = self._result(out, state, resumed=resumed)
         self._emit(ExportProgress(phase="done", resources=result.resources, polls=state.polls))
         return result
-
-    @staticmethod
-    def _write_manifest(out: Path, state: ExportState) -> None:
-        assert state.manifest is not None
-        local = {r.url: r.path for r in state.files.values()}
-        manifest = dict(state.manifest)
-        for key in ("output", "error", "deleted"):
-            manifest[key] = [
-                {**item, "localPath": local.get(item["url"])} for item in manifest.get(key, [])
-            ]
-        tmp = out / ".manifest.json.tmp"
-        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, out / "manifest.json")
 
     @staticmethod
     def _result(out: Path, state: ExportState, *, resumed: bool) -> ExportResult:
@@ -676,20 +661,23 @@ def read_export_dir(
 ) -> Iterator[dict[str, Any]]:
     """The resource stream of a finished export directory (``output`` files only).
 
-    Uses ``manifest.json``'s local paths when present, else every top-level
-    ``*.ndjson``. Bad lines are counted in ``stats``, never fatal.
+    Files are read in manifest order from the state file when present, else
+    every top-level ``*.ndjson`` in name order. Bad lines are counted in
+    ``stats``, never fatal.
     """
     out = Path(out_dir)
     stats = stats if stats is not None else ReadStats()
-    manifest_path = out / "manifest.json"
+    state = load_state(out)
     paths: list[Path]
-    if manifest_path.exists():
-        manifest = orjson.loads(manifest_path.read_bytes())
+    if state is not None and state.manifest is not None:
+        done = {rec.url: rec.path for rec in state.files.values()}
         paths = [
-            out / item["localPath"] for item in manifest.get("output", []) if item.get("localPath")
+            out / done[r.url]
+            for r in plan_files(state.manifest)
+            if r.kind == "output" and r.url in done
         ]
     else:
-        paths = sorted(p for p in out.glob("*.ndjson") if p.name != STATE_FILE)
+        paths = sorted(out.glob("*.ndjson"))
     for path in paths:
         stats.files += 1
         with open(path, "rb") as fh:

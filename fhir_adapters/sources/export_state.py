@@ -20,7 +20,9 @@ import orjson
 
 from fhir_adapters.errors import BulkExportError
 
-STATE_FILE = "export-state.json"
+#: JSON inside, but no ``.json`` suffix: folder readers that pick up FHIR JSON
+#: and NDJSON (``ehds features --data DIR``) must not mistake it for data.
+STATE_FILE = ".export-state"
 STATE_VERSION = 1
 
 
@@ -89,7 +91,7 @@ def load_state(directory: Path) -> ExportState | None:
 
 def save_state(directory: Path, state: ExportState) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export-state.", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".export-state-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(state.to_json())

@@ -1,7 +1,7 @@
 """``ehds fhir``: pull FHIR from a hospital server (search, Bulk ``$export``, metadata).
 
 ``ehds fhir export`` writes NDJSON in the Bulk Data layout that ``ehds features``
-reads, keeps its job state in ``<out>/export-state.json`` so the same command
+reads, keeps its job state in ``<out>/.export-state`` so the same command
 resumes after an interruption, and records ``transactionTime`` for the next
 incremental run (``--since-state``). ``ehds fhir search`` writes the matching
 resources as NDJSON. Server errors (OperationOutcome) come out as one line.
@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--since-state",
         type=Path,
-        help="use transactionTime of a previous export's state file as --since",
+        help="use the transactionTime of a previous export (its directory or .export-state file) as --since",
     )
     export.add_argument("--until", help="only resources changed before this FHIR instant")
     export.add_argument(

@@ -81,11 +81,11 @@ async def test_export_then_incremental(server: FhirTestServer, tmp_path: Path, c
     assert rc == 0
     first = _last_json(capsys.readouterr().out)
     assert first["resources"] == 41 and first["job_deleted"]
-    assert (full / "export-state.json").exists()
+    assert (full / ".export-state").exists()
 
     rc = await ehds(
         "fhir", "export", "--base", server.base_url, "--type", "Patient,Observation",
-        "--since-state", str(full / "export-state.json"), "--out", str(tmp_path / "incr"),
+        "--since-state", str(full), "--out", str(tmp_path / "incr"),
     )  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0

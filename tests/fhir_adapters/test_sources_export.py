@@ -67,8 +67,8 @@ async def test_system_export_downloads_everything(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.glob("*.ndjson"))
     assert names[:2] == ["Group.001.ndjson", "Observation.001.ndjson"]
     assert len([n for n in names if n.startswith("Observation.")]) == 5
-    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
-    assert all(item["localPath"] for item in manifest["output"])
+    assert not list(tmp_path.glob("*.json"))  # bookkeeping never looks like FHIR data
+    assert orjson.loads((tmp_path / STATE_FILE).read_bytes())["manifest"]["transactionTime"]
     assert srv.counts["delete"] == 1 and result.job_deleted
     assert result.fhir_version == "4.0.1"
     state = load_state(tmp_path)
@@ -341,4 +341,4 @@ def test_request_validation() -> None:
     )
     assert req.path == "Group/g1/$export"
     assert ("_type", "Patient,Observation") in req.params()
-    assert STATE_FILE == "export-state.json"
+    assert STATE_FILE == ".export-state"

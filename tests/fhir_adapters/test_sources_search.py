@@ -23,7 +23,9 @@ async def server() -> AsyncIterator[FhirTestServer]:
         yield srv
 
 
-async def _collect(client: FhirClient, rtype: str, params: Any = (), **kw: Any) -> list[dict[str, Any]]:
+async def _collect(
+    client: FhirClient, rtype: str, params: Any = (), **kw: Any
+) -> list[dict[str, Any]]:
     return [r async for r in search(client, rtype, params, **kw)]
 
 
