@@ -317,7 +317,7 @@ class CompiledView:
         resource: str,
         columns: list[Column],
         root: _SelectPlan,
-        where: list[tuple[str, Fn]],
+        where: list[tuple[str, Fn, Callable[[Any], Any] | None]],
         name: str | None,
     ) -> None:
         self.resource = resource
@@ -339,7 +339,13 @@ class CompiledView:
 
     def _eval(self, resource: Mapping[str, Any], ctx: Context) -> list[tuple[Any, ...]]:
         focus = [resource]
-        for path, fn in self._where:
+        for path, fn, scalar in self._where:
+            if scalar is not None:
+                p = scalar(resource)
+                if p is True:
+                    continue
+                if p is False or p is None:
+                    return []
             r = fn(focus, ctx)
             if not r:
                 return []
@@ -392,7 +398,10 @@ class CompiledView:
                     raise err from exc
                 on_error(err)
                 continue
-            yield from out
+            if len(out) == 1:
+                yield out[0]
+            else:
+                yield from out
 
     def rows(
         self,
@@ -440,6 +449,12 @@ class _ViewCompiler:
             return self.engine(source, self.constants)
         except (FhirPathSyntaxError, FhirPathCompileError) as exc:
             raise ViewDefinitionError(f"{where}: {exc}", code="VIEW_BAD_FHIRPATH") from exc
+
+    def scalar(self, source: str) -> Callable[[Any], Any] | None:
+        """Single-item evaluator of an (already validated) expression, native engine only."""
+        if self.engine is not native_engine:
+            return None
+        return Compiler(self.constants).scalar_of(parse(source))
 
     def select(self, node: Any, where: str) -> tuple[_SelectPlan, list[Column]]:
         if not isinstance(node, Mapping):
@@ -527,9 +542,7 @@ class _ViewCompiler:
         path = col.get("path")
         fn = self.expr(path, f"{where}.path")
         assert isinstance(path, str)
-        scalar = None
-        if self.engine is native_engine and not collection:
-            scalar = Compiler(self.constants).scalar_of(parse(path))
+        scalar = None if collection else self.scalar(path)
         return _ColumnPlan(name, path, fn, collection, scalar), Column(name, ctype, collection)
 
 
@@ -615,13 +628,16 @@ def compile_view(
         raise ViewDefinitionError("ViewDefinition.select must be a non-empty list")
     root, columns = vc.select({"select": selects}, "select")
     root.flatten()
-    where_fns: list[tuple[str, Fn]] = []
+    where_fns: list[tuple[str, Fn, Callable[[Any], Any] | None]] = []
     raw_where = view.get("where", [])
     if not isinstance(raw_where, list):
         raise ViewDefinitionError("where must be a list")
     for i, w in enumerate(raw_where):
         if not isinstance(w, Mapping) or set(w) - {"path", "description", "extension", "id"}:
             raise ViewDefinitionError(f"where[{i}]: must be an object with a path")
-        where_fns.append((w.get("path", ""), vc.expr(w.get("path"), f"where[{i}].path")))
+        wpath = w.get("path")
+        wfn = vc.expr(wpath, f"where[{i}].path")
+        assert isinstance(wpath, str)
+        where_fns.append((wpath, wfn, vc.scalar(wpath)))
     name = view.get("name")
     return CompiledView(rtype, columns, root, where_fns, name if isinstance(name, str) else None)

@@ -47,7 +47,7 @@ from fhir_adapters.fhirpath.model import (
     PRIMITIVE_STRING_TYPES,
     SYSTEM_TYPES,
 )
-from fhir_adapters.fhirpath.navigation import Step, make_chain, make_scalar
+from fhir_adapters.fhirpath.navigation import Step, make_chain
 from fhir_adapters.fhirpath.values import (
     Quantity,
     Temporal,
@@ -82,13 +82,6 @@ _FALSE: list[Any] = [False]
 
 def _identity(focus: list[Any], ctx: Context) -> list[Any]:
     return focus
-
-
-def _resource_key_scalar(item: Any) -> Any:
-    if type(item) is dict and "resourceType" in item:
-        rid = item.get("id")
-        return rid if type(rid) is str else None
-    return None
 
 
 # --------------------------------------------------------------------------- types
@@ -312,36 +305,13 @@ class Compiler:
 
     # -- entry
     def scalar_of(self, node: Node) -> Callable[[Any], Any] | None:
-        """A single-item evaluator for ``node`` when one exists, else None.
+        """Single-item evaluator of ``node`` (see ``fhirpath.scalar``), or None."""
+        from fhir_adapters.fhirpath.scalar import scalar_of
 
-        ``scalar(item)`` returns the expression's value on the focus ``[item]``
-        when that is empty (None) or one item, or ``MULTI`` when the caller must
-        use the compiled collection function instead. Only navigation chains
-        and a few key functions have one; they are the bulk of view columns.
-        """
-        chain = self._chain_of(node)
-        if chain is not None:
-            target_node, steps = chain
-            if target_node is None:
-                return make_scalar(steps)
-            return None
-        if isinstance(node, Call) and not node.args:
-            if node.name == "getResourceKey" and node.target is None:
-                return _resource_key_scalar
-            if node.name == "first" and node.target is not None:
-                inner = self.scalar_of(node.target)
-                if inner is not None:
-                    return inner
-        if isinstance(node, Call) and node.name == "getReferenceKey" and node.target is not None:
-            from fhir_adapters.fhirpath.functions import reference_key_scalar
-
-            inner = self.scalar_of(node.target)
-            if inner is not None:
-                return reference_key_scalar(inner, node)
-        return None
+        return scalar_of(self, node)
 
     def compile(self, node: Node) -> Fn:
-        chain = self._chain_of(node)
+        chain = self.chain_of(node)
         if chain is not None:
             target_node, steps = chain
             target = None if target_node is None else self.compile(target_node)
@@ -368,7 +338,7 @@ class Compiler:
             return make_chain(None, [Step(node.name, head=True)])
         raise FhirPathCompileError(f"unsupported expression node {type(node).__name__}")
 
-    def _chain_of(self, node: Node) -> tuple[Node | None, list[Step]] | None:
+    def chain_of(self, node: Node) -> tuple[Node | None, list[Step]] | None:
         """Split a navigation chain into (target, steps); None when ``node`` is not one.
 
         Steps are member accesses and ``ofType(T)`` applied to a member (read as

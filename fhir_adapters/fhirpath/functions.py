@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from fhir_adapters.errors import FhirPathCompileError, FhirPathEvaluationError
-from fhir_adapters.fhirpath.ast import Binary, Call, Ident, Literal, TypeSpec
+from fhir_adapters.fhirpath.ast import Call, Ident, Literal, TypeSpec
 from fhir_adapters.fhirpath.compiler import (
     _EMPTY,
     _FALSE,
@@ -146,16 +146,9 @@ def _where(c: Compiler, node: Call) -> Fn:
     target = c.target_of(node)
     arg = node.args[0]
     crit = c.compile(arg)
-    if (
-        isinstance(arg, Binary)
-        and arg.op == "="
-        and isinstance(arg.right, Literal)
-        and len(arg.right.values) == 1
-        and type(arg.right.values[0]) is str
-    ):
-        scalar = c.scalar_of(arg.left)
-        if scalar is not None:
-            return _where_equals(target, scalar, arg.right.values[0], crit)
+    pred = c.scalar_of(arg)
+    if pred is not None:
+        return _where_scalar(target, pred, crit)
 
     def where(focus: list[Any], ctx: Context) -> list[Any]:
         out: list[Any] = []
@@ -168,25 +161,24 @@ def _where(c: Compiler, node: Call) -> Fn:
     return where
 
 
-def _where_equals(target: Fn, scalar: Callable[[Any], Any], lit: str, crit: Fn) -> Fn:
-    """``where(path = 'literal')``: compare each item's single value without lists."""
+def _where_scalar(target: Fn, pred: Callable[[Any], Any], crit: Fn) -> Fn:
+    """``where`` whose criterion has a single-item evaluator: no list per item."""
 
-    def where_eq(focus: list[Any], ctx: Context) -> list[Any]:
+    def where_fast(focus: list[Any], ctx: Context) -> list[Any]:
         out: list[Any] = []
         for item in target(focus, ctx):
-            v = scalar(item)
-            if v is None:
-                continue
-            if type(v) is str:
-                if v == lit:
-                    out.append(item)
-                continue
-            r = crit([item], ctx)
-            if r and _truth(r, "where()") is True:
+            p = pred(item)
+            if p is True:
                 out.append(item)
+            elif p is False or p is None:
+                continue
+            else:
+                r = crit([item], ctx)
+                if r and _truth(r, "where()") is True:
+                    out.append(item)
         return out
 
-    return where_eq
+    return where_fast
 
 
 @_register("select", 1, 1)
