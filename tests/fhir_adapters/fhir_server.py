@@ -63,6 +63,7 @@ class ExportBehaviour:
     gzip: str = "encoding"  # encoding | body | none
     resources_per_file: int = 1000
     bad_lines: int = 0  # garbage lines injected into the first output file
+    truncated_downloads: int = 0  # downloads cut off mid-body (connection dropped)
 
 
 @dataclass
@@ -712,6 +713,16 @@ class FhirTestServer:
         body = job.files.get(request.match_info["name"])
         if body is None:
             return error(404, "not-found", "no such file")
+        if behaviour.truncated_downloads > 0:
+            behaviour.truncated_downloads -= 1
+            self.counts["download_truncated"] += 1
+            resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            await resp.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()  # the client sees a short body
+            return resp  # type: ignore[return-value]
         headers = {}
         if behaviour.gzip == "encoding" and "gzip" in request.headers.get("Accept-Encoding", ""):
             body = gzip_lib.compress(body, compresslevel=1)

@@ -128,6 +128,19 @@ async def test_transient_5xx_then_success(tmp_path: Path) -> None:
     assert client.stats.retries == 5
 
 
+async def test_download_cut_mid_body_is_retried_from_scratch(tmp_path: Path) -> None:
+    behaviour = ExportBehaviour(truncated_downloads=2, gzip="none")
+    async with (
+        _server(behaviour) as srv,
+        FhirClient(srv.base_url, retry=FAST, sleep=Recorder()) as client,
+    ):
+        result = await BulkExporter(client).run(ExportRequest(types=("Observation",)), tmp_path)
+    assert srv.counts["download_truncated"] == 2
+    assert result.resources == 30 and result.bad_lines == 0
+    assert len(list(read_export_dir(tmp_path))) == 30  # no duplicate or half lines kept
+    assert not list(tmp_path.glob("*.part"))
+
+
 async def test_429_throttling_is_retried(tmp_path: Path) -> None:
     behaviour = ExportBehaviour(kickoff_failures=[429, 429], poll_failures=[429])
     sleep = Recorder()
