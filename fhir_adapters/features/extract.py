@@ -578,14 +578,18 @@ def extract_features(
     """Compute the spec's per-patient features from a stream (one pass).
 
     ``stream`` is a :class:`ResourceStream` (its validation mode and report
-    are used as they are), a path, or any iterable of resource dicts (wrapped
+    are used as they are; so is any iterable with a ``report`` attribute
+    holding a :class:`QualityReport`), a path, or any iterable of resource dicts (wrapped
     in a ResourceStream with ``validate``). ``opt_out`` removes registered
     patients before anything is computed; ``min_rows`` refuses a small cohort
     with :class:`CohortTooSmallError`. ``concept_maps`` adds site-local
     ConceptMaps to the ones the spec pins.
     """
-    if isinstance(stream, ResourceStream):
-        rs = stream
+    rs: Any
+    if isinstance(stream, ResourceStream) or isinstance(
+        getattr(stream, "report", None), QualityReport
+    ):
+        rs = stream  # already checked (e.g. a ResourceStream behind a progress wrapper)
     else:
         source: Any = stream
         rs = ResourceStream(
