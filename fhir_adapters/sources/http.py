@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -126,6 +127,16 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return seconds
 
 
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def origin_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
@@ -172,9 +183,20 @@ class FhirClient:
         clock: Clock = time.monotonic,
         on_retry: RetryHook | None = None,
         connection_limit: int = 8,
+        allow_insecure: bool = False,
     ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise FhirSourceError(f"FHIR base URL must be http(s): {redact_url(base_url)!r}")
+        if (
+            auth is not None
+            and urlsplit(base_url).scheme == "http"
+            and not (allow_insecure or is_loopback(base_url))
+        ):
+            raise FhirSourceError(
+                "refusing to send an access token over plain http to a non-loopback server; "
+                "use https",
+                code="FHIR_INSECURE",
+            )
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.retry = retry or RetryPolicy()

@@ -12,7 +12,6 @@ The token and the private key never appear in messages, reprs or logs.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ import orjson
 from jwcrypto import jwk, jwt
 
 from fhir_adapters.errors import SmartAuthError
-from fhir_adapters.sources.http import RetryPolicy, parse_retry_after, redact_url
+from fhir_adapters.sources.http import RetryPolicy, is_loopback, parse_retry_after, redact_url
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART requires servers to support these two; we pin one per key type.
@@ -34,20 +33,10 @@ SUPPORTED_ALGS = ("RS384", "ES384")
 MAX_ASSERTION_LIFETIME = 300
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def require_secure_url(url: str, *, what: str, allow_insecure: bool = False) -> None:
     """Tokens and assertions travel only over https (plain http only to loopback)."""
     scheme = urlsplit(url).scheme
-    if scheme == "https" or (scheme == "http" and (_is_loopback(url) or allow_insecure)):
+    if scheme == "https" or (scheme == "http" and (is_loopback(url) or allow_insecure)):
         return
     raise SmartAuthError(
         f"{what} must be an https URL (got {scheme or 'no'} scheme for {redact_url(url)})",

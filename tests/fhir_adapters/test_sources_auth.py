@@ -213,3 +213,11 @@ def test_key_and_url_checks(ec_key: jwk.JWK, tmp_path: Path) -> None:
     bad.write_text("not json")
     with pytest.raises(SmartAuthError, match="cannot read"):
         load_private_jwk(bad)
+
+
+def test_bearer_never_over_plain_http_to_a_remote_server(ec_key: jwk.JWK) -> None:
+    auth = SmartBackendAuth(client_id=CLIENT, key=ec_key, token_url="https://auth.example/token")
+    with pytest.raises(FhirSourceError) as info:
+        FhirClient("http://fhir.hospital.example/r4", auth=auth)
+    assert info.value.code == "FHIR_INSECURE"
+    FhirClient("https://fhir.hospital.example/r4", auth=auth)  # fine

@@ -138,3 +138,22 @@ async def test_metadata(server: FhirTestServer, capsys: Any) -> None:
     cap = _last_json(capsys.readouterr().out)
     assert cap["fhir_version"] == "4.0.1"
     assert cap["export_levels"] == ["group", "patient", "system"]
+
+
+def test_progress_display_handles_every_event() -> None:
+    from fhir_adapters.sources import ExportProgress
+    from gateway.commands.fhir import _progress
+
+    with _progress(True) as hook:
+        for event in (
+            ExportProgress(phase="kickoff"),
+            ExportProgress(phase="resume", polls=3),
+            ExportProgress(phase="polling", polls=4, message="40% done", next_poll=2.0),
+            ExportProgress(phase="manifest", files_total=2),
+            ExportProgress(phase="file", files_total=2, files_done=1, resources=10, bytes=100),
+            ExportProgress(phase="file", files_total=2, files_done=2, resources=20, bytes=200),
+            ExportProgress(phase="done", resources=20),
+        ):
+            hook(event)
+    with _progress(False) as hook:
+        assert hook is None
