@@ -129,7 +129,7 @@ class TrainingJob:
     min_sites: int = 2
     params: BoosterParams = field(default_factory=BoosterParams)
     eval_fraction: float = 0.2
-    round_timeout: float = 120.0
+    round_timeout: float = 600.0
     expected_sites: int = 0
 
     def __post_init__(self) -> None:
@@ -180,7 +180,7 @@ class TrainingJob:
                 min_sites=int(data.get("min_sites", 2)),
                 params=BoosterParams(**params),
                 eval_fraction=float(data.get("eval_fraction", 0.2)),
-                round_timeout=float(data.get("round_timeout", 120.0)),
+                round_timeout=float(data.get("round_timeout", 600.0)),
                 expected_sites=int(data.get("expected_sites", 0)),
             )
         except (KeyError, TypeError) as exc:

@@ -34,8 +34,9 @@ def quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def simulation_backend(num_sites: int, cpus_per_site: float = 0.5) -> dict[str, object]:
-    """Ray on loopback, no dashboard, at most two CPUs, fractional CPUs per site."""
+def simulation_backend(num_sites: int, cpus_per_site: float = 1.0) -> dict[str, object]:
+    """Ray on loopback, no dashboard, at most two CPUs; one CPU per site keeps the
+    number of actors (each importing XGBoost and Flower) to the number of cores."""
     cpus = min(2, os.cpu_count() or 1)
     return {
         "client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},

@@ -85,6 +85,7 @@ class XgbStrategy(Strategy):
         self.state = RunState(global_pack=initial)
         self._round_started = time.monotonic()
         self._excluded: set[int] = set()
+        self._addressed: list[int] = []
 
     # -- helpers ------------------------------------------------------------------
     def _subject(self, **extra: str) -> dict[str, str]:
@@ -181,15 +182,19 @@ class XgbStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._round_started = time.monotonic()
-        return self._messages(
-            server_round, self._nodes(grid, server_round), "train", MessageType.TRAIN
-        )
+        self._addressed = self._nodes(grid, server_round)
+        return self._messages(server_round, self._addressed, "train", MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         expected = trees.header(self.state.global_pack)
         parts: list[tuple[str, trees.Pack, int, int]] = []
+        replies = list(replies)
+        answered = {msg.metadata.src_node_id for msg in replies}
+        for node in self._addressed:
+            if node not in answered:
+                self._fail(server_round, node, "no_reply")
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
