@@ -21,7 +21,7 @@ import orjson
 from fhir_adapters.errors import BulkExportError
 
 #: JSON inside, but no ``.json`` suffix: folder readers that pick up FHIR JSON
-#: and NDJSON (``ehds features --data DIR``) must not mistake it for data.
+#: and NDJSON (``ehds features`` on the folder) must not mistake it for data.
 STATE_FILE = ".export-state"
 STATE_VERSION = 1
 
