@@ -213,16 +213,21 @@ def _run_views(views: list[CompiledView], resources: list[dict[str, Any]]) -> in
     return rows
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Minimum wall time of ``repeat`` runs (the least disturbed by other processes)."""
-    best = float("inf")
-    result: Any = None
+def _interleaved(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[float, Any]]:
+    """Minimum wall time of each function, runs interleaved (A B A B ...).
+
+    Other processes load this machine in bursts; interleaving exposes the
+    contenders to the same bursts, and the minimum is the least disturbed run.
+    """
+    best = [float("inf")] * len(fns)
+    results: list[Any] = [None] * len(fns)
     gc.collect()
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return list(zip(best, results, strict=True))
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -243,8 +248,9 @@ def expression_speed(resources: list[dict[str, Any]], *, repeat: int = 5) -> lis
         fp = fhirpathpy_engine(expr, {})
         ctx = Context()
         focus = [[r] for r in sample]
-        t_native, _ = _best(_evaluate_all(native, focus, ctx), repeat)
-        t_fp, _ = _best(_evaluate_all(fp, focus, ctx), max(1, repeat // 2))
+        (t_native, _), (t_fp, _) = _interleaved(
+            [_evaluate_all(native, focus, ctx), _evaluate_all(fp, focus, ctx)], max(2, repeat // 2)
+        )
         n = len(sample)
         out.append(
             {
@@ -319,12 +325,14 @@ def run_view_bench(
     """
     res = list(resources)
     native = [compile_view(v) for v in VIEWS.values()]
-    t_native, rows = _best(lambda: _run_views(native, res), repeat)
-    t_hand, hand_rows = _best(lambda: _hand_written(res), repeat)
+    (t_native, rows), (t_hand, hand_rows) = _interleaved(
+        [lambda: _run_views(native, res), lambda: _hand_written(res)], repeat
+    )
     sample = res[:fhirpathpy_sample]
     fp_views = [compile_view(v, engine=fhirpathpy_engine) for v in VIEWS.values()]
-    t_fp, fp_rows = _best(lambda: _run_views(fp_views, sample), 1)
-    t_native_sample, native_sample_rows = _best(lambda: _run_views(native, sample), repeat)
+    (t_fp, fp_rows), (t_native_sample, native_sample_rows) = _interleaved(
+        [lambda: _run_views(fp_views, sample), lambda: _run_views(native, sample)], 2
+    )
     n = max(len(res), 1)
     return {
         "resources": len(res),
