@@ -124,7 +124,7 @@ class PermitGuard:
         self.ledger: RoundLedger = ledger if ledger is not None else MemoryRoundLedger()
         self.clock = clock
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[int, VerifiedPermit]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str, VerifiedPermit]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self.cache_hits = 0

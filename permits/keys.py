@@ -15,6 +15,7 @@ HDAB that owns the key and a signing window:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,14 +171,11 @@ class TrustList:
             if k.key.has_private:
                 raise PermitKeyError(f"kid {k.kid}: trust lists hold public keys only")
             self._keys[k.kid] = k
-        self.generation = hash(
-            tuple(
-                sorted(
-                    (k.kid, k.valid_from, k.valid_until, k.compromised_at)
-                    for k in self._keys.values()
-                )
-            )
+        material = sorted(
+            (k.kid, k.hdab, k.country, k.alg, k.valid_from, k.valid_until, k.compromised_at)
+            for k in self._keys.values()
         )
+        self.generation = hashlib.sha256(repr(material).encode()).hexdigest()
 
     def get(self, kid: str) -> TrustedKey | None:
         return self._keys.get(kid)

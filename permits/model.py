@@ -335,15 +335,21 @@ def strict_json(data: bytes | str) -> Any:
         raise ValueError(f"invalid JSON: {exc}") from None
     # Fast path: what we sign is canonical JSON; if re-serializing gives the same bytes,
     # no member can have been dropped, so there was no duplicate.
-    if canonical_json(fast) == raw:
-        return fast
+    try:
+        if canonical_json(fast) == raw:
+            return fast
+    except TypeError:  # orjson's serializer stops at 254 levels; no permit is that deep
+        raise ValueError("JSON nested too deeply") from None
 
     def _no_constants(name: str) -> Any:
         raise ValueError(f"non-standard JSON constant {name}")
 
-    return json.loads(
-        raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-    )
+    try:
+        return json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+        )
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def parse_permit(payload: bytes) -> Permit:

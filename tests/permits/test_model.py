@@ -107,3 +107,13 @@ def test_purposes() -> None:
     assert purpose_violations(
         [PurposeCode.RESEARCH_AI], ["insurance_pricing"], public_sector=True
     ) == ["prohibited_use"]
+
+
+@pytest.mark.parametrize("depth", [300, 900, 2000])
+def test_deeply_nested_json_is_refused_cleanly(depth: int) -> None:
+    from permits.model import strict_json
+
+    nested = b'{"a":' * depth + b"1" + b"}" * depth
+    for data in (nested, b" " + nested):
+        with pytest.raises(ValueError):
+            strict_json(data)
