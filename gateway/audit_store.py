@@ -7,11 +7,13 @@ transaction), so ``/audit/checkpoint`` always covers everything written.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
+from audit_chain.merkle import NodeId
 from audit_chain.sink import SignedLogSink
 from gateway.audit_backend import entry_json, fhir_exporter
 from gateway.audit_view import ThreadedAuditView
@@ -42,6 +44,9 @@ class LogBackend:
 
     def leaf_hash(self, index: int) -> bytes:
         return self.log.entry(index).leaf_hash
+
+    def get_nodes(self, ids: Collection[NodeId]) -> Mapping[NodeId, bytes]:
+        return self.log.get_nodes(ids)
 
 
 def database_url(value: str) -> str:

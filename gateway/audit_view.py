@@ -15,11 +15,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
+from audit_chain import merkle
+from audit_chain.merkle import LeafRange, NodeId
+
 T = TypeVar("T")
+MAX_BATCH = 500
 
 
 class AuditBackend(Protocol):
@@ -36,6 +40,18 @@ class AuditBackend(Protocol):
     def consistency(self, first: int, second: int) -> list[bytes]: ...
 
     def leaf_hash(self, index: int) -> bytes: ...
+
+    def get_nodes(self, ids: Collection[NodeId]) -> Mapping[NodeId, bytes]: ...
+
+
+class _Found:
+    """A ``NodeReader`` over hashes already in hand (the proof is then pure CPU)."""
+
+    def __init__(self, nodes: Mapping[NodeId, bytes]) -> None:
+        self.nodes = nodes
+
+    def get_nodes(self, ids: Collection[NodeId]) -> Mapping[NodeId, bytes]:
+        return {i: self.nodes[i] for i in ids if i in self.nodes}
 
 
 class _Lru:
@@ -60,12 +76,20 @@ class ThreadedAuditView:
     """Implements ``gateway.http.audit_routes.AuditView`` over an :class:`AuditBackend`."""
 
     def __init__(
-        self, backend: AuditBackend, *, checkpoint_ttl: float = 1.0, cache_size: int = 50_000
+        self,
+        backend: AuditBackend,
+        *,
+        checkpoint_ttl: float = 1.0,
+        cache_size: int = 50_000,
+        node_cache_size: int = 200_000,
     ) -> None:
         self.backend = backend
         self.checkpoint_ttl = checkpoint_ttl
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-audit")
         self._cache = _Lru(cache_size)
+        self._nodes = _Lru(node_cache_size)
+        self._wanted: set[NodeId] = set()
+        self._batch: asyncio.Task[dict[NodeId, bytes]] | None = None
         self._checkpoint: dict[str, Any] | None = None
         self._checkpoint_at = 0.0
         self._size: int | None = None
@@ -134,25 +158,79 @@ class ThreadedAuditView:
             out.append(entry)
         return out
 
-    async def _cached(self, key: Hashable, func: Callable[[], T]) -> T:
-        value = self._cache.get(key)
-        if value is None:
-            value = await self._run(key, func)
-            self._cache.put(key, value)
-        return value
+    async def _resolve(self, ranges: list[LeafRange]) -> list[bytes]:
+        """Fold proof ranges from cached subtree hashes, reading only the missing ones.
+
+        A stored complete subtree never changes, so a hash read once is valid
+        for every later proof, and the upper levels are shared by all proofs:
+        after warm-up most proofs need no database call at all.
+        """
+        wanted = {node for a, b in ranges for node in merkle.range_node_ids(a, b)}
+        found: dict[NodeId, bytes] = {}
+        missing: list[NodeId] = []
+        for node in wanted:
+            value = self._nodes.get(node)
+            if value is None:
+                missing.append(node)
+            else:
+                found[node] = value
+        if missing:
+            fetched = await self._fetch_nodes(missing)
+            found.update((node, fetched[node]) for node in missing if node in fetched)
+        return merkle.resolve_ranges(ranges, _Found(found))
+
+    async def _fetch_nodes(
+        self, ids: list[NodeId], *, retry: bool = True
+    ) -> Mapping[NodeId, bytes]:
+        """Coalesce the misses of all concurrent requests into one database read per batch.
+
+        Under load many requests miss at once; one ``IN (...)`` query for all of
+        them costs about what one query for a single node does.
+        """
+        self._wanted.update(ids)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_task(self._read_batch())
+        batch = self._batch
+        result = await asyncio.shield(batch)
+        late = [n for n in ids if n not in result]
+        if not late or not retry:
+            return result  # a node still missing is a storage error, raised by resolve_ranges
+        # joined a batch that had already taken its ids: one more round for the rest
+        return {**result, **await self._fetch_nodes(late, retry=False)}
+
+    async def _read_batch(self) -> dict[NodeId, bytes]:
+        await asyncio.sleep(0)  # let every request of this loop turn add its misses
+        ids, self._wanted = list(self._wanted), set()
+        self._batch = None
+        out: dict[NodeId, bytes] = {}
+        for i in range(0, len(ids), MAX_BATCH):
+            chunk = ids[i : i + MAX_BATCH]
+            fetched = await self._run(None, lambda chunk=chunk: dict(self.backend.get_nodes(chunk)))  # type: ignore[misc]
+            out.update(fetched)
+        for node, value in out.items():
+            self._nodes.put(node, value)
+        return out
+
+    async def _proof(self, key: Hashable, ranges: Callable[[], list[LeafRange]]) -> list[bytes]:
+        proof = self._cache.get(key)
+        if proof is None:
+            proof = await self._resolve(ranges())
+            self._cache.put(key, proof)
+        return list(proof)
 
     async def inclusion(self, index: int, tree_size: int) -> list[bytes]:
-        return await self._cached(
-            ("incl", index, tree_size), lambda: self.backend.inclusion(index, tree_size)
+        return await self._proof(
+            ("incl", index, tree_size), lambda: merkle.inclusion_ranges(index, tree_size)
         )
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
-        return await self._cached(
-            ("cons", first, second), lambda: self.backend.consistency(first, second)
+        return await self._proof(
+            ("cons", first, second), lambda: merkle.consistency_ranges(first, second)
         )
 
     async def leaf_hash(self, index: int) -> bytes:
-        return await self._cached(("leaf", index), lambda: self.backend.leaf_hash(index))
+        (leaf,) = await self._resolve([(index, index + 1)])
+        return leaf
 
 
 __all__ = ["AuditBackend", "ThreadedAuditView"]
