@@ -490,9 +490,7 @@ def synthetic_spec_document() -> dict[str, Any]:
                 "name": "observation_values",
                 "status": "active",
                 "resource": "Observation",
-                "where": [
-                    {"path": "status = 'final' or status = 'amended' or status = 'corrected'"}
-                ],
+                "where": [{"path": "status != 'entered-in-error'"}],
                 "select": [
                     {
                         "column": [

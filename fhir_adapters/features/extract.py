@@ -285,32 +285,41 @@ class _Extractor:
 
     def _events(self, h: _EventsHandler, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
         keymap = self.keymap
+        key_rows = self.key_rows
         by_code = h.by_code
         every = h.every
         pi, ti, si, ci = h.pi, h.ti, h.si, h.ci
+        coded = si is not None and ci is not None
+        append = self._append
         for row in rows:
             key = row[pi]
-            if type(key) is not str:
-                continue
-            idx = keymap.get(key)
-            if idx is None:
+            try:
+                idx = keymap[key]
+            except (KeyError, TypeError):  # first sight of this key (or no key at all)
+                if type(key) is not str:
+                    continue
                 idx = self._new_key(key)
             if idx < 0:
                 continue
-            self.key_rows[idx] += 1
-            slots = by_code.get((row[si], row[ci])) if si is not None and ci is not None else None
-            if slots is None and not every:
-                continue
+            key_rows[idx] += 1
+            if coded:
+                code = (row[si], row[ci])  # type: ignore[index]
+                slots = by_code.get(code)
+                if slots is None and not every:
+                    continue
+            else:
+                slots = None
+                if not every:
+                    continue
             t = to_days(row[ti]) if ti is not None else None
             tf = _NAN if t is None else t
-            if every:
-                for slot in every:
-                    self._append(slot, idx, tf, row, res, h)
+            for slot in every:
+                append(slot, idx, tf, row, res, h)
             if slots:
-                if (row[si], row[ci]) not in h.direct:  # type: ignore[index]
+                if code not in h.direct:
                     self.report.concept_mapped_rows += 1
                 for slot in slots:
-                    self._append(slot, idx, tf, row, res, h)
+                    append(slot, idx, tf, row, res, h)
 
     def _append(
         self,
