@@ -378,3 +378,42 @@ def test_single_item_walk_agrees_with_the_collection_walk(expr: str, resource: A
 def test_errors_share_the_package_base_class() -> None:
     for exc in (FhirPathSyntaxError, FhirPathCompileError, FhirPathEvaluationError):
         assert issubclass(exc, FhirAdapterError)
+
+
+SCALAR_EXPRESSIONS = [
+    "gender = 'female'",
+    "gender != 'female'",
+    "active = true",
+    "multipleBirth = 2",
+    "multipleBirth = 2 and gender = 'female'",
+    "gender = 'female' and active",
+    "gender = 'male' or active.not()",
+    "name.exists()",
+    "identifier.empty()",
+    "name.where(use = 'official').family",
+    "name.where(use = 'official').given.first()",
+    "telecom.where(system = 'phone').value",
+    "code.coding.where(system = 'http://loinc.org').code.first()",
+    "status = 'final' or status = 'amended'",
+    "subject.getReferenceKey(Patient)",
+    "link.other.getReferenceKey()",
+    "getResourceKey()",
+    "value.ofType(Quantity).value",
+    "'lit'",
+]
+
+
+@pytest.mark.parametrize("expr", SCALAR_EXPRESSIONS)
+@pytest.mark.parametrize("resource", [PATIENT, OBSERVATION, BROKEN], ids=["pt", "obs", "broken"])
+def test_single_item_evaluators_agree_with_collection_semantics(expr: str, resource: Any) -> None:
+    scalar = Compiler().scalar_of(parse(expr))
+    assert scalar is not None, f"{expr} should have a fast path"
+    try:
+        expected = compile_expression(expr).evaluate(resource)
+    except FhirPathEvaluationError:
+        assert scalar(resource) is MULTI
+        return
+    s = scalar(resource)
+    if s is MULTI:
+        return
+    assert ([] if s is None else [s]) == expected

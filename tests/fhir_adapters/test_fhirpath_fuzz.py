@@ -21,7 +21,8 @@ from fhir_adapters.errors import (
     FhirPathSyntaxError,
     ViewEvaluationError,
 )
-from fhir_adapters.fhirpath import Context, compile_expression
+from fhir_adapters.fhirpath import Compiler, Context, compile_expression, parse
+from fhir_adapters.fhirpath.navigation import MULTI
 from fhir_adapters.views import compile_view
 
 NAMES = ["name", "given", "family", "value", "code", "coding", "system", "id", "use", "extension",
@@ -94,6 +95,17 @@ def test_any_expression_on_any_json_fails_only_cleanly(expr: str, resource: dict
     except FhirAdapterError:
         return
     assert isinstance(out, list)
+    # a single-item evaluator, when it decides, must agree with the collection semantics
+    scalar = Compiler().scalar_of(parse(expr))
+    if scalar is not None:
+        try:
+            s = scalar(resource)
+        except FhirAdapterError:
+            s = MULTI
+        if s is None:
+            assert out == []
+        elif s is not MULTI:
+            assert out == [s], f"{expr}: scalar {s!r} vs {out!r}"
     # the general (several items) walk must agree with the single-item fast paths
     try:
         double = compiled.fn([resource, resource], Context(resource))
