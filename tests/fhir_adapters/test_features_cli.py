@@ -17,6 +17,7 @@ DIABETES = str(ROOT / "docs/examples/diabetes.spec.json")
 SYNTHETIC = str(ROOT / "docs/examples/synthetic.spec.json")
 
 
+@pytest.mark.slow
 def test_summary_json_and_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folders = write_ndjson(CohortConfig(n_patients=80, n_sites=2, seed=1), tmp_path / "data")
     out = tmp_path / "m.npz"
