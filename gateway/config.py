@@ -377,8 +377,18 @@ def describe_settings(cls: type = GatewayConfig, prefix: str = "") -> Iterator[S
         default = f.default if f.default is not dataclasses.MISSING else ""
         toml = f"[{prefix.lower().replace('_', '.')}] {f.name}" if prefix else f.name
         yield SettingDoc(
-            toml, ENV_PREFIX + name.upper(), repr(default), str(f.metadata.get("doc", ""))
+            toml, ENV_PREFIX + name.upper(), _show(default), str(f.metadata.get("doc", ""))
         )
+
+
+def _show(value: object) -> str:
+    if value is None or value == "" or value == ():
+        return "(none)"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 __all__ = [

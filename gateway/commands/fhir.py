@@ -68,7 +68,10 @@ def register(subparsers: Any) -> None:
         help="give up polling after this many seconds (job kept)",
     )
     export.add_argument(
-        "--poll-cap", type=float, default=120.0, help="longest wait between polls, seconds"
+        "--poll-cap",
+        type=float,
+        default=120.0,
+        help="longest backoff between polls when the server sends no Retry-After, seconds",
     )
     export.add_argument("--concurrency", type=int, default=4, help="files downloaded at once")
     export.add_argument(

@@ -35,7 +35,14 @@ def b64(data: dict[str, object] | bytes) -> str:
 
 
 def claims(**over: object) -> dict[str, object]:
-    base: dict[str, object] = {"htm": "POST", "htu": "/x", "aud": AUD, "bh": "sha256:" + "0" * 64, "iat": int(time.time()), "jti": "n" * 22}
+    base: dict[str, object] = {
+        "htm": "POST",
+        "htu": "/x",
+        "aud": AUD,
+        "bh": "sha256:" + "0" * 64,
+        "iat": int(time.time()),
+        "jti": "n" * 22,
+    }
     base.update(over)
     return base
 
@@ -59,21 +66,41 @@ def test_es256_keys_work() -> None:
     ring = KeyRing()
     ring.add(key, org="org-2", roles=["hdab_staff"])
     v = RequestVerifier(ring, audience=AUD)
-    principal = v.verify(sign_request(key, method="GET", path="/y", audience=AUD), method="GET", path="/y", body=b"")
+    principal = v.verify(
+        sign_request(key, method="GET", path="/y", audience=AUD), method="GET", path="/y", body=b""
+    )
     assert principal.org == "org-2" and principal.kid == thumbprint(key)
 
 
 @pytest.mark.parametrize("skew", [-31, 31, 3600])
 def test_outside_time_window(verifier: RequestVerifier, key: jwk.JWK, skew: int) -> None:
-    header = sign_request(key, method="POST", path="/x", body=b"{}", audience=AUD, now=time.time() + skew)
+    header = sign_request(
+        key, method="POST", path="/x", body=b"{}", audience=AUD, now=time.time() + skew
+    )
     assert verify(verifier, header) == "AUTH_EXPIRED"
 
 
 def test_bindings(verifier: RequestVerifier, key: jwk.JWK) -> None:
-    assert verify(verifier, sign_request(key, method="POST", path="/x", body=b"{}", audience=AUD), body=b"{ }") == "AUTH_MISMATCH"
-    assert verify(verifier, sign_request(key, method="PUT", path="/x", body=b"{}", audience=AUD)) == "AUTH_MISMATCH"
-    assert verify(verifier, sign_request(key, method="POST", path="/x?a=1", body=b"{}", audience=AUD)) == "AUTH_MISMATCH"
-    assert verify(verifier, sign_request(key, method="POST", path="/x", body=b"{}", audience="other")) == "AUTH_MISMATCH"
+    assert (
+        verify(
+            verifier,
+            sign_request(key, method="POST", path="/x", body=b"{}", audience=AUD),
+            body=b"{ }",
+        )
+        == "AUTH_MISMATCH"
+    )
+    assert (
+        verify(verifier, sign_request(key, method="PUT", path="/x", body=b"{}", audience=AUD))
+        == "AUTH_MISMATCH"
+    )
+    assert (
+        verify(verifier, sign_request(key, method="POST", path="/x?a=1", body=b"{}", audience=AUD))
+        == "AUTH_MISMATCH"
+    )
+    assert (
+        verify(verifier, sign_request(key, method="POST", path="/x", body=b"{}", audience="other"))
+        == "AUTH_MISMATCH"
+    )
 
 
 def test_missing_and_malformed(verifier: RequestVerifier) -> None:
@@ -92,19 +119,36 @@ def test_alg_none_and_hs256_with_public_key(verifier: RequestVerifier, key: jwk.
     assert verify(verifier, f"EHDS-JWS {none}") == "AUTH_ALG_NOT_ALLOWED"
     secret = jwk.JWK(kty="oct", k=b64(json.dumps(key.export_public(as_dict=True)).encode()))
     token = jws.JWS(orjson.dumps(claims()))
-    token.add_signature(secret, alg="HS256", protected=orjson.dumps({"alg": "HS256", "kid": kid, "typ": "ehds-req+jwt"}).decode())
+    token.add_signature(
+        secret,
+        alg="HS256",
+        protected=orjson.dumps({"alg": "HS256", "kid": kid, "typ": "ehds-req+jwt"}).decode(),
+    )
     assert verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}") == "AUTH_ALG_NOT_ALLOWED"
 
 
 def test_alg_mismatch_and_embedded_key(verifier: RequestVerifier, key: jwk.JWK) -> None:
     attacker = generate_key("ES256")
     token = jws.JWS(orjson.dumps(claims()))
-    token.add_signature(attacker, alg="ES256", protected=orjson.dumps({"alg": "ES256", "kid": thumbprint(key), "typ": "ehds-req+jwt"}).decode())
+    token.add_signature(
+        attacker,
+        alg="ES256",
+        protected=orjson.dumps(
+            {"alg": "ES256", "kid": thumbprint(key), "typ": "ehds-req+jwt"}
+        ).decode(),
+    )
     assert verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}") == "AUTH_ALG_MISMATCH"
     token = jws.JWS(orjson.dumps(claims()))
-    header = {"alg": "EdDSA", "kid": thumbprint(key), "typ": "ehds-req+jwt", "jwk": attacker.export_public(as_dict=True)}
+    header = {
+        "alg": "EdDSA",
+        "kid": thumbprint(key),
+        "typ": "ehds-req+jwt",
+        "jwk": attacker.export_public(as_dict=True),
+    }
     token.add_signature(key, alg="EdDSA", protected=orjson.dumps(header).decode())
-    assert verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}") == "AUTH_HEADER_NOT_ALLOWED"
+    assert (
+        verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}") == "AUTH_HEADER_NOT_ALLOWED"
+    )
 
 
 def test_attacker_key_reusing_a_trusted_kid(verifier: RequestVerifier, key: jwk.JWK) -> None:
@@ -113,8 +157,17 @@ def test_attacker_key_reusing_a_trusted_kid(verifier: RequestVerifier, key: jwk.
     from gateway.http.auth import body_hash
 
     token = jws.JWS(orjson.dumps(claims(bh=body_hash(body))))
-    token.add_signature(attacker, alg="EdDSA", protected=orjson.dumps({"alg": "EdDSA", "kid": thumbprint(key), "typ": "ehds-req+jwt"}).decode())
-    assert verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}", body=body) == "AUTH_BAD_SIGNATURE"
+    token.add_signature(
+        attacker,
+        alg="EdDSA",
+        protected=orjson.dumps(
+            {"alg": "EdDSA", "kid": thumbprint(key), "typ": "ehds-req+jwt"}
+        ).decode(),
+    )
+    assert (
+        verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}", body=body)
+        == "AUTH_BAD_SIGNATURE"
+    )
 
 
 def test_tampered_payload_and_unknown_key(verifier: RequestVerifier, key: jwk.JWK) -> None:
@@ -122,14 +175,30 @@ def test_tampered_payload_and_unknown_key(verifier: RequestVerifier, key: jwk.JW
     h, _, s = header.split(" ", 1)[1].split(".")
     forged = f"EHDS-JWS {h}.{b64(claims(htu='/y'))}.{s}"
     assert verify(verifier, forged) == "AUTH_BAD_SIGNATURE"
-    assert verify(verifier, sign_request(generate_key(), method="POST", path="/x", body=b"{}", audience=AUD)) == "AUTH_UNKNOWN_KEY"
+    assert (
+        verify(
+            verifier,
+            sign_request(generate_key(), method="POST", path="/x", body=b"{}", audience=AUD),
+        )
+        == "AUTH_UNKNOWN_KEY"
+    )
 
 
 def test_wrong_typ_and_bad_nonce(verifier: RequestVerifier, key: jwk.JWK) -> None:
     token = jws.JWS(orjson.dumps(claims()))
-    token.add_signature(key, alg="EdDSA", protected=orjson.dumps({"alg": "EdDSA", "kid": thumbprint(key), "typ": "JWT"}).decode())
+    token.add_signature(
+        key,
+        alg="EdDSA",
+        protected=orjson.dumps({"alg": "EdDSA", "kid": thumbprint(key), "typ": "JWT"}).decode(),
+    )
     assert verify(verifier, f"EHDS-JWS {token.serialize(compact=True)}") == "AUTH_MALFORMED"
-    assert verify(verifier, sign_request(key, method="POST", path="/x", body=b"{}", audience=AUD, nonce="short")) == "AUTH_MALFORMED"
+    assert (
+        verify(
+            verifier,
+            sign_request(key, method="POST", path="/x", body=b"{}", audience=AUD, nonce="short"),
+        )
+        == "AUTH_MALFORMED"
+    )
 
 
 def test_replay_cache_expires_and_fails_closed_when_full() -> None:
@@ -152,7 +221,9 @@ def test_roles() -> None:
         require_role(p, frozenset({"hdab_staff"}))
 
 
-def test_client_key_file_refuses_private_keys_and_bad_entries(tmp_path: object, key: jwk.JWK) -> None:
+def test_client_key_file_refuses_private_keys_and_bad_entries(
+    tmp_path: object, key: jwk.JWK
+) -> None:
     ok = key.export_public(as_dict=True) | {"ehds_org": "org-1", "ehds_roles": ["data_user"]}
     ring = KeyRing.from_jwks({"keys": [ok]})
     assert ring.get(thumbprint(key)) is not None

@@ -46,7 +46,9 @@ mode = "connect"
     hdab = load_config(path, service="hdab", env={"EHDS_SERVER_PORT": "9100"})
     assert hdab.port == 9100 and hdab.server.max_body_bytes == 65536
     assert hdab.hdab.id == "hdab-fi" and hdab.audit_origin == "hdab-fi:audit"
-    node = load_config(path, service="node", env={"EHDS_NODE_FLOWER_COMMAND": "flower-supernode,--insecure"})
+    node = load_config(
+        path, service="node", env={"EHDS_NODE_FLOWER_COMMAND": "flower-supernode,--insecure"}
+    )
     assert node.node.site == "hus" and node.node.fhir.kind == "export"
     assert node.node.flower.command == ("flower-supernode", "--insecure")
     assert node.data_dir == Path("/var/lib/ehds")

@@ -396,3 +396,18 @@ async def test_public_reads(hdab: Api) -> None:
     }
     ready = await hdab.call("GET", "/ready")
     assert ready.status == 200
+
+
+async def test_service_client_signs_and_raises_problems(hdab: Api, keys: Keys) -> None:
+    from gateway.http.client import ServiceClient, ServiceError
+
+    base = str(hdab.client.make_url("")).rstrip("/")
+    async with ServiceClient(base, key=keys.user) as client:
+        record = await client.post("/applications", application_body(keys.user, keys.person))
+        assert record["status"] == "pending"
+        assert client.audience == "hdab-test"
+        with pytest.raises(ServiceError) as info:
+            await client.post(f"/applications/{record['id']}/decision", {"decision": "approve"})
+        assert (info.value.code, info.value.status) == ("AUTH_FORBIDDEN", 403)
+    async with ServiceClient(base) as anonymous:
+        assert "permits" in await anonymous.get("/register")
