@@ -281,6 +281,7 @@ class BulkExporter:
         deadline: float = 24 * 3600.0,
         poll_backoff_base: float = 1.0,
         poll_backoff_cap: float = 120.0,
+        retry_after_cap: float = 3600.0,
         concurrency: int = 4,
         check_capability: bool = True,
         delete_when_done: bool = True,
@@ -294,6 +295,7 @@ class BulkExporter:
         self.deadline = deadline
         self.poll_backoff_base = poll_backoff_base
         self.poll_backoff_cap = poll_backoff_cap
+        self.retry_after_cap = retry_after_cap
         self.concurrency = concurrency
         self.check_capability = check_capability
         self.delete_when_done = delete_when_done
@@ -335,9 +337,14 @@ class BulkExporter:
 
     # ------------------------------------------------------------- polling
     def poll_delay(self, polls: int, retry_after: float | None) -> float:
-        """``Retry-After`` if given (capped), else exponential backoff capped at ``poll_backoff_cap``."""
+        """The server's ``Retry-After`` when it sends one, else capped exponential backoff.
+
+        Polling sooner than the server asked only earns 429s, so ``Retry-After``
+        is honoured as given; ``retry_after_cap`` (an hour) only guards against
+        a server asking for days. The overall deadline still applies.
+        """
         if retry_after is not None:
-            return min(retry_after, self.poll_backoff_cap)
+            return min(retry_after, self.retry_after_cap)
         return min(self.poll_backoff_cap, self.poll_backoff_base * (2.0 ** min(polls, 30)))
 
     async def poll(self, status_url: str, *, state: ExportState | None = None) -> dict[str, Any]:

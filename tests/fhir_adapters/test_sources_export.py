@@ -104,8 +104,9 @@ async def test_polling_without_retry_after_backs_off_capped(tmp_path: Path) -> N
         exporter = BulkExporter(client, poll_backoff_base=1.0, poll_backoff_cap=10.0)
         await exporter.run(ExportRequest(types=("Patient",)), tmp_path)
     assert sleep.delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
-    # A server asking for an absurd wait is capped too.
-    assert exporter.poll_delay(0, 86400.0) == 10.0
+    # The server's own Retry-After is honoured beyond the backoff cap; only absurd waits are capped.
+    assert exporter.poll_delay(0, 300.0) == 300.0
+    assert exporter.poll_delay(0, 86400.0) == 3600.0
 
 
 async def test_transient_5xx_then_success(tmp_path: Path) -> None:
