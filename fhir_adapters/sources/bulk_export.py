@@ -587,14 +587,13 @@ class BulkExporter:
             self._emit(ExportProgress(phase="resume", polls=state.polls))
         if state.manifest is None:
             try:
-                state.manifest = await self.poll(state.status_url, state=state)
+                manifest = await self.poll(state.status_url, state=state)
+                # Manifest and transactionTime are saved together: a resume never sees one alone.
+                state.manifest = manifest
+                state.transaction_time = manifest["transactionTime"]
             finally:
                 save_state(out, state)
-            state.transaction_time = state.manifest["transactionTime"]
-            self._emit(
-                ExportProgress(phase="manifest", files_total=len(plan_files(state.manifest)))
-            )
-            save_state(out, state)
+            self._emit(ExportProgress(phase="manifest", files_total=len(plan_files(manifest))))
         await self.download_all(out, state)
         state.completed = True
         save_state(out, state)

@@ -271,6 +271,29 @@ async def test_deadline_keeps_the_job_then_resume(tmp_path: Path) -> None:
     assert result.resources == 41
 
 
+async def test_resume_after_manifest_downloads_only_missing_files(tmp_path: Path) -> None:
+    from fhir_adapters.sources.export_state import save_state
+
+    behaviour = ExportBehaviour(resources_per_file=4, polls_before_ready=2)
+    async with _server(behaviour) as srv, FhirClient(srv.base_url, retry=FAST) as client:
+        await BulkExporter(client, delete_when_done=False).run(ExportRequest(), tmp_path)
+        # As if killed after the manifest and some downloads: two files missing, not completed.
+        state = load_state(tmp_path)
+        assert state is not None
+        state.completed = False
+        lost = sorted(state.files)[:2]
+        for url in lost:
+            (tmp_path / state.files.pop(url).path).unlink()
+        save_state(tmp_path, state)
+        before = dict(srv.counts)
+        result = await BulkExporter(client).run(ExportRequest(), tmp_path)
+    assert result.resumed and result.resources == 41
+    assert srv.counts["download"] - before["download"] == 2
+    assert srv.counts["poll"] == before["poll"] and srv.counts["kickoff"] == 1
+    assert srv.counts["delete"] == 1
+    assert len(_ids(tmp_path)) == 41
+
+
 async def test_resume_refuses_another_request_and_restart_works(tmp_path: Path) -> None:
     async with (
         _server(ExportBehaviour(hold=True)) as srv,
