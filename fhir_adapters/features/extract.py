@@ -601,11 +601,11 @@ def extract_features(
         rs = stream  # already checked (e.g. a ResourceStream behind a progress wrapper)
     else:
         source: Any = stream
-        rs = ResourceStream(
-            [source], validate=validate, fhir_version=fhir_version or spec.fhir_version
-        )
+        rs = ResourceStream([source], validate=validate, fhir_version=fhir_version)
     quality: QualityReport = rs.report
-    report = ExtractionReport(spec_hash=spec.canonical_hash(), quality=quality)
+    report = ExtractionReport(
+        spec_hash=spec.canonical_hash(), quality=quality, spec_fhir_version=spec.fhir_version
+    )
     extractor = _Extractor(spec, OptOutFilter(opt_out), report, concept_maps)
     extractor.consume(rs)
     return extractor.finish(min_rows)

@@ -34,6 +34,19 @@ class ExtractionReport:
     matched_rows: dict[str, int] = field(default_factory=dict)
     concept_mapped_rows: int = 0
     converted_values: int = 0
+    spec_fhir_version: str | None = None
+
+    @property
+    def fhir_version_mismatch(self) -> bool:
+        """True when a source's detected release differs from the one the spec's views target.
+
+        Validation always follows the data; a mismatch means some view paths
+        (e.g. ``Encounter.class``) may not mean what the spec author assumed.
+        """
+        if self.spec_fhir_version is None:
+            return False
+        target = "R5" if self.spec_fhir_version.upper().startswith(("R5", "5")) else "R4"
+        return any(v != target for v in self.quality.fhir_versions.values())
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -46,6 +59,8 @@ class ExtractionReport:
             "matched_rows": dict(self.matched_rows),
             "concept_mapped_rows": self.concept_mapped_rows,
             "converted_values": self.converted_values,
+            "spec_fhir_version": self.spec_fhir_version,
+            "fhir_version_mismatch": self.fhir_version_mismatch,
             "quality": self.quality.summary(),
         }
 

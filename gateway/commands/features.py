@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         validate=args.validate,
         sample_rate=args.sample_rate,
-        fhir_version=args.fhir_version or spec.fhir_version,
+        fhir_version=args.fhir_version,
     )
     show = sys.stderr.isatty() and not args.json
     wrapped = _progress(stream, show)
@@ -183,6 +183,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"resources {quality['resources_read']:,}  validation {quality['validation_mode']} "
         f"({quality['validated']:,} checked)  FHIR {', '.join(quality['fhir_versions']) or '-'}"
     )
+    if report.get("fhir_version_mismatch"):
+        console.print(
+            f"[yellow]warning:[/yellow] data is FHIR {', '.join(quality['fhir_versions'])} "
+            f"but the spec's views target {report['spec_fhir_version']}"
+        )
     table = Table(title="features")
     table.add_column("feature")
     table.add_column("count", justify="right")

@@ -259,3 +259,16 @@ def test_summary_and_save(tmp_path: Any) -> None:
     csv_path = m.save(tmp_path / "m.csv", include_keys=True)
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "patient_key,latest" and lines[3] == "p3,"
+
+
+def test_release_follows_the_data_and_a_mismatch_is_flagged() -> None:
+    doc = spec_doc([_feature("n", "count")])
+    doc["fhirVersion"] = "R4"
+    r5 = [
+        {**patient("p1"), "meta": {"profile": ["https://fhir.ee/StructureDefinition/ee-patient"]}}
+    ]
+    m = extract_features(FeatureSpec.from_dict(doc), r5, validate="full")
+    assert m.report.quality.fhir_versions == {"stream-0": "R5"}
+    assert m.report.summary()["fhir_version_mismatch"] is True
+    same = extract_features(FeatureSpec.from_dict(doc), _stream())
+    assert same.report.summary()["fhir_version_mismatch"] is False
