@@ -81,6 +81,8 @@ class ExportRequest:
     since: str | None = None
     until: str | None = None
     type_filters: tuple[str, ...] = ()
+    #: Patient ids to restrict a Patient/Group export to (IG ``patient``; sent by POST).
+    patients: tuple[str, ...] = ()
     output_format: str = FHIR_NDJSON
 
     def __post_init__(self) -> None:
@@ -103,6 +105,13 @@ class ExportRequest:
                     f"{name} must be a FHIR instant with time zone, e.g. 2024-01-01T00:00:00Z",
                     code="BULK_BAD_REQUEST",
                 )
+        if self.patients and self.level == "system":
+            raise BulkExportError(
+                "the patient parameter needs a Patient or Group export", code="BULK_BAD_REQUEST"
+            )
+        for pid in self.patients:
+            if not _ID.match(pid):
+                raise BulkExportError("patient ids must be FHIR ids", code="BULK_BAD_REQUEST")
         for f in self.type_filters:
             if not _TYPE_FILTER.match(f):
                 raise BulkExportError(
@@ -128,10 +137,27 @@ class ExportRequest:
         params.extend(("_typeFilter", f) for f in self.type_filters)
         return params
 
+    @property
+    def method(self) -> str:
+        """GET, unless ``patient`` is used (the IG allows it only in a POST body)."""
+        return "POST" if self.patients else "GET"
+
+    def parameters_resource(self) -> dict[str, Any]:
+        """The POST kick-off body: a FHIR ``Parameters`` resource."""
+        params: list[dict[str, Any]] = []
+        for name, value in self.params():
+            key = "valueInstant" if name in ("_since", "_until") else "valueString"
+            params.append({"name": name, key: value})
+        params.extend(
+            {"name": "patient", "valueReference": {"reference": f"Patient/{pid}"}}
+            for pid in self.patients
+        )
+        return {"resourceType": "Parameters", "parameter": params}
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["types"] = list(self.types)
-        data["type_filters"] = list(self.type_filters)
+        for key in ("types", "type_filters", "patients"):
+            data[key] = list(data[key])
         return data
 
 
@@ -318,11 +344,16 @@ class BulkExporter:
                     f"(declared: {', '.join(sorted(cap.export_levels)) or 'none'})"
                 )
         self._emit(ExportProgress(phase="kickoff"))
+        post = request.method == "POST"
+        headers = {"Prefer": "respond-async"}
+        if post:
+            headers["Content-Type"] = FHIR_JSON
         async with self.client.open(
-            "GET",
+            request.method,
             request.path,
-            params=request.params(),
-            headers={"Prefer": "respond-async"},
+            params=None if post else request.params(),
+            data=orjson.dumps(request.parameters_resource()) if post else None,
+            headers=headers,
             accept=FHIR_JSON,
             what=f"$export kick-off ({request.level})",
         ) as resp:

@@ -59,6 +59,12 @@ def register(subparsers: Any) -> None:
         help="_typeFilter, e.g. 'Observation?code=http://loinc.org|2339-0'",
     )
     export.add_argument(
+        "--patient",
+        action="append",
+        default=[],
+        help="restrict a Patient/Group export to this patient id (repeatable; sent by POST)",
+    )
+    export.add_argument(
         "--restart", action="store_true", help="drop the saved job in --out and start a new one"
     )
     export.add_argument(
@@ -179,6 +185,7 @@ def _request(args: argparse.Namespace) -> ExportRequest:
         since=since,
         until=args.until,
         type_filters=tuple(args.type_filter),
+        patients=tuple(args.patient),
     )
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from jwcrypto import jwk, jws
+from multidict import MultiDict
 
 PREFIX = "/fhir"
 TOKEN_PATH = "/auth/token"
@@ -314,6 +315,9 @@ class FhirTestServer:
         app.router.add_get(p + "/$export", self.kickoff)
         app.router.add_get(p + "/Patient/$export", self.kickoff)
         app.router.add_get(p + "/Group/{group}/$export", self.kickoff)
+        app.router.add_post(p + "/$export", self.kickoff)
+        app.router.add_post(p + "/Patient/$export", self.kickoff)
+        app.router.add_post(p + "/Group/{group}/$export", self.kickoff)
         app.router.add_get(p + "/_export/status/{job}", self.status)
         app.router.add_delete(p + "/_export/status/{job}", self.delete_job)
         app.router.add_get(p + "/_export/files/{job}/{name}", self.download)
@@ -537,13 +541,35 @@ class FhirTestServer:
         return error(404, "not-found", f"{rtype}/{rid} not found")
 
     # ---- $export
-    def _export_selection(self, request: web.Request) -> list[dict[str, Any]] | web.Response:
-        q = request.query
+    @staticmethod
+    def _post_parameters(body: Any) -> tuple[MultiDict[str], set[str]] | web.Response:
+        """A kick-off ``Parameters`` resource -> (query-like parameters, patient references)."""
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            return error(400, "invalid", "POST $export needs a Parameters resource")
+        params: MultiDict[str] = MultiDict()
+        patients: set[str] = set()
+        for p in body.get("parameter", []):
+            name = p.get("name")
+            if name == "patient":
+                ref = (p.get("valueReference") or {}).get("reference")
+                if not isinstance(ref, str) or not ref.startswith("Patient/"):
+                    return error(400, "invalid", "patient must be a Patient reference")
+                patients.add(ref)
+                continue
+            values = [v for k, v in p.items() if k.startswith("value")]
+            if not isinstance(name, str) or len(values) != 1 or not isinstance(values[0], str):
+                return error(400, "invalid", f"bad kick-off parameter {name!r}")
+            params.add(name, values[0])
+        return params, patients
+
+    def _export_selection(
+        self, request: web.Request, q: Mapping[str, str], only: set[str] | None
+    ) -> list[dict[str, Any]] | web.Response:
         types = [t for t in q.get("_type", "").split(",") if t]
         since = q.get("_since")
         until = q.get("_until")
         filters: dict[str, list[list[tuple[str, str]]]] = {}
-        for f in q.getall("_typeFilter", []):
+        for f in q.getall("_typeFilter", []):  # type: ignore[attr-defined]
             ftype, _, query = f.partition("?")
             pairs = [tuple(p.split("=", 1)) for p in query.split("&") if "=" in p]
             for name, _v in pairs:
@@ -572,6 +598,17 @@ class FhirTestServer:
                 and isinstance(m.get("entity"), dict)
                 and "reference" in m["entity"]
             }
+        if only:
+            if patients is None:
+                return error(
+                    400, "invalid", "the patient parameter needs a Patient or Group export"
+                )
+            unknown = only - patients
+            if unknown:
+                return error(
+                    404, "not-found", f"{len(unknown)} requested patients are not in scope"
+                )
+            patients = only
         selected: list[dict[str, Any]] = []
         for rtype in sorted(self.by_type):
             if types and rtype not in types:
@@ -603,10 +640,24 @@ class FhirTestServer:
             return error(400, "invalid", "Prefer: respond-async is required")
         if FHIR_JSON not in request.headers.get("Accept", ""):
             return error(400, "invalid", "Accept: application/fhir+json is required")
-        fmt = request.query.get("_outputFormat", NDJSON)
+        query: Mapping[str, str] = request.query
+        only: set[str] | None = None
+        if request.method == "POST":
+            if FHIR_JSON not in request.headers.get("Content-Type", ""):
+                return error(
+                    415, "invalid", "POST $export needs Content-Type application/fhir+json"
+                )
+            try:
+                parsed = self._post_parameters(orjson.loads(await request.read()))
+            except orjson.JSONDecodeError:
+                return error(400, "invalid", "POST body is not JSON")
+            if isinstance(parsed, web.Response):
+                return parsed
+            query, only = parsed
+        fmt = query.get("_outputFormat", NDJSON)
         if fmt not in (NDJSON, "application/ndjson", "ndjson"):
             return error(400, "not-supported", f"_outputFormat {fmt} is not supported")
-        selection = self._export_selection(request)
+        selection = self._export_selection(request, query, only)
         if isinstance(selection, web.Response):
             return selection
         job_id = uuid.uuid4().hex
@@ -649,7 +700,7 @@ class FhirTestServer:
             deleted_out.append({"type": "Bundle", "url": self._file_url(job_id, "deleted.ndjson")})
         manifest = {
             "transactionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "request": str(request.url),
+            "request": str(request.url),  # for POST, the URL without the body
             "requiresAccessToken": bool(
                 self.config.smart is not None and behaviour.requires_access_token
             ),

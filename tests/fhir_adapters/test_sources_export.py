@@ -8,7 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_adapters.errors import BulkExportError, BulkExportTimeout, FhirCapabilityError
+from fhir_adapters.errors import (
+    BulkExportError,
+    BulkExportTimeout,
+    FhirCapabilityError,
+    FhirOperationOutcomeError,
+)
 from fhir_adapters.sources import (
     BulkExporter,
     ExportProgress,
@@ -239,6 +244,38 @@ async def test_since_type_filter_and_levels(tmp_path: Path) -> None:
     assert patient.resources_by_type == {"Patient": 10, "Observation": 30}
 
 
+async def test_patient_parameter_kicks_off_by_post(tmp_path: Path) -> None:
+    async with _server() as srv, FhirClient(srv.base_url, retry=FAST) as client:
+        exporter = BulkExporter(client)
+        two = await exporter.run(
+            ExportRequest(
+                level="patient", patients=("p0001", "p0003"), types=("Patient", "Observation")
+            ),
+            tmp_path / "two",
+        )
+        in_group = await exporter.run(
+            ExportRequest(level="group", group_id="cohort", patients=("p0002",)), tmp_path / "group"
+        )
+        with pytest.raises(FhirOperationOutcomeError, match="not in scope"):
+            await exporter.run(
+                ExportRequest(level="group", group_id="cohort", patients=("p0009",)),
+                tmp_path / "outside",
+            )
+    assert two.resources_by_type == {"Patient": 2, "Observation": 6}
+    assert {
+        r["id"] for r in read_export_dir(tmp_path / "two") if r["resourceType"] == "Patient"
+    } == {
+        "p0001",
+        "p0003",
+    }
+    assert in_group.resources_by_type == {"Patient": 1, "Observation": 3}
+    body = ExportRequest(level="patient", patients=("p1",), since="2024-01-01T00:00:00Z")
+    assert body.method == "POST"
+    params = body.parameters_resource()["parameter"]
+    assert {"name": "_since", "valueInstant": "2024-01-01T00:00:00Z"} in params
+    assert {"name": "patient", "valueReference": {"reference": "Patient/p1"}} in params
+
+
 async def test_incremental_export_uses_transaction_time(tmp_path: Path) -> None:
     async with _server() as srv, FhirClient(srv.base_url, retry=FAST) as client:
         exporter = BulkExporter(client)
@@ -367,6 +404,8 @@ def test_request_validation() -> None:
         ExportRequest(since="yesterday")
     with pytest.raises(BulkExportError, match="resource type"):
         ExportRequest(types=("patient; DROP",))
+    with pytest.raises(BulkExportError, match="Patient or Group"):
+        ExportRequest(patients=("p1",))
     with pytest.raises(BulkExportError, match="_typeFilter"):
         ExportRequest(type_filters=("code=1",))
     req = ExportRequest(
