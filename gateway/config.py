@@ -100,6 +100,13 @@ class HdabSettings:
     trust_list: Path | None = field(
         default=None, metadata={"doc": "Trust list of co-issuing HDAB keys (cross-border permits)."}
     )
+    status_list_refresh_seconds: int = field(
+        default=900,
+        metadata={
+            "doc": "Re-sign and publish the status list this often, so data holders never hold "
+            "one older than their max age (default 3600 s) and fail closed."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -345,6 +352,8 @@ def validate(config: GatewayConfig) -> None:
         raise ConfigError("auth.clock_skew_seconds must be between 1 and 300")
     if a.replay_cache_size < 1000:
         raise ConfigError("auth.replay_cache_size must be at least 1000")
+    if not 1 <= config.hdab.status_list_refresh_seconds <= 86_400:
+        raise ConfigError("hdab.status_list_refresh_seconds must be between 1 and 86400")
     if config.node.disclosure_floor < 5:
         raise ConfigError("node.disclosure_floor must be at least 5")
     if config.node.fhir.kind not in {"ndjson", "bundle", "search", "export"}:

@@ -17,12 +17,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, ValidationError
-from gateway.http.app import add_ready_check, base_app, finish
+from gateway.http.app import CONFIG_KEY, add_ready_check, base_app, finish
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
@@ -405,12 +406,35 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     components = app[AUDIT_KEY]
     if await components.view.run_sync(hdab.status_list) is None:
         await components.view.run_sync(hdab.publish_status_list)
+    refresher = asyncio.get_running_loop().create_task(
+        _refresh_status_list(app, app[CONFIG_KEY].hdab.status_list_refresh_seconds)
+    )
     yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
     with contextlib.suppress(Exception):
         await asyncio.get_running_loop().run_in_executor(None, components.close)
     engine = getattr(hdab, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+async def _refresh_status_list(app: web.Application, every: float) -> None:
+    """Publish a fresh signed status list on a timer; a failure is logged and retried."""
+    hdab = app[HDAB_KEY]
+    view = app[AUDIT_KEY].view
+    while True:
+        await asyncio.sleep(every)
+        try:
+            version = await view.run_sync(hdab.publish_status_list)
+            LOG.info(orjson.dumps({"event": "statuslist.refreshed", "version": version}).decode())
+        except Exception as exc:  # keep trying: data holders fail closed meanwhile
+            LOG.error(
+                orjson.dumps(
+                    {"event": "statuslist.refresh_failed", "error": type(exc).__name__}
+                ).decode()
+            )
 
 
 def _sqlalchemy_url(value: str) -> str:

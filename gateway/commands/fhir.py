@@ -112,6 +112,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retries", type=int, default=6, help="attempts per request on 429/5xx/transient errors"
     )
+    parser.add_argument(
+        "--rebase-links",
+        action="store_true",
+        help="move next/status/file URLs on another origin to --base's origin (servers behind a proxy)",
+    )
     auth = parser.add_argument_group("SMART Backend Services")
     auth.add_argument("--client-id", help="registered client id")
     auth.add_argument("--key", type=Path, help="private JWK file (RSA -> RS384, EC P-384 -> ES384)")
@@ -150,6 +155,7 @@ def _client(args: argparse.Namespace) -> FhirClient:
         auth=auth,
         retry=RetryPolicy(max_attempts=args.retries),
         trusted_origins=args.trust_origin,
+        rebase_links=args.rebase_links,
     )
 
 

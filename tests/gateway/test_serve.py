@@ -1,0 +1,124 @@
+"""The real commands: ``ehds hdab serve`` / ``ehds node serve`` start, answer, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.gateway.conftest import Api, Keys, make_config, start
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["hdab", "node"])
+def test_serve_starts_answers_and_stops_gracefully(tmp_path: Path, service: str) -> None:
+    port = free_port()
+    env = {**os.environ, "EHDS_SERVER_SHUTDOWN_TIMEOUT": "2"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            service,
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the server is listening
+        info = json.loads(line)
+        assert info["url"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(info["url"] + "/health", timeout=10) as resp:
+            assert json.loads(resp.read())["service"] == service
+        with urllib.request.urlopen(info["openapi"], timeout=10) as resp:
+            assert json.loads(resp.read())["openapi"] == "3.1.0"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 30
+        assert proc.stderr is not None
+        events = [
+            json.loads(x).get("event") for x in proc.stderr.read().splitlines() if x.startswith("{")
+        ]
+        assert "server.stopping" in events and "server.stopped" in events
+        assert (tmp_path / "keys" / f"{service}.jwk").exists()
+        assert oct((tmp_path / "keys" / f"{service}.jwk").stat().st_mode & 0o777) == "0o600"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_configuration_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nprot = 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "node", "serve", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "ehds: error: [CONFIG_INVALID] unknown setting(s) in [server]: prot"
+    ]
+
+
+async def test_status_list_is_republished_on_a_timer(tmp_path: Path, keys: Keys) -> None:
+    from gateway.hdab_service import create_hdab_app
+
+    config = make_config(
+        tmp_path,
+        "hdab",
+        EHDS_HDAB_DATABASE=f"sqlite:///{tmp_path}/hdab.sqlite",
+        EHDS_HDAB_STATUS_LIST_REFRESH_SECONDS="1",
+    )
+    client = await start(create_hdab_app(config, keys=keys.ring()))
+    try:
+        api = Api(client, "hdab-test")
+
+        async def version() -> int:
+            import base64
+
+            token = (await (await api.call("GET", "/status-list")).json())["token"]
+            part = token.split(".")[1]
+            return int(
+                json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["version"]
+            )
+
+        first = await version()
+        for _ in range(50):
+            await asyncio.sleep(0.2)
+            if await version() > first:
+                break
+        assert await version() > first
+    finally:
+        await client.close()
