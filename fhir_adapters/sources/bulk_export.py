@@ -364,7 +364,7 @@ class BulkExporter:
             location = resp.headers.get("Content-Location")
             if not location:
                 raise FhirProtocolError("$export kick-off answered 202 without Content-Location")
-            return str(resp.url.join(yarl.URL(location)))
+            return self.client.rebase(str(resp.url.join(yarl.URL(location))))
 
     # ------------------------------------------------------------- polling
     def poll_delay(self, polls: int, retry_after: float | None) -> float:
@@ -441,7 +441,7 @@ class BulkExporter:
         """One attempt: yield ``(splitter, line)`` for each line of the file."""
         async with self.client.open(
             "GET",
-            url,
+            self.client.rebase(url),
             accept=FHIR_NDJSON,
             headers={"Accept-Encoding": "gzip"},
             authenticate=bool(requires_token and self.client.auth),

@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -184,6 +184,7 @@ class FhirClient:
         on_retry: RetryHook | None = None,
         connection_limit: int = 8,
         allow_insecure: bool = False,
+        rebase_links: bool = False,
     ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise FhirSourceError(f"FHIR base URL must be http(s): {redact_url(base_url)!r}")
@@ -204,6 +205,7 @@ class FhirClient:
         self.sleep = sleep
         self.clock = clock
         self.on_retry = on_retry
+        self.rebase_links = rebase_links
         self.stats = RequestStats()
         self._trusted = {origin_of(self.base_url), *(origin_of(o) for o in trusted_origins)}
         self._session = session
@@ -241,6 +243,19 @@ class FhirClient:
 
     def is_trusted(self, url: str) -> bool:
         return origin_of(url) in self._trusted
+
+    def rebase(self, url: str) -> str:
+        """A server-made URL (next link, status URL, file URL), resolved against the base.
+
+        With ``rebase_links`` (opt-in), a URL on an untrusted origin is moved to the
+        base URL's origin, path and query unchanged: the fix for servers behind a
+        reverse proxy that advertise their internal address (``http://hapi:8080``).
+        """
+        absolute = self.url(url)
+        if not self.rebase_links or self.is_trusted(absolute):
+            return absolute
+        base, parts = urlsplit(self.base_url), urlsplit(absolute)
+        return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
     # --------------------------------------------------------------- requests
     @asynccontextmanager

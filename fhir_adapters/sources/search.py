@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_adapters.errors import FhirProtocolError, FhirSourceError
-from fhir_adapters.sources.http import FhirClient, redact_url
+from fhir_adapters.sources.http import FhirClient, origin_of
 
 RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
@@ -91,11 +91,12 @@ async def search_pages(
         nxt = next_link(bundle)
         if nxt is None:
             return
-        nxt = client.url(nxt)
+        nxt = client.rebase(nxt)
         if not client.is_trusted(nxt):
             raise FhirProtocolError(
                 f"search {resource_type} page {page_no}: next link points to another origin "
-                f"({redact_url(nxt)}); refusing to follow it"
+                f"({origin_of(nxt)}); refusing to follow it (behind a reverse proxy? "
+                "see --rebase-links)"
             )
         if nxt in seen:
             raise FhirProtocolError(

@@ -221,3 +221,21 @@ def test_bearer_never_over_plain_http_to_a_remote_server(ec_key: jwk.JWK) -> Non
         FhirClient("http://fhir.hospital.example/r4", auth=auth)
     assert info.value.code == "FHIR_INSECURE"
     FhirClient("https://fhir.hospital.example/r4", auth=auth)  # fine
+
+
+async def test_rebase_links_for_a_server_behind_a_proxy(ec_key: jwk.JWK, tmp_path: Path) -> None:
+    """The server advertises another origin (its 'internal' address); opt-in rebasing fixes it."""
+    async with _smart_server(ec_key) as srv:
+        srv.base_url = srv.base_url.replace("127.0.0.1", "localhost")  # next/status/file URLs
+        auth = SmartBackendAuth(client_id=CLIENT, key=ec_key, token_url=srv.token_url)
+        async with FhirClient(srv.origin + "/fhir", auth=auth, retry=FAST) as strict:
+            with pytest.raises(FhirSourceError, match="another origin"):
+                [r async for r in search(strict, "Observation", count=5)]
+        async with FhirClient(
+            srv.origin + "/fhir", auth=auth, retry=FAST, rebase_links=True
+        ) as client:
+            found = [r async for r in search(client, "Observation", count=5)]
+            result = await BulkExporter(client).run(ExportRequest(), tmp_path)
+    assert len(found) == 12
+    assert result.resources == 19
+    assert srv.counts["download"] == srv.counts["download_with_token"] > 0
