@@ -36,7 +36,8 @@ from fhir_adapters.errors import (
     ViewEvaluationError,
 )
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Quantity, Temporal, parse
-from fhir_adapters.fhirpath.navigation import MULTI
+from fhir_adapters.fhirpath.ast import Node
+from fhir_adapters.fhirpath.scalar import SCALAR_ENV, ScalarSource
 
 __all__ = [
     "Column",
@@ -101,7 +102,7 @@ class Column:
 
 
 class _ColumnPlan:
-    __slots__ = ("collection", "fn", "name", "path", "scalar")
+    __slots__ = ("collection", "fn", "name", "node", "path")
 
     def __init__(
         self,
@@ -109,13 +110,13 @@ class _ColumnPlan:
         path: str,
         fn: Fn,
         collection: bool,
-        scalar: Callable[[Any], Any] | None = None,
+        node: Node | None = None,
     ) -> None:
         self.name = name
         self.path = path
         self.fn = fn
         self.collection = collection
-        self.scalar = scalar  # single-item evaluator (see Compiler.scalar_of), if any
+        self.node = node  # parsed expression (native engine): source of the inlined fast path
 
     def value(self, focus: list[Any], ctx: Context) -> Any:
         """The column's value by the general path (also raises for a non-single result)."""
@@ -133,29 +134,39 @@ class _ColumnPlan:
         )
 
 
+def _exec(lines: list[str], name: str, env: dict[str, Any]) -> Any:
+    namespace = dict(SCALAR_ENV)
+    namespace.update(env)
+    exec(compile("\n".join(lines), f"<view {name}>", "exec"), namespace)
+    return namespace[name]
+
+
 def _columns_function(
-    columns: list[_ColumnPlan],
+    columns: list[_ColumnPlan], compiler: Compiler | None
 ) -> Callable[[list[Any], Context], tuple[Any, ...]]:
     """Generate the function computing a node's own columns as one tuple.
 
-    Straight-line code: per column either the single-item evaluator (no list
-    built) or the compiled function with the singleton check inlined; anything
-    unusual (several values, collection columns, empty focus) goes through
-    ``_ColumnPlan.value``, the reference path.
+    Straight-line code: per column either the inlined single-item evaluator
+    (``fhirpath.scalar``: no call, no list) or the compiled function with the
+    singleton check inlined; anything unusual (several values, collection
+    columns, empty focus, ``MULTI``) goes through ``_ColumnPlan.value``, the
+    reference path.
     """
     if not columns:
         empty: tuple[Any, ...] = ()
         return lambda focus, ctx: empty
-    env: dict[str, Any] = {"MULTI": MULTI, "W": _WRAPPED, "out": _out}
+    env: dict[str, Any] = {"W": _WRAPPED, "out": _out}
     lines = ["def cols(focus, ctx):", "    if len(focus) == 1:", "        item = focus[0]"]
     for i, col in enumerate(columns):
         env[f"slow{i}"] = col.value
+        inline = None
+        if not col.collection and col.node is not None and compiler is not None:
+            inline = ScalarSource(compiler, prefix=f"_c{i}_").lines(col.node, "item", f"c{i}")
         if col.collection:
             lines.append(f"        c{i} = slow{i}(focus, ctx)")
-        elif col.scalar is not None:
-            env[f"s{i}"] = col.scalar
+        elif inline is not None:
             lines += [
-                f"        c{i} = s{i}(item)",
+                *("        " + line for line in inline),
                 f"        if c{i} is MULTI:",
                 f"            c{i} = slow{i}(focus, ctx)",
             ]
@@ -175,9 +186,57 @@ def _columns_function(
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     slow = ", ".join(f"slow{i}(focus, ctx)" for i in range(len(columns)))
     lines += [f"        return ({names},)", f"    return ({slow},)"]
-    namespace = dict(env)
-    exec(compile("\n".join(lines), "<view columns>", "exec"), namespace)
-    fn: Callable[[list[Any], Context], tuple[Any, ...]] = namespace["cols"]
+    fn: Callable[[list[Any], Context], tuple[Any, ...]] = _exec(lines, "cols", env)
+    return fn
+
+
+class _WherePlan:
+    __slots__ = ("fn", "node", "path")
+
+    def __init__(self, path: str, fn: Fn, node: Node | None) -> None:
+        self.path = path
+        self.fn = fn
+        self.node = node
+
+    def check(self, resource: Any, ctx: Context) -> bool:
+        """The clause by the general path: True/False, or VIEW_WHERE_NOT_BOOLEAN."""
+        r = self.fn([resource], ctx)
+        if not r:
+            return False
+        if len(r) != 1 or type(r[0]) is not bool:
+            raise ViewEvaluationError(
+                f"where path {self.path!r} did not evaluate to a boolean",
+                code="VIEW_WHERE_NOT_BOOLEAN",
+            )
+        return r[0]
+
+
+def _where_function(
+    clauses: list[_WherePlan], compiler: Compiler | None
+) -> Callable[[Any, Context], bool] | None:
+    """Generate ``where_ok(resource, ctx)``: all clauses, fast paths inlined."""
+    if not clauses:
+        return None
+    env: dict[str, Any] = {}
+    lines = ["def where_ok(item, ctx):"]
+    for i, w in enumerate(clauses):
+        env[f"check{i}"] = w.check
+        inline = None
+        if w.node is not None and compiler is not None:
+            inline = ScalarSource(compiler, prefix=f"_w{i}_").lines(w.node, "item", f"w{i}")
+        if inline is None:
+            lines += [f"    if not check{i}(item, ctx):", "        return False"]
+            continue
+        lines += [
+            *("    " + line for line in inline),
+            f"    if w{i} is not True:",
+            f"        if w{i} is False or w{i} is None:",
+            "            return False",
+            f"        if not check{i}(item, ctx):",  # undecided or not boolean: general path
+            "            return False",
+        ]
+    lines.append("    return True")
+    fn: Callable[[Any, Context], bool] = _exec(lines, "where_ok", env)
     return fn
 
 
@@ -271,7 +330,7 @@ class _SelectPlan:
             rows = [r + u for r in rows for u in urows]
         return rows
 
-    def flatten(self) -> None:
+    def flatten(self, compiler: Compiler | None) -> None:
         """Merge leading nested selects that only add columns into this node's columns.
 
         A select without forEach/repeat/unionAll yields exactly one partial row,
@@ -279,16 +338,16 @@ class _SelectPlan:
         Column order is unchanged because a node's columns precede its selects.
         """
         for sub in self.selects:
-            sub.flatten()
+            sub.flatten(compiler)
         for u in self.union:
-            u.flatten()
+            u.flatten(compiler)
         while self.selects:
             sub = self.selects[0]
             if sub.mode is not None or sub.selects or sub.union:
                 break
             self.columns.extend(sub.columns)
             self.selects.pop(0)
-        self.cols = _columns_function(self.columns)
+        self.cols = _columns_function(self.columns, compiler)
 
 
 _WRAPPED = (Temporal, Quantity, Decimal)
@@ -317,7 +376,7 @@ class CompiledView:
         resource: str,
         columns: list[Column],
         root: _SelectPlan,
-        where: list[tuple[str, Fn, Callable[[Any], Any] | None]],
+        where_ok: Callable[[Any, Context], bool] | None,
         name: str | None,
     ) -> None:
         self.resource = resource
@@ -325,7 +384,9 @@ class CompiledView:
         self.column_names: tuple[str, ...] = tuple(c.name for c in columns)
         self.name = name
         self._root = root
-        self._where = where
+        self._where_ok = where_ok
+        # one row per resource (no forEach/unionAll/nested iteration): no list per resource
+        self._single_row = root.mode is None and not root.selects and not root.union
 
     def __repr__(self) -> str:
         return f"CompiledView(resource={self.resource!r}, columns={list(self.column_names)!r})"
@@ -338,25 +399,10 @@ class CompiledView:
         return self._eval(resource, Context(resource, 0))
 
     def _eval(self, resource: Mapping[str, Any], ctx: Context) -> list[tuple[Any, ...]]:
-        focus = [resource]
-        for path, fn, scalar in self._where:
-            if scalar is not None:
-                p = scalar(resource)
-                if p is True:
-                    continue
-                if p is False or p is None:
-                    return []
-            r = fn(focus, ctx)
-            if not r:
-                return []
-            if len(r) != 1 or type(r[0]) is not bool:
-                raise ViewEvaluationError(
-                    f"where path {path!r} did not evaluate to a boolean",
-                    code="VIEW_WHERE_NOT_BOOLEAN",
-                )
-            if r[0] is not True:
-                return []
-        return self._root.rows(focus, ctx)
+        where_ok = self._where_ok
+        if where_ok is not None and not where_ok(resource, ctx):
+            return []
+        return self._root.rows([resource], ctx)
 
     def evaluate(self, resource: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Rows of one resource as dicts (column order preserved)."""
@@ -373,6 +419,8 @@ class CompiledView:
         rtype = self.resource
         ctx = Context(None, 0)
         evaluate = self._eval
+        where_ok = self._where_ok
+        cols = self._root.cols if self._single_row else None
         for index, res in enumerate(resources):
             if type(res) is not dict:
                 if isinstance(res, Mapping):
@@ -390,7 +438,12 @@ class CompiledView:
             ctx.root = res
             ctx.row_index = 0
             try:
-                out = evaluate(res, ctx)
+                if cols is not None:
+                    if where_ok is not None and not where_ok(res, ctx):
+                        continue
+                    row = cols([res], ctx)
+                else:
+                    out = evaluate(res, ctx)
             except (FhirAdapterError, TypeError, ValueError, AttributeError, KeyError,
                     IndexError, ArithmeticError, RecursionError) as exc:  # fmt: skip
                 err = _wrap(exc, rtype, index)
@@ -398,7 +451,9 @@ class CompiledView:
                     raise err from exc
                 on_error(err)
                 continue
-            if len(out) == 1:
+            if cols is not None:
+                yield row
+            elif len(out) == 1:
                 yield out[0]
             else:
                 yield from out
@@ -450,11 +505,14 @@ class _ViewCompiler:
         except (FhirPathSyntaxError, FhirPathCompileError) as exc:
             raise ViewDefinitionError(f"{where}: {exc}", code="VIEW_BAD_FHIRPATH") from exc
 
-    def scalar(self, source: str) -> Callable[[Any], Any] | None:
-        """Single-item evaluator of an (already validated) expression, native engine only."""
+    def node(self, source: str) -> Node | None:
+        """AST of an (already validated) expression for the inlined fast paths (native only)."""
         if self.engine is not native_engine:
             return None
-        return Compiler(self.constants).scalar_of(parse(source))
+        return parse(source)
+
+    def compiler(self) -> Compiler | None:
+        return Compiler(self.constants) if self.engine is native_engine else None
 
     def select(self, node: Any, where: str) -> tuple[_SelectPlan, list[Column]]:
         if not isinstance(node, Mapping):
@@ -542,8 +600,8 @@ class _ViewCompiler:
         path = col.get("path")
         fn = self.expr(path, f"{where}.path")
         assert isinstance(path, str)
-        scalar = None if collection else self.scalar(path)
-        return _ColumnPlan(name, path, fn, collection, scalar), Column(name, ctype, collection)
+        node = None if collection else self.node(path)
+        return _ColumnPlan(name, path, fn, collection, node), Column(name, ctype, collection)
 
 
 def _constant_value(c: Any, i: int) -> tuple[str, list[Any]]:
@@ -627,8 +685,8 @@ def compile_view(
     if not isinstance(selects, list) or not selects:
         raise ViewDefinitionError("ViewDefinition.select must be a non-empty list")
     root, columns = vc.select({"select": selects}, "select")
-    root.flatten()
-    where_fns: list[tuple[str, Fn, Callable[[Any], Any] | None]] = []
+    root.flatten(vc.compiler())
+    where_plans: list[_WherePlan] = []
     raw_where = view.get("where", [])
     if not isinstance(raw_where, list):
         raise ViewDefinitionError("where must be a list")
@@ -638,6 +696,7 @@ def compile_view(
         wpath = w.get("path")
         wfn = vc.expr(wpath, f"where[{i}].path")
         assert isinstance(wpath, str)
-        where_fns.append((wpath, wfn, vc.scalar(wpath)))
+        where_plans.append(_WherePlan(wpath, wfn, vc.node(wpath)))
     name = view.get("name")
-    return CompiledView(rtype, columns, root, where_fns, name if isinstance(name, str) else None)
+    where_ok = _where_function(where_plans, vc.compiler())
+    return CompiledView(rtype, columns, root, where_ok, name if isinstance(name, str) else None)

@@ -135,20 +135,20 @@ def type_test(type_name: str) -> Callable[[Any], bool]:
 
 
 def json_check(type_name: str) -> str | None:
-    """Python source testing the JSON type of ``v`` for a FHIR type (None: no cheap test)."""
+    """Python source template (``{v}``: the variable) testing the JSON type for a FHIR type."""
     ns, name = _strip_namespace(type_name)
     if ns == "System" or (ns is None and name in SYSTEM_TYPES and name not in COMPLEX_TYPES):
         name = SYSTEM_TYPES.get(name, name)
     if name in PRIMITIVE_STRING_TYPES:
-        return "type(v) is str"
+        return "type({v}) is str"
     if name == "boolean":
-        return "type(v) is bool"
+        return "type({v}) is bool"
     if name in PRIMITIVE_INTEGER_TYPES:
-        return "type(v) is int"
+        return "type({v}) is int"
     if name == "decimal":
-        return "type(v) is float or type(v) is int"
+        return "type({v}) is float or type({v}) is int"
     if name[:1].isupper():
-        return "type(v) is dict"
+        return "type({v}) is dict"
     return None
 
 

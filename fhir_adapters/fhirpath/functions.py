@@ -32,7 +32,6 @@ from fhir_adapters.fhirpath.compiler import (
     _truth,
     type_test,
 )
-from fhir_adapters.fhirpath.navigation import MULTI
 from fhir_adapters.fhirpath.values import (
     Temporal,
     number_boundary,
@@ -370,6 +369,11 @@ def reference_key(ref: str, want: str | None) -> str | None:
     (no type, so they match only when no type is asked for). Contained (``#id``)
     references have no key.
     """
+    rtype, sep, rid = ref.partition("/")
+    if sep and "/" not in rid:  # the common ``Type/id``
+        if not rid or not rtype[:1].isupper() or (want is not None and rtype != want):
+            return None
+        return rid
     if not ref or ref.startswith("#"):
         return None
     if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
@@ -384,26 +388,6 @@ def reference_key(ref: str, want: str | None) -> str | None:
     if want is not None and rtype != want:
         return None
     return rid
-
-
-def reference_key_scalar(inner: Callable[[Any], Any], node: Call) -> Callable[[Any], Any]:
-    """Single-item ``X.getReferenceKey([T])`` given the single-item evaluator of ``X``."""
-    want = _type_name(node) if node.args else None
-    if want is not None and "." in want:
-        want = want.rsplit(".", 1)[1]
-
-    def scalar(item: Any) -> Any:
-        ref = inner(item)
-        if ref is None or ref is MULTI:
-            return ref
-        if type(ref) is not dict:
-            return None
-        r = ref.get("reference")
-        if type(r) is not str:
-            return None
-        return reference_key(r, want)
-
-    return scalar
 
 
 @_register("getReferenceKey", 0, 1)

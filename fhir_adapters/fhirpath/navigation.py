@@ -130,51 +130,58 @@ class _Multi:
 MULTI: Any = _Multi()
 
 
-def _step_source(step: Step, on_empty: str, on_multi: str) -> list[str]:
-    """Python lines advancing ``cur`` (one JSON value) by one step, single-item walk."""
+def step_source(
+    step: Step, on_empty: str, on_multi: str, cur: str = "cur", v: str = "v"
+) -> list[str]:
+    """Python lines advancing ``cur`` (one JSON value) by one step, single-item walk.
+
+    ``on_empty``/``on_multi`` are the statements run when the step yields
+    nothing / cannot be decided on one item; ``cur`` and ``v`` name the
+    variables used, so several walks can be inlined into one function.
+    """
     name = repr(step.name)
-    lines = ["if type(cur) is not dict:", f"    {on_empty}"]
+    lines = [f"if type({cur}) is not dict:", f"    {on_empty}"]
     if step.key is not None:
         lines += [
-            f"v = cur.get({step.key!r})",
-            "if v is None:",
-            f"    if {name} not in cur:",
+            f"{v} = {cur}.get({step.key!r})",
+            f"if {v} is None:",
+            f"    if {name} not in {cur}:",
             f"        {on_empty}",
             f"    {on_multi}",
         ]
         if step.check is not None:
             # invalid data (``deceasedBoolean: "yes"``) is not of the type: empty
             lines += [
-                f"if not ({step.check}):",
-                "    if type(v) is list:",
+                f"if not ({step.check.format(v=v)}):",
+                f"    if type({v}) is list:",
                 f"        {on_multi}",
                 f"    {on_empty}",
             ]
     else:
         if step.type_head:
-            lines += [f"if cur.get('resourceType') == {name}:", "    v = cur", "else:"]
+            lines += [f"if {cur}.get('resourceType') == {name}:", f"    {v} = {cur}", "else:"]
             indent = "    "
         else:
             indent = ""
-        lines += [f"{indent}v = cur.get({name})", f"{indent}if v is None:"]
+        lines += [f"{indent}{v} = {cur}.get({name})", f"{indent}if {v} is None:"]
         if step.choice:
             lines += [
-                f"{indent}    v = choice_get(cur, {name})",
-                f"{indent}    if v is None:",
+                f"{indent}    {v} = choice_get({cur}, {name})",
+                f"{indent}    if {v} is None:",
                 f"{indent}        {on_empty}",
             ]
         else:
             lines += [f"{indent}    {on_empty}"]
     lines += [
-        "if type(v) is list:",
-        "    if len(v) != 1:",
-        "        if not v:",
+        f"if type({v}) is list:",
+        f"    if len({v}) != 1:",
+        f"        if not {v}:",
         f"            {on_empty}",
         f"        {on_multi}",
-        "    v = v[0]",
-        "    if v is None:",
+        f"    {v} = {v}[0]",
+        f"    if {v} is None:",
         f"        {on_empty}",
-        "cur = v",
+        f"{cur} = {v}",
     ]
     return lines
 
@@ -204,7 +211,7 @@ def make_chain(target: Fn | None, steps: Sequence[Step]) -> Fn:
 
     body: list[str] = []
     for st in steps:
-        body += _step_source(st, "return _EMPTY", "return general(coll, 0)")
+        body += step_source(st, "return _EMPTY", "return general(coll, 0)")
     src = "\n".join(
         [
             "def chain(focus, ctx):",
@@ -229,7 +236,7 @@ def make_scalar(steps: Sequence[Step]) -> Callable[[Any], Any]:
     """
     body: list[str] = []
     for st in steps:
-        body += _step_source(st, "return None", "return MULTI")
+        body += step_source(st, "return None", "return MULTI")
     src = "\n".join(["def scalar(cur):", *("    " + line for line in body), "    return cur"])
     env = {"MULTI": MULTI, "choice_get": choice_get}
     scalar: Callable[[Any], Any] = _compile_source(src, "scalar", env)
