@@ -23,7 +23,7 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, ValidationError
-from gateway.http.app import CONFIG_KEY, add_ready_check, base_app, finish
+from gateway.http.app import CONFIG_KEY, LOG_TAIL_KEY, add_ready_check, base_app, finish
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
@@ -369,7 +369,8 @@ def create_hdab_app(
     keys = keys if keys is not None else KeyRing.from_file(config.auth.clients)
     app = base_app(config, keys=keys, metrics=metrics)
     m = app[METRICS_KEY]
-    components = metered(audit if audit is not None else open_audit(config), m)
+    components, tail = metered(audit if audit is not None else open_audit(config), m)
+    app[LOG_TAIL_KEY] = tail
     if hdab is None:
         signing_key = load_or_create_private_key(config.hdab_signing_key)
         hdab = HdabService(

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import UnavailableError, ValidationError
-from gateway.http.app import add_ready_check, base_app, finish
+from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
@@ -230,7 +230,8 @@ def create_node_app(
         raise ValueError("create_node_app needs a config loaded with service='node'")
     keys = keys if keys is not None else KeyRing.from_file(config.auth.clients)
     app = base_app(config, keys=keys, metrics=metrics)
-    components = metered(audit if audit is not None else open_audit(config), app[METRICS_KEY])
+    components, tail = metered(audit if audit is not None else open_audit(config), app[METRICS_KEY])
+    app[LOG_TAIL_KEY] = tail
     app[_CONFIG] = config
     app[NODE_AUDIT_KEY] = components
     app[AUDIT_VIEW_KEY] = components.view

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.audit_wiring import LogTail
 from gateway.config import GatewayConfig
-from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
 from gateway.http.metrics import CONTENT_TYPE, Metrics
 from gateway.http.middleware import (
@@ -37,6 +37,7 @@ ReadyCheck = Callable[[], Awaitable[None]]
 CONFIG_KEY = web.AppKey("ehds_config", GatewayConfig)
 READY_KEY = web.AppKey("ehds_ready_checks", dict)
 OPENAPI_KEY = web.AppKey("ehds_openapi", dict)
+LOG_TAIL_KEY = web.AppKey("ehds_log_tail", LogTail)
 
 DESCRIPTIONS = {
     "hdab": "Health data access body: permit applications, decisions, signed permits, the public "
@@ -118,10 +119,10 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    audit = request.app.get(AUDIT_VIEW_KEY)
-    if audit is not None:
+    tail = request.app.get(LOG_TAIL_KEY)
+    if tail is not None:
         with contextlib.suppress(Exception):  # a scrape must not fail on a busy database
-            await audit.tree_size()  # type: ignore[attr-defined]
+            await tail.catch_up()
     text = request.app[METRICS_KEY].render()
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -169,4 +170,12 @@ def common_routes() -> list[RouteSpec]:
     ]
 
 
-__all__ = ["CONFIG_KEY", "READY_KEY", "add_ready_check", "base_app", "common_routes", "finish"]
+__all__ = [
+    "CONFIG_KEY",
+    "LOG_TAIL_KEY",
+    "READY_KEY",
+    "add_ready_check",
+    "base_app",
+    "common_routes",
+    "finish",
+]

@@ -267,3 +267,25 @@ async def test_supernode_connect_reports_reachability(
     finally:
         await client.close()
         server.close()
+
+
+async def test_decisions_written_by_another_process_reach_metrics(node: Api, keys: Keys, tmp_path: Path) -> None:
+    """The ClientApp's PermitGuard writes access.denied into the node's log from its own process."""
+    from audit_chain.keys import EventSigner
+    from audit_chain.log import AuditLog
+    from audit_chain.sink import SignedLogSink
+
+    key = orjson.loads((tmp_path / "keys" / "node.jwk").read_bytes())
+    signer = EventSigner("site-a", key)
+    log = AuditLog.open(str(tmp_path / "node-audit.sqlite"), log_id="site-a:audit", signer=signer)
+    try:
+        SignedLogSink(log, signer).record(
+            "access.denied", subject={"permit": "permit-1", "site": "site-a"}, details={"reason": "rounds_exceeded"}
+        )
+    finally:
+        log.close()
+    await asyncio.sleep(1.2)  # the node's cached checkpoint lives at most 1 s
+    text = await (await node.call("GET", "/metrics")).text()
+    assert 'ehds_permit_decisions_total{event="access.denied",reason="rounds_exceeded"} 1' in text
+    text = await (await node.call("GET", "/metrics")).text()  # counted once, not per scrape
+    assert 'ehds_permit_decisions_total{event="access.denied",reason="rounds_exceeded"} 1' in text
