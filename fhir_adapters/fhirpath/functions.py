@@ -476,16 +476,33 @@ FUNCTIONS["highBoundary"] = (0, 1, _boundary(True))
 @_register("join", 0, 1)
 def _join(c: Compiler, node: Call) -> Fn:
     target = c.target_of(node)
-    sep_fn = c.compile(node.args[0]) if node.args else None
+    arg = node.args[0] if node.args else None
+    fixed: str | None = ""
+    sep_fn: Fn | None = None
+    if arg is not None:
+        if isinstance(arg, Literal) and len(arg.values) == 1 and type(arg.values[0]) is str:
+            fixed = arg.values[0]
+        else:
+            fixed = None
+            sep_fn = c.compile(arg)
 
     def join(focus: list[Any], ctx: Context) -> list[Any]:
-        sep = "" if sep_fn is None else _single(sep_fn(focus, ctx), "join()")
-        if sep is None:
-            sep = ""
-        parts = [_to_str(v) for v in target(focus, ctx)]
-        if any(p is None for p in parts):
-            raise FhirPathEvaluationError("join(): items are not strings")
-        return [str(sep).join(p for p in parts if p is not None)]
+        sep = fixed
+        if sep_fn is not None:
+            sv = _single(sep_fn(focus, ctx), "join()")
+            sep = "" if sv is None else _to_str(sv)
+            if sep is None:
+                raise FhirPathEvaluationError("join(): separator is not a string")
+        parts: list[str] = []
+        for v in target(focus, ctx):
+            if type(v) is str:
+                parts.append(v)
+                continue
+            p = _to_str(v)
+            if p is None:
+                raise FhirPathEvaluationError("join(): items are not strings")
+            parts.append(p)
+        return [(sep or "").join(parts)]
 
     return join
 
@@ -538,9 +555,28 @@ _string_fn("trim", (0, 0), str.strip)
 _string_fn("length", (0, 0), len)
 _string_fn("toChars", (0, 0), list)
 _string_fn("replace", (2, 2), lambda s, a, b: s.replace(a, b))
-_string_fn("matches", (1, 1), lambda s, p: re.search(p, s, re.DOTALL) is not None)
-_string_fn("matchesFull", (1, 1), lambda s, p: re.fullmatch(p, s, re.DOTALL) is not None)
-_string_fn("replaceMatches", (2, 2), lambda s, p, r: re.sub(p, r, s))
+
+
+def _regex(pattern: Any) -> re.Pattern[str]:
+    """Compile a FHIRPath regex argument; a bad pattern is an evaluation error, not a crash."""
+    if type(pattern) is not str:
+        raise FhirPathEvaluationError("regex argument must be a string")
+    try:
+        return re.compile(pattern, re.DOTALL)
+    except re.error as exc:
+        raise FhirPathEvaluationError("invalid regular expression") from exc
+
+
+_string_fn("matches", (1, 1), lambda s, p: _regex(p).search(s) is not None)
+_string_fn("matchesFull", (1, 1), lambda s, p: _regex(p).fullmatch(s) is not None)
+
+
+def _substitution(r: Any) -> str:
+    """FHIRPath ``$1`` group references -> Python ``\\g<1>``; other backslashes literal."""
+    return re.sub(r"\$(\d+)", r"\\g<\1>", str(r).replace("\\", "\\\\"))
+
+
+_string_fn("replaceMatches", (2, 2), lambda s, p, r: _regex(p).sub(_substitution(r), s))
 _string_fn("split", (1, 1), lambda s, sep: s.split(sep))
 
 

@@ -417,3 +417,12 @@ def test_single_item_evaluators_agree_with_collection_semantics(expr: str, resou
     if s is MULTI:
         return
     assert ([] if s is None else [s]) == expected
+
+
+def test_bad_regex_and_bad_argument_types_are_evaluation_errors() -> None:
+    with pytest.raises(FhirPathEvaluationError):
+        ev("gender.matches('(')")
+    with pytest.raises(FhirPathEvaluationError):
+        ev("gender.matches(1)")
+    assert ev("gender.replaceMatches('f(e)m', '<$1>')") == ["<e>ale"]
+    assert ev("gender.replaceMatches('e', '\\\\')") == ["f\\mal\\"]
