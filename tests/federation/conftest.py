@@ -71,7 +71,11 @@ class World:
         return replace(job, **overrides)
 
     def events(self, who: str) -> list[dict[str, Any]]:
-        path = self.root / "coordinator.jsonl" if who == "coordinator" else self.root / who / "audit.jsonl"
+        path = (
+            self.root / "coordinator.jsonl"
+            if who == "coordinator"
+            else self.root / who / "audit.jsonl"
+        )
         if not path.exists():
             return []
         return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]

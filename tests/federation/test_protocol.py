@@ -115,7 +115,9 @@ def test_forged_request_is_denied_before_data(world: World, tmp_path: Path) -> N
     assert result.status == "failed"
     for site in SITES:
         assert not (world.root / site / "data-read").exists()
-        reasons = {e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"}
+        reasons = {
+            e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"
+        }
         assert reasons == {"requester_not_authorised"}
 
 
@@ -129,7 +131,9 @@ def test_job_beyond_permit_bounds_is_refused_before_any_round(make_world: WorldF
     assert result.error_code == "FED_JOB_CONFIG" and grid.sent == []
 
 
-def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(make_world: WorldFactory) -> None:
+def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(
+    make_world: WorldFactory,
+) -> None:
     world = make_world(min_rows_per_leaf=40)
     job = world.job(params=BoosterParams(max_depth=6, eta=0.3, min_child_weight=1))
     grid, result = _run(job)
@@ -137,10 +141,14 @@ def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(make_world:
     booster = xgb.Booster()
     booster.load_model(result.model_ubj)
     for site, (X, _) in world.split.sites.items():
-        leaves = booster.predict(xgb.DMatrix(X, feature_names=list(world.split.feature_names)), pred_leaf=True)
+        leaves = booster.predict(
+            xgb.DMatrix(X, feature_names=list(world.split.feature_names)), pred_leaf=True
+        )
         # each site trained on (1 - eval_fraction) of its rows; the floor holds on those
         for column in leaves.T:
-            assert np.unique(column, return_counts=True)[1].min() >= 40 * (1 - job.eval_fraction) - 40
+            assert (
+                np.unique(column, return_counts=True)[1].min() >= 40 * (1 - job.eval_fraction) - 40
+            )
 
 
 def test_site_below_min_rows_is_refused(make_world: WorldFactory) -> None:
@@ -148,7 +156,9 @@ def test_site_below_min_rows_is_refused(make_world: WorldFactory) -> None:
     grid, result = _run(world.job())
     assert result.status == "failed"
     for site in SITES:
-        reasons = {e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"}
+        reasons = {
+            e["details"]["reason"] for e in world.events(site) if e["type"] == "access.denied"
+        }
         assert "too_few_rows" in reasons or "min_rows_per_site" in reasons
 
 

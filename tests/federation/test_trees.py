@@ -12,7 +12,9 @@ from federation import trees, ubj
 from federation.errors import ModelFormatError
 
 
-def _booster(objective: str, rounds: int = 2, seed: int = 0, **extra: object) -> tuple[xgb.Booster, xgb.DMatrix]:
+def _booster(
+    objective: str, rounds: int = 2, seed: int = 0, **extra: object
+) -> tuple[xgb.Booster, xgb.DMatrix]:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(400, 5)).astype(np.float32)
     if objective == "multi:softprob":
@@ -108,7 +110,9 @@ def test_ubj_is_smaller_than_json_and_than_xgboost_formats() -> None:
     assert encoded == ubj.dumps(pack)  # UBJ chosen
     assert len(encoded) < len(as_json)
     assert len(encoded) < len(booster.save_raw("ubj")) < len(booster.save_raw("json"))
-    empty = trees.empty_pack(objective="binary:logistic", num_feature=2, num_class=0, base_score=[0.5])
+    empty = trees.empty_pack(
+        objective="binary:logistic", num_feature=2, num_class=0, base_score=[0.5]
+    )
     assert len(trees.encode_pack(empty)) <= len(ubj.dumps(empty))
 
 
@@ -118,7 +122,9 @@ def test_multiclass_bagging_keeps_every_tree() -> None:
     site_a, _ = _booster("multi:softprob", rounds=1, seed=2)
     site_b, _ = _booster("multi:softprob", rounds=1, seed=3)
 
-    stock = aggregate_bagging(bytes(global_booster.save_raw("json")), bytes(site_a.save_raw("json")))
+    stock = aggregate_bagging(
+        bytes(global_booster.save_raw("json")), bytes(site_a.save_raw("json"))
+    )
     stock_trees = orjson.loads(stock)["learner"]["gradient_booster"]["model"]["trees"]
     assert len(stock_trees) == 3 + 1  # the bug: two of the three new class trees are lost
 
