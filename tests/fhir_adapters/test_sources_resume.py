@@ -84,3 +84,35 @@ async def test_operation_outcome_one_line_from_a_real_process() -> None:
         "ehds: error: [FHIR_OPERATION_OUTCOME] HTTP 400 from search Observation page 1: "
         "error/not-supported: Unknown search parameter 'bogus' for Observation"
     ]
+
+
+@pytest.mark.slow
+async def test_standalone_server_entry_point(tmp_path: Path) -> None:
+    """``python -m tests.fhir_adapters.fhir_server --ndjson DIR`` serves a folder (the demo's way)."""
+    from fhir_adapters.sources import FhirClient, search
+
+    (tmp_path / "Patient.ndjson").write_bytes(
+        b"".join(
+            orjson.dumps(r) + b"\n"
+            for r in sample_resources(4, 0)
+            if r["resourceType"] == "Patient"
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fhir_adapters.fhir_server",
+        "--ndjson", str(tmp_path), "--port", "0",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=120)).decode()
+        assert line.startswith("FHIR test server at http://127.0.0.1:"), line
+        base = line.split()[4]
+        async with FhirClient(base) as client:
+            found = [r async for r in search(client, "Patient")]
+            assert (await client.capability()).supports_export
+        assert len(found) == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait()
