@@ -126,10 +126,11 @@ class AuditLog:
         Every token is checked before anything is written: one bad event refuses
         the whole batch and nothing is lost from the log.
         """
-        rows = []
-        for token in tokens:
-            leaf, event = self._check(token)
-            rows.append((leaf, event.type, event.org, event.time))
+        return self._append_checked([self._check(token) for token in tokens])
+
+    def _append_checked(self, items: Sequence[tuple[bytes, Event]]) -> range:
+        """Append events whose shape and schema were already checked (e.g. just built)."""
+        rows = [(leaf, event.type, event.org, event.time) for leaf, event in items]
         result = self.store.append(
             self.log_id, rows, sign_checkpoint=self._sign if self.signer is not None else None
         )
@@ -143,8 +144,8 @@ class AuditLog:
 
     def root(self, size: int | None = None) -> bytes:
         """``MTH`` of the first ``size`` entries (default: all), from stored nodes."""
-        n = self._size_arg(size)
-        return merkle.root_hash(n, self._reader)
+        with self.store.reading(self.log_id) as reader:
+            return merkle.root_hash(_size_arg(reader.size(), size), reader)
 
     def entry(self, index: int) -> Entry:
         for row in self.store.entries(self.log_id, index, index + 1):
@@ -158,23 +159,15 @@ class AuditLog:
     def get_nodes(self, ids: Collection[merkle.NodeId]) -> Mapping[merkle.NodeId, bytes]:
         return self._reader.get_nodes(ids)
 
-    def _size_arg(self, size: int | None) -> int:
-        current = self.size()
-        if size is None:
-            return current
-        if not 0 <= size <= current:
-            raise AuditRangeError(f"tree size {size} is outside 0..{current}")
-        return size
-
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path of entry ``index`` in the tree of ``size`` entries (default: current)."""
-        n = self._size_arg(size)
-        return merkle.inclusion_proof(index, n, self._reader)
+        with self.store.reading(self.log_id) as reader:
+            return merkle.inclusion_proof(index, _size_arg(reader.size(), size), reader)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         """Proof that the tree of ``size2`` entries (default: current) extends ``size1``."""
-        n = self._size_arg(size2)
-        return merkle.consistency_proof(size1, n, self._reader)
+        with self.store.reading(self.log_id) as reader:
+            return merkle.consistency_proof(size1, _size_arg(reader.size(), size2), reader)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -198,6 +191,14 @@ class AuditLog:
     def checkpoints(self, since: int = 0) -> list[Checkpoint]:
         """All stored checkpoints with size >= since, smallest first."""
         return [parse_checkpoint(t) for _, _, t in self.store.checkpoints(self.log_id, since=since)]
+
+
+def _size_arg(current: int, size: int | None) -> int:
+    if size is None:
+        return current
+    if not 0 <= size <= current:
+        raise AuditRangeError(f"tree size {size} is outside 0..{current}")
+    return size
 
 
 __all__ = ["AuditLog", "Entry"]

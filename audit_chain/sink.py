@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from audit_chain.events import sign_event
+from audit_chain.events import EVENT_TYP, Event, build_event
 from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
 
@@ -46,27 +46,40 @@ class SignedLogSink:
         self._lock = threading.Lock()
         self._local = threading.local()
 
+    def _signed(
+        self, type: str, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> tuple[bytes, Event]:
+        when = self.clock() if self.clock is not None else None
+        event = build_event(
+            type,
+            org=self.signer.org,
+            kid=self.signer.kid,
+            subject=subject,
+            details=details,
+            time=when,
+        )
+        return self.signer.sign(event.payload_bytes(), EVENT_TYP).encode("ascii"), event
+
     def sign(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> str:
         """The compact JWS for an event, without appending it (schema-checked)."""
-        when = self.clock() if self.clock is not None else None
-        return sign_event(self.signer, type, subject=subject, details=details, time=when)
+        return self._signed(type, subject, details)[0].decode("ascii")
 
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> None:
         """Sign and append one event (buffered while inside :meth:`batch` on this thread)."""
-        token = self.sign(type, subject=subject, details=details)
-        buffer: list[str] | None = getattr(self._local, "buffer", None)
+        item = self._signed(type, subject, details)  # schema errors surface here, at the caller
+        buffer: list[tuple[bytes, Event]] | None = getattr(self._local, "buffer", None)
         if buffer is not None:
-            buffer.append(token)
+            buffer.append(item)
             return
-        self.log.append(token)
+        self.log._append_checked([item])
 
     def record_entry(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> int:
         """Like :meth:`record` (never buffered) but returns the entry's index."""
-        return self.log.append(self.sign(type, subject=subject, details=details))
+        return self.log._append_checked([self._signed(type, subject, details)]).start
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -82,10 +95,10 @@ class SignedLogSink:
         try:
             yield
         finally:
-            buffer: list[str] = self._local.buffer
+            buffer: list[tuple[bytes, Event]] = self._local.buffer
             self._local.buffer = None
             if buffer:
-                self.log.append_many(buffer)
+                self.log._append_checked(buffer)
 
 
 __all__ = ["SignedLogSink"]

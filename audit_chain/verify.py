@@ -256,7 +256,9 @@ def _check_nodes(log: AuditLog, computed: Iterable[tuple[int, int, bytes]]) -> N
                 break
     if 0 in first_bad:
         i = first_bad[0]
-        raise _Failure(i, LEAF_MISMATCH, f"entry {i}: stored leaf hash does not match the entry bytes")
+        raise _Failure(
+            i, LEAF_MISMATCH, f"entry {i}: stored leaf hash does not match the entry bytes"
+        )
     if first_bad:
         level, idx = min(first_bad.items(), key=lambda item: item[1] << item[0])
         raise _Failure(
