@@ -158,6 +158,13 @@ class NodeSettings:
         default=None,
         metadata={"doc": "Opt-out registry (Consent bundle or id list); applied before counting."},
     )
+    dry_run_roles: tuple[str, ...] = field(
+        default=("operator",),
+        metadata={
+            "doc": "Roles that may run feature-spec dry runs. Only the hospital's operators by "
+            "default: arbitrary aggregate queries by outside users invite differencing attacks."
+        },
+    )
     fhir: FhirSettings = field(default_factory=FhirSettings)
     flower: FlowerSettings = field(default_factory=FlowerSettings)
 
@@ -356,6 +363,11 @@ def validate(config: GatewayConfig) -> None:
         raise ConfigError("hdab.status_list_refresh_seconds must be between 1 and 86400")
     if config.node.disclosure_floor < 5:
         raise ConfigError("node.disclosure_floor must be at least 5")
+    bad_roles = set(config.node.dry_run_roles) - {"operator", "data_user", "auditor"}
+    if bad_roles or not config.node.dry_run_roles:
+        raise ConfigError(
+            "node.dry_run_roles must be a non-empty list of operator, data_user, auditor"
+        )
     if config.node.fhir.kind not in {"ndjson", "bundle", "search", "export"}:
         raise ConfigError("node.fhir.kind must be one of ndjson, bundle, search, export")
     if config.node.flower.mode not in {"off", "connect", "run"}:
@@ -397,6 +409,8 @@ def _show(value: object) -> str:
         return str(value)
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
     return str(value)
 
 

@@ -144,7 +144,7 @@ async def get_flower_status(request: web.Request) -> web.Response:
 _CONFIG = web.AppKey("ehds_node_config", GatewayConfig)
 
 
-def node_routes() -> list[RouteSpec]:
+def node_routes(dry_run_roles: tuple[str, ...] = ("operator",)) -> list[RouteSpec]:
     readers = signed("operator", "auditor")
     return [
         RouteSpec(
@@ -171,7 +171,7 @@ def node_routes() -> list[RouteSpec]:
             post_dry_run,
             "Run a feature spec locally; aggregate counts only, each >= the disclosure floor",
             "node",
-            **signed("operator", "data_user"),
+            **signed(*dry_run_roles),
             request_schema={
                 "type": "object",
                 "required": ["spec"],
@@ -243,7 +243,7 @@ def create_node_app(
     )
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-dryrun")
     entry_readers = frozenset({"operator", "auditor"})
-    install(app, node_routes() + audit_routes(entries_roles=entry_readers))
+    install(app, node_routes(config.node.dry_run_roles) + audit_routes(entries_roles=entry_readers))
 
     async def audit_ready() -> None:
         await components.view.checkpoint()

@@ -186,7 +186,7 @@ def node_config(tmp_path: Path, fhir: Path, **env: str) -> GatewayConfig:
         EHDS_NODE_FHIR_PATH=str(fhir),
         EHDS_AUDIT_DATABASE=str(tmp_path / "node-audit.sqlite"),
         EHDS_SERVER_MAX_BODY_BYTES="262144",
-        **env,
+        **{"EHDS_NODE_DRY_RUN_ROLES": "operator,data_user", **env},
     )
 
 

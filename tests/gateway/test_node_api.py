@@ -269,7 +269,9 @@ async def test_supernode_connect_reports_reachability(
         server.close()
 
 
-async def test_decisions_written_by_another_process_reach_metrics(node: Api, keys: Keys, tmp_path: Path) -> None:
+async def test_decisions_written_by_another_process_reach_metrics(
+    node: Api, keys: Keys, tmp_path: Path
+) -> None:
     """The ClientApp's PermitGuard writes access.denied into the node's log from its own process."""
     from audit_chain.keys import EventSigner
     from audit_chain.log import AuditLog
@@ -280,7 +282,9 @@ async def test_decisions_written_by_another_process_reach_metrics(node: Api, key
     log = AuditLog.open(str(tmp_path / "node-audit.sqlite"), log_id="site-a:audit", signer=signer)
     try:
         SignedLogSink(log, signer).record(
-            "access.denied", subject={"permit": "permit-1", "site": "site-a"}, details={"reason": "rounds_exceeded"}
+            "access.denied",
+            subject={"permit": "permit-1", "site": "site-a"},
+            details={"reason": "rounds_exceeded"},
         )
     finally:
         log.close()
@@ -289,3 +293,34 @@ async def test_decisions_written_by_another_process_reach_metrics(node: Api, key
     assert 'ehds_permit_decisions_total{event="access.denied",reason="rounds_exceeded"} 1' in text
     text = await (await node.call("GET", "/metrics")).text()  # counted once, not per scrape
     assert 'ehds_permit_decisions_total{event="access.denied",reason="rounds_exceeded"} 1' in text
+
+
+async def test_dry_runs_are_for_operators_by_default(
+    tmp_path: Path, keys: Keys, site_data: Path
+) -> None:
+    from gateway.config import load_config
+
+    config = load_config(
+        service="node",
+        env={
+            "EHDS_DATA_DIR": str(tmp_path),
+            "EHDS_NODE_SITE": "site-a",
+            "EHDS_NODE_FHIR_PATH": str(site_data),
+            "EHDS_AUDIT_DATABASE": ":memory:",
+        },
+    )
+    assert config.node.dry_run_roles == ("operator",)
+    client = await start(create_node_app(config, keys=keys.ring()))
+    try:
+        api = Api(client, "site-a")
+        spec = {"spec": synthetic_spec_document()}
+        await problem(
+            await api.call("POST", "/features/dry-run", key=keys.user, json=spec),
+            403,
+            "AUTH_FORBIDDEN",
+        )
+        assert (
+            await api.call("POST", "/features/dry-run", key=keys.operator, json=spec)
+        ).status == 200
+    finally:
+        await client.close()
