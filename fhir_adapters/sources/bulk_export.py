@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -45,7 +46,13 @@ from fhir_adapters.sources.export_state import (
     load_state,
     save_state,
 )
-from fhir_adapters.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
+from fhir_adapters.sources.http import (
+    FHIR_JSON,
+    FHIR_NDJSON,
+    FhirClient,
+    parse_retry_after,
+    read_json,
+)
 from fhir_adapters.sources.ndjson_lines import DEFAULT_MAX_LINE, NdjsonSplitter
 from fhir_adapters.sources.outcome import is_operation_outcome, outcome_codes
 
@@ -277,8 +284,11 @@ def parse_manifest(body: object) -> dict[str, Any]:
                 and isinstance(item.get("url"), str)
                 and isinstance(item.get("type"), str)
                 and _TYPE.match(item["type"])
+                and urlsplit(item["url"]).scheme in ("http", "https")
             ):
-                raise FhirProtocolError(f"export manifest {key} entry lacks a valid type/url")
+                raise FhirProtocolError(
+                    f"export manifest {key} entry lacks a valid type or http(s) url"
+                )
     if not isinstance(body.get("output"), list):
         raise FhirProtocolError("export manifest has no output list")
     return body
@@ -403,16 +413,13 @@ class BulkExporter:
                     retry_on=failed,
                 ) as resp:
                     if resp.status == 200:
-                        body = orjson.loads(await resp.read())
-                        return parse_manifest(body)
+                        return parse_manifest(await read_json(resp, what="$export manifest"))
                     if resp.status != 202:
                         raise FhirProtocolError(
                             f"$export status answered HTTP {resp.status}, expected 202 or 200"
                         )
                     progress = _clean_progress(resp.headers.get("X-Progress"))
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            except orjson.JSONDecodeError as exc:
-                raise FhirProtocolError("$export manifest is not JSON") from exc
             except FhirHttpError as exc:
                 if exc.status in (404, 410):
                     raise BulkExportError(

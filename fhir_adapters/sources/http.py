@@ -148,9 +148,26 @@ def redact_url(url: str) -> str:
     return parts.path or "/"
 
 
-async def read_json(response: aiohttp.ClientResponse, *, what: str) -> Any:
+#: Largest JSON document read into memory (a search page, a manifest, a CapabilityStatement).
+MAX_JSON_BYTES = 256 * 1024 * 1024
+
+
+async def read_json(
+    response: aiohttp.ClientResponse, *, what: str, limit: int = MAX_JSON_BYTES
+) -> Any:
+    """Parse a JSON body, refusing one larger than ``limit`` before it fills memory."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise FhirProtocolError(f"{what}: response of {declared} bytes exceeds the {limit} limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise FhirProtocolError(f"{what}: response exceeds the {limit} byte limit")
+        chunks.append(chunk)
     try:
-        return orjson.loads(await response.read())
+        return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
         raise FhirProtocolError(
             f"{what}: HTTP {response.status} body from {redact_url(str(response.url))} is not JSON"
@@ -324,6 +341,9 @@ class FhirClient:
                     ) from exc
                 await self._wait(None, self.retry.delay(attempt - 1, None))
                 continue
+            except (aiohttp.ClientError, ValueError) as exc:
+                # Too many redirects, a non-http URL, a malformed header: not worth retrying.
+                raise FhirProtocolError(f"{label}: request failed ({type(exc).__name__})") from exc
             status = response.status
             self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
             if 200 <= status < 300:

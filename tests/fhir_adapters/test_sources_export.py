@@ -418,3 +418,47 @@ def test_request_validation() -> None:
     assert req.path == "Group/g1/$export"
     assert ("_type", "Patient,Observation") in req.params()
     assert STATE_FILE == ".export-state"
+
+
+def test_manifest_must_name_http_files() -> None:
+    from fhir_adapters.errors import FhirProtocolError
+    from fhir_adapters.sources.bulk_export import parse_manifest
+
+    good = {
+        "transactionTime": "2026-01-01T00:00:00Z",
+        "output": [{"type": "Patient", "url": "https://x/1"}],
+    }
+    assert parse_manifest(good) is good
+    for bad_url in ("file:///etc/passwd", "ftp://x/1", "/relative"):
+        bad = {**good, "output": [{"type": "Patient", "url": bad_url}]}
+        with pytest.raises(FhirProtocolError, match="http"):
+            parse_manifest(bad)
+    with pytest.raises(FhirProtocolError, match="type"):
+        parse_manifest({**good, "output": [{"type": "../../etc", "url": "https://x/1"}]})
+    with pytest.raises(FhirProtocolError, match="transactionTime"):
+        parse_manifest({"output": []})
+
+
+async def test_oversized_json_is_refused_before_it_fills_memory() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from fhir_adapters.errors import FhirProtocolError
+    from fhir_adapters.sources.http import read_json
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()  # chunked: no Content-Length to trust
+        await resp.prepare(request)
+        for _ in range(64):
+            await resp.write(b" " * 4096)
+        await resp.write(b"{}")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/fhir/metadata", big)
+    async with TestServer(app) as ts, FhirClient(str(ts.make_url("/fhir"))) as client:
+        async with client.open("GET", "metadata") as resp:
+            with pytest.raises(FhirProtocolError, match="limit"):
+                await read_json(resp, what="metadata", limit=10_000)
+        async with client.open("GET", "metadata") as resp:
+            assert await read_json(resp, what="metadata") == {}
