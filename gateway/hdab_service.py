@@ -40,6 +40,7 @@ from gateway.http.routing import (
 )
 from gateway.keystore import KeyRing, load_or_create_private_key
 from permits.hdab import HdabService
+from permits.jose import parse_jws
 
 LOG = logging.getLogger("ehds.hdab")
 HDAB_KEY = web.AppKey("ehds_hdab", HdabService)
@@ -159,6 +160,13 @@ async def get_permit(request: web.Request) -> web.Response:
             raise ValidationError("version must be a positive integer")
         version = int(raw)
     token = await _db(request, lambda: _hdab(request).permit_token(jti, version))
+    principal: Principal = request[PRINCIPAL_KEY]
+    if "hdab_staff" not in principal.roles:
+        # Our own signed token, so its payload is trusted here; it names authorised
+        # persons, so only the holder of the permit may fetch it.
+        holder = orjson.loads(parse_jws(token).payload).get("holder_of_permit", {}).get("id")
+        if holder != principal.org:
+            raise NotFoundError(f"permit {jti} not found", code="HDAB_NOT_FOUND")
     return json_response({"jti": jti, "token": token})
 
 

@@ -411,3 +411,18 @@ async def test_service_client_signs_and_raises_problems(hdab: Api, keys: Keys) -
         assert (info.value.code, info.value.status) == ("AUTH_FORBIDDEN", 403)
     async with ServiceClient(base) as anonymous:
         assert "permits" in await anonymous.get("/register")
+
+
+async def test_only_the_holder_or_staff_may_fetch_a_permit(hdab: Api, keys: Keys) -> None:
+    from gateway.keystore import generate_key
+
+    jti = (await issue(hdab, keys))["jti"]
+    other = generate_key()
+    # a data user of another organisation learns nothing, not even that the permit exists
+    from gateway.http.middleware import VERIFIER_KEY
+
+    verifier = hdab.client.server.app[VERIFIER_KEY]  # type: ignore[attr-defined]
+    verifier.keys.add(other, org="org-other", roles=["data_user"])
+    await problem(await hdab.call("GET", f"/permits/{jti}", key=other), 404, "HDAB_NOT_FOUND")
+    assert (await hdab.call("GET", f"/permits/{jti}", key=keys.user)).status == 200
+    assert (await hdab.call("GET", f"/permits/{jti}", key=keys.staff)).status == 200
