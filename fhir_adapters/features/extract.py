@@ -60,18 +60,23 @@ _VIEW_ERRORS = (
 
 
 class _Slot:
-    """Rows collected for one feature (or the label, or the index): P, T, V lists."""
+    """What one feature (or the label, or the index) takes from an events view.
+
+    Value and event slots read the handler's shared row buffer at the end
+    (``code_ids`` None = every row); category slots (event one-hot) collect
+    their own (P, T, category) lists during the pass.
+    """
 
     __slots__ = (
         "analyte",
         "categories",
+        "code_ids",
         "kind",
         "name",
-        "needs_value",
+        "owner",
         "p",
         "t",
         "target_unit",
-        "units",
         "v",
         "value_col",
     )
@@ -82,7 +87,6 @@ class _Slot:
         kind: str,
         *,
         value_col: int | None = None,
-        needs_value: bool = False,
         target_unit: str | None = None,
         analyte: str | None = None,
         categories: Sequence[str] = (),
@@ -90,25 +94,27 @@ class _Slot:
         self.name = name
         self.kind = kind  # "value", "event", "category"
         self.value_col = value_col
-        self.needs_value = needs_value
         self.target_unit = target_unit
         self.analyte = analyte
         self.categories = {c: float(i) for i, c in enumerate(categories)}
-        self.units: dict[Any, tuple[float, float] | None] = {}
+        self.code_ids: frozenset[int] | None = None
+        self.owner: Any = None  # the _EventsHandler holding this slot's rows
         self.p: list[int] = []
         self.t: list[float] = []
         self.v: list[float] = []
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (
-            np.asarray(self.p, dtype=np.int64),
-            np.asarray(self.t, dtype=np.float64),
-            np.asarray(self.v, dtype=np.float64),
-        )
+
+_BUFFER_FLUSH = 1 << 16
 
 
 class _EventsHandler:
-    """Reduces the rows of one events view to slot appends."""
+    """Reduces the rows of one events view to one compact row buffer.
+
+    Each row a feature wants becomes one tuple ``(patient, time, value,
+    unit id, code id)``; which feature takes which code, unit conversion and
+    windowing happen once, vectorised, after the pass. The buffer is turned
+    into numpy chunks every 65,536 rows, so memory stays at ~40 bytes a row.
+    """
 
     def __init__(self, role: EventsRole, columns: Sequence[str], maps: ConceptMapIndex) -> None:
         self.role = role
@@ -121,17 +127,62 @@ class _EventsHandler:
         self.ui = col[role.unit] if role.unit else None
         self.columns = col
         self.maps = maps
-        self.by_code: dict[Coding, list[_Slot]] = {}
-        self.every: list[_Slot] = []
+        self.code_ids: dict[Coding, int] = {}
         self.direct: set[Coding] = set()
+        self.value_codes: set[int] = set()
+        self.has_every = False
+        self.slots: list[_Slot] = []
+        self.cat_by_code: dict[Coding, list[_Slot]] = {}
+        self.cat_every: list[_Slot] = []
+        self.buf: list[tuple[int, float, float, int, int]] = []
+        self.chunks: list[np.ndarray] = []
+        self.unit_ids: dict[Any, int] = {}
+        self.unit_names: list[Any] = []
+        self.unit_first: list[tuple[str | None, str | None]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.slots or self.cat_by_code or self.cat_every)
 
     def add_slot(self, slot: _Slot, codes: frozenset[Coding]) -> None:
-        if not codes:
-            self.every.append(slot)
-            return
+        slot.owner = self
         self.direct |= codes
-        for coding in self.maps.expand(codes):
-            self.by_code.setdefault(coding, []).append(slot)
+        expanded = self.maps.expand(codes) if codes else set()
+        if slot.kind == "category":
+            if not codes:
+                self.cat_every.append(slot)
+            for coding in expanded:
+                self.cat_by_code.setdefault(coding, []).append(slot)
+            return
+        self.slots.append(slot)
+        if not codes:
+            self.has_every = True
+            return
+        ids = frozenset(self.code_ids.setdefault(c, len(self.code_ids)) for c in sorted(expanded))
+        slot.code_ids = ids
+        if slot.kind == "value":
+            self.value_codes |= ids
+
+    def new_unit(self, unit: Any, res: dict[str, Any]) -> int:
+        uid = len(self.unit_names)
+        self.unit_ids[unit] = uid
+        self.unit_names.append(unit)
+        rid = res.get("id")
+        self.unit_first.append((res.get("resourceType"), rid if isinstance(rid, str) else None))
+        return uid
+
+    def flush(self) -> None:
+        if self.buf:
+            self.chunks.append(np.array(self.buf, dtype=np.float64))
+            self.buf.clear()
+
+    def table(self) -> np.ndarray:
+        self.flush()
+        if not self.chunks:
+            return np.zeros((0, 5), dtype=np.float64)
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0]
 
 
 class _Extractor:
@@ -181,7 +232,6 @@ class _Extractor:
                     f.name,
                     "value" if f.aggregation in VALUE_AGGREGATIONS else "event",
                     value_col=h.vi,
-                    needs_value=f.aggregation in VALUE_AGGREGATIONS,
                     target_unit=f.unit,
                     analyte=analyte,
                 )
@@ -210,10 +260,11 @@ class _Extractor:
             (pr.view, views[pr.view], None)
         )
         for name, h in self.handlers.items():
-            if h.by_code or h.every:
+            if h.active:
                 v = views[h.role.view]
                 self.dispatch.setdefault(v.resource, []).append((name, v, h))
         self.view_rows: dict[str, int] = dict.fromkeys(self.dispatch_names(), 0)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def dispatch_names(self) -> list[str]:
         return [name for entries in self.dispatch.values() for name, _, _ in entries]
@@ -286,11 +337,14 @@ class _Extractor:
     def _events(self, h: _EventsHandler, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
         keymap = self.keymap
         key_rows = self.key_rows
-        by_code = h.by_code
-        every = h.every
-        pi, ti, si, ci = h.pi, h.ti, h.si, h.ci
+        code_ids = h.code_ids
+        cat_by_code = h.cat_by_code
+        cat_every = h.cat_every
+        has_every = h.has_every
+        buf = h.buf
+        unit_ids = h.unit_ids
+        pi, ti, si, ci, vi, ui = h.pi, h.ti, h.si, h.ci, h.vi, h.ui
         coded = si is not None and ci is not None
-        append = self._append
         for row in rows:
             key = row[pi]
             try:
@@ -302,80 +356,56 @@ class _Extractor:
             if idx < 0:
                 continue
             key_rows[idx] += 1
-            if coded:
-                code = (row[si], row[ci])  # type: ignore[index]
-                slots = by_code.get(code)
-                if slots is None and not every:
-                    continue
-            else:
-                slots = None
-                if not every:
+            code = (row[si], row[ci]) if coded else None  # type: ignore[index]
+            cid = code_ids.get(code) if coded else None  # type: ignore[arg-type]
+            cats = cat_by_code.get(code) if cat_by_code else None  # type: ignore[arg-type]
+            if cid is None:
+                if has_every:
+                    cid = -1
+                elif cats is None and not cat_every:
                     continue
             t = to_days(row[ti]) if ti is not None else None
             tf = _NAN if t is None else t
-            for slot in every:
-                append(slot, idx, tf, row, res, h)
-            if slots:
-                if code not in h.direct:
-                    self.report.concept_mapped_rows += 1
-                for slot in slots:
-                    append(slot, idx, tf, row, res, h)
+            if code not in h.direct and ((cid is not None and cid >= 0) or cats):
+                self.report.concept_mapped_rows += 1
+            if cid is not None:
+                raw: Any = row[vi] if vi is not None else None
+                tr = type(raw)
+                if tr is float or tr is int:
+                    v: float = raw
+                elif raw is None:
+                    v = _NAN
+                else:
+                    v = self._number(raw, res, cid in h.value_codes)
+                if ui is not None:
+                    u = row[ui]
+                    try:
+                        uid = unit_ids[u]
+                    except (KeyError, TypeError):
+                        uid = h.new_unit(u if isinstance(u, str) or u is None else str(u), res)
+                else:
+                    uid = -1
+                buf.append((idx, tf, v, uid, cid))
+            if cats or cat_every:
+                for slot in (cats or []) + cat_every:
+                    raw = row[slot.value_col] if slot.value_col is not None else None
+                    if raw is not None:
+                        slot.p.append(idx)
+                        slot.t.append(tf)
+                        slot.v.append(slot.categories.get(str(raw), -1.0))
+        if len(buf) >= _BUFFER_FLUSH:
+            h.flush()
 
-    def _append(
-        self,
-        slot: _Slot,
-        idx: int,
-        t: float,
-        row: tuple[Any, ...],
-        res: dict[str, Any],
-        h: _EventsHandler,
-    ) -> None:
-        kind = slot.kind
-        if kind == "event":
-            slot.p.append(idx)
-            slot.t.append(t)
-            slot.v.append(1.0)
-            return
-        raw = row[slot.value_col] if slot.value_col is not None else None
-        if kind == "category":
-            if raw is None:
-                return
-            slot.p.append(idx)
-            slot.t.append(t)
-            slot.v.append(slot.categories.get(str(raw), -1.0))
-            return
-        if raw is None or type(raw) is bool:
-            return
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            self._bad(INVALID_VALUE, res, "value", "value is not a number")
-            return
-        if slot.target_unit is not None:
-            unit = row[h.ui] if h.ui is not None else None
+    def _number(self, raw: Any, res: dict[str, Any], report: bool) -> float:
+        """A non-int/float value: a numeric string is accepted, anything else is NaN (counted)."""
+        if type(raw) is not bool and isinstance(raw, str | int | float):
             try:
-                aff = slot.units[unit]
-            except KeyError:
-                aff = (
-                    self.normalizer.affine(unit, slot.target_unit, slot.analyte)
-                    if isinstance(unit, str)
-                    else None
-                )
-                slot.units[unit] = aff
-            if aff is None:
-                self._bad(
-                    UNKNOWN_UNIT,
-                    res,
-                    "value.unit",
-                    f"unit {str(unit)[:40]!r} not convertible to {slot.target_unit!r} ({slot.name})",
-                )
-                return
-            if aff[0] != 1.0 or aff[1] != 0.0:
-                value = aff[0] * value + aff[1]
-                self.report.converted_values += 1
-        slot.p.append(idx)
-        slot.t.append(t)
-        slot.v.append(value)
+                return float(raw)
+            except ValueError:
+                pass
+        if report:
+            self._bad(INVALID_VALUE, res, "value", "value is not a number")
+        return _NAN
 
     def _bad(self, kind: str, res: dict[str, Any], path: str, message: str) -> None:
         rid = res.get("id")
@@ -417,7 +447,7 @@ class _Extractor:
             index[:] = spec.index.date + spec.index.offset_days
         else:
             assert self.index_slot is not None
-            p, t, _ = self.index_slot.arrays()
+            p, t, _ = self._slot_arrays(self.index_slot)
             ok = ~np.isnan(t)
             p, t = p[ok], t[ok]
             if spec.index.type == "last_event":
@@ -455,9 +485,9 @@ class _Extractor:
             label_name = spec.label.name
             cnt = self._window_count(self.label_slot, row_of, idx_rows, n, spec.label.window)
             y = (cnt > 0).astype(np.float32)
-            report.matched_rows[label_name] = len(self.label_slot.p)
+            report.matched_rows[label_name] = len(self._slot_arrays(self.label_slot)[0])
         for name, slot in self.feature_slots.items():
-            report.matched_rows[name] = len(slot.p)
+            report.matched_rows[name] = len(self._slot_arrays(slot)[0])
         nonmissing = (~np.isnan(X)).sum(axis=0) if n else np.zeros(len(names), dtype=np.int64)
         counts = {name: int(nonmissing[j]) for j, name in enumerate(names)}
         missingness = {name: (1.0 - counts[name] / n) if n else 1.0 for name in names}
@@ -472,10 +502,70 @@ class _Extractor:
             label_name=label_name,
         )
 
+    def _slot_arrays(self, slot: _Slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patient index, time, value) of the slot's rows, values in the slot's unit.
+
+        Computed once per slot (unit problems are counted once).
+        """
+        cached = self._arrays.get(id(slot))
+        if cached is None:
+            cached = self._arrays[id(slot)] = self._compute_slot_arrays(slot)
+        return cached
+
+    def _compute_slot_arrays(self, slot: _Slot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if slot.kind == "category":
+            return (
+                np.asarray(slot.p, dtype=np.int64),
+                np.asarray(slot.t, dtype=np.float64),
+                np.asarray(slot.v, dtype=np.float64),
+            )
+        h: _EventsHandler = slot.owner
+        table = h.table()
+        codes = table[:, 4]
+        if slot.code_ids is None:
+            mask = np.ones(len(table), dtype=bool)
+        else:
+            mask = np.isin(codes, np.fromiter(slot.code_ids, dtype=np.float64))
+        if slot.kind != "value":
+            return table[mask, 0].astype(np.int64), table[mask, 1], np.ones(int(mask.sum()))
+        values = table[:, 2]
+        mask &= ~np.isnan(values)
+        if slot.target_unit is not None:
+            values = values.copy()
+            units = table[:, 3].astype(np.int64)
+            for uid in np.unique(units[mask]).tolist():
+                sel = mask & (units == uid)
+                name = h.unit_names[uid] if uid >= 0 else None
+                aff = (
+                    self.normalizer.affine(name, slot.target_unit, slot.analyte)
+                    if isinstance(name, str)
+                    else None
+                )
+                if aff is None:
+                    bad = int(sel.sum())
+                    rtype, rid = h.unit_first[uid] if uid >= 0 else (None, None)
+                    self.quality.add(
+                        UNKNOWN_UNIT,
+                        resource_type=rtype,
+                        resource_id=rid,
+                        path="value.unit",
+                        message=(
+                            f"unit {str(name)[:40]!r} not convertible to {slot.target_unit!r}"
+                            f" ({slot.name}): {bad} row(s)"
+                        ),
+                    )
+                    if bad > 1:
+                        self.quality.count(UNKNOWN_UNIT, bad - 1)
+                    mask &= ~sel
+                elif aff != (1.0, 0.0):
+                    values[sel] = aff[0] * values[sel] + aff[1]
+                    self.report.converted_values += int(sel.sum())
+        return table[mask, 0].astype(np.int64), table[mask, 1], values[mask]
+
     def _windowed(
         self, slot: _Slot, row_of: np.ndarray, idx_rows: np.ndarray, window: Window
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p, t, v = slot.arrays()
+        p, t, v = self._slot_arrays(slot)
         if p.size == 0:
             return p, t, v
         r = row_of[p]
