@@ -18,6 +18,7 @@ systems) and R5 (Estonia's national profiles, FHIR 5.0.0) side by side.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -154,6 +155,31 @@ def iter_path(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any
             yield from iter_json_file(file, report)
 
 
+def _normalize_sources(sources: Any) -> list[Any]:
+    """A list of sources, whichever way they were given.
+
+    A path is one source; a list/iterator whose items are resource dicts is
+    one in-memory source (never materialised); otherwise each item is a
+    source (a path or an iterable of resources).
+    """
+    if isinstance(sources, str | Path):
+        return [sources]
+    if isinstance(sources, dict):
+        return [[sources]]
+    if isinstance(sources, list | tuple):
+        if sources and isinstance(sources[0], dict):
+            return [sources]
+        return list(sources)
+    iterator = iter(sources)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return []
+    if isinstance(first, dict):
+        return [itertools.chain([first], iterator)]
+    return [first, *iterator]
+
+
 class ResourceStream:
     """An iterable of checked resources from one or more sources.
 
@@ -172,9 +198,7 @@ class ResourceStream:
         sample_rate: float = DEFAULT_SAMPLE_RATE,
         report: QualityReport | None = None,
     ) -> None:
-        if isinstance(sources, str | Path):
-            sources = [sources]
-        self.sources = list(sources)
+        self.sources = _normalize_sources(sources)
         self.report = report if report is not None else QualityReport()
         self.validator = Validator(validate, self.report, sample_rate=sample_rate)
         self.forced_version = normalize_version(fhir_version) if fhir_version else None

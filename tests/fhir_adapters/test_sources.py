@@ -239,3 +239,27 @@ def test_version_is_detected_per_source_and_can_be_forced() -> None:
     assert normalize_version("4.3.0") == "R4"
     with pytest.raises(ValidationModeError):
         normalize_version("3.0.2")
+
+
+def test_sources_given_any_way() -> None:
+    from fhir_adapters.optout import OptOutFilter, StaticOptOut, filter_stream
+
+    people = [patient("a"), patient("b")]
+    assert len(list(ResourceStream(people))) == 2  # a list of resources is one source
+    assert len(list(ResourceStream(iter(people)))) == 2  # so is an iterator (not materialised)
+    assert len(list(ResourceStream([people, [patient("c")]]))) == 3
+    assert len(list(ResourceStream(patient("d")))) == 1
+    # the opt-out stream filter drops the patient and everything about them
+    f = OptOutFilter(StaticOptOut({"a"}))
+    kept = list(
+        filter_stream(
+            [
+                *people,
+                obs("o1", "a", "1-1", 1, "kg", "2020-01-01"),
+                obs("o2", "b", "1-1", 1, "kg", "2020-01-01"),
+            ],
+            f,
+        )
+    )
+    assert [r["id"] for r in kept] == ["b", "o2"]
+    assert f.excluded == 1
