@@ -33,17 +33,31 @@ def _keys(tmp_path: Path, log_key: EventSigner, actor: EventSigner) -> Path:
 
 def _spawn(url: str, keys: Path, count: int, batch: int, worker: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.audit_chain.appender", url, LOG_ID, str(keys), str(count), str(batch), str(worker)],
+        [
+            sys.executable,
+            "-m",
+            "tests.audit_chain.appender",
+            url,
+            LOG_ID,
+            str(keys),
+            str(count),
+            str(batch),
+            str(worker),
+        ],
         cwd=ROOT,
         stderr=subprocess.PIPE,
     )
 
 
-def _wait_for_size(log: AuditLog, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+def _wait_for_size(
+    log: AuditLog, at_least: int, proc: subprocess.Popen[bytes], timeout: float = 60
+) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"appender exited early: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise AssertionError(
+                f"appender exited early: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+            )
         size = log.size()
         if size >= at_least:
             return size
@@ -62,7 +76,12 @@ def _assert_whole(log: AuditLog, trust: TrustStore) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 25])
 def test_sigkill_mid_stream_leaves_a_verifiable_log(
-    db_url: str, tmp_path: Path, log_key: EventSigner, actor: EventSigner, trust: TrustStore, batch: int
+    db_url: str,
+    tmp_path: Path,
+    log_key: EventSigner,
+    actor: EventSigner,
+    trust: TrustStore,
+    batch: int,
 ) -> None:
     keys = _keys(tmp_path, log_key, actor)
     with AuditLog.open(db_url, log_id=LOG_ID, signer=log_key) as log:

@@ -29,7 +29,9 @@ N = 12
 @pytest.fixture
 def filled(log: AuditLog, sink: SignedLogSink, trust: TrustStore) -> AuditLog:
     for i in range(N):  # one transaction (and checkpoint) per event
-        sink.record("training.round", subject={"job": "job-1"}, details={"round": i, "rows": 100 + i})
+        sink.record(
+            "training.round", subject={"job": "job-1"}, details={"round": i, "rows": 100 + i}
+        )
     assert verify_log(log, trust).ok
     return log
 
@@ -42,11 +44,19 @@ def _exec(log: AuditLog, *statements: object) -> None:
 
 def _leaf(log: AuditLog, i: int) -> bytes:
     with log.store.engine.connect() as conn:
-        return bytes(conn.execute(select(ENTRIES.c.leaf).where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == i))).scalar_one())
+        return bytes(
+            conn.execute(
+                select(ENTRIES.c.leaf).where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == i))
+            ).scalar_one()
+        )
 
 
 def _set_leaf(i: int, leaf: bytes) -> object:
-    return update(ENTRIES).where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == i)).values(leaf=leaf)
+    return (
+        update(ENTRIES)
+        .where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == i))
+        .values(leaf=leaf)
+    )
 
 
 def _rewrite_nodes(log: AuditLog) -> None:
@@ -56,7 +66,11 @@ def _rewrite_nodes(log: AuditLog) -> None:
     _exec(log, delete(NODES).where(NODES.c.log_id == LOG_ID))
     with log.store.engine.begin() as conn:
         conn.execute(
-            NODES.insert(), [{"log_id": LOG_ID, "level": lv, "idx": ix, "hash": h} for (lv, ix), h in store.nodes.items()]
+            NODES.insert(),
+            [
+                {"log_id": LOG_ID, "level": lv, "idx": ix, "hash": h}
+                for (lv, ix), h in store.nodes.items()
+            ],
         )
 
 
@@ -74,8 +88,12 @@ def test_changed_leaf_byte(filled: AuditLog, trust: TrustStore) -> None:
     _check(filled, trust, 5, "AUDIT_BAD_SIGNATURE")
 
 
-def test_replaced_by_another_validly_signed_event(filled: AuditLog, trust: TrustStore, actor: EventSigner) -> None:
-    other = sign_event(actor, "training.round", subject={"job": "job-1"}, details={"round": 7, "rows": 1})
+def test_replaced_by_another_validly_signed_event(
+    filled: AuditLog, trust: TrustStore, actor: EventSigner
+) -> None:
+    other = sign_event(
+        actor, "training.round", subject={"job": "job-1"}, details={"round": 7, "rows": 1}
+    )
     _exec(filled, _set_leaf(7, other.encode()))
     _check(filled, trust, 7, "AUDIT_LEAF_MISMATCH")
 
@@ -92,7 +110,17 @@ def test_deleted_entry_and_renumbered(filled: AuditLog, trust: TrustStore) -> No
     with filled.store.engine.begin() as conn:
         conn.execute(
             ENTRIES.insert(),
-            [{"log_id": LOG_ID, "idx": i, "leaf": b, "type": "training.round", "org": "hdab-nl", "time": "x"} for i, b in enumerate(leaves)],
+            [
+                {
+                    "log_id": LOG_ID,
+                    "idx": i,
+                    "leaf": b,
+                    "type": "training.round",
+                    "org": "hdab-nl",
+                    "time": "x",
+                }
+                for i, b in enumerate(leaves)
+            ],
         )
     _check(filled, trust, 4, "AUDIT_LEAF_MISMATCH")
     _rewrite_nodes(filled)
@@ -127,12 +155,20 @@ def _truncate(log: AuditLog, k: int, *, checkpoints: bool) -> None:
     store.append([b"\x00" * 32] * k)
     keep = set(store.nodes)
     with log.store.engine.connect() as conn:
-        rows = conn.execute(select(NODES.c.level, NODES.c.idx).where(NODES.c.log_id == LOG_ID)).all()
+        rows = conn.execute(
+            select(NODES.c.level, NODES.c.idx).where(NODES.c.log_id == LOG_ID)
+        ).all()
     for lv, ix in rows:
         if (lv, ix) not in keep:
-            statements.append(delete(NODES).where(and_(NODES.c.log_id == LOG_ID, NODES.c.level == lv, NODES.c.idx == ix)))
+            statements.append(
+                delete(NODES).where(
+                    and_(NODES.c.log_id == LOG_ID, NODES.c.level == lv, NODES.c.idx == ix)
+                )
+            )
     if checkpoints:
-        statements.append(delete(CHECKPOINTS).where(and_(CHECKPOINTS.c.log_id == LOG_ID, CHECKPOINTS.c.size > k)))
+        statements.append(
+            delete(CHECKPOINTS).where(and_(CHECKPOINTS.c.log_id == LOG_ID, CHECKPOINTS.c.size > k))
+        )
     _exec(log, *statements)
 
 
@@ -146,7 +182,9 @@ def test_truncated_tail_with_head_and_nodes(filled: AuditLog, trust: TrustStore)
     _check(filled, trust, 9, "AUDIT_TRUNCATED")  # its own newest checkpoint covers 12
 
 
-def test_truncated_tail_everything_but_the_client_remembers(filled: AuditLog, trust: TrustStore) -> None:
+def test_truncated_tail_everything_but_the_client_remembers(
+    filled: AuditLog, trust: TrustStore
+) -> None:
     client = CheckpointVerifier(trust, LOG_ID, log_org="hospital-a")
     client.update(filled)
     _truncate(filled, 9, checkpoints=True)
@@ -156,10 +194,14 @@ def test_truncated_tail_everything_but_the_client_remembers(filled: AuditLog, tr
         client.update(filled)
 
 
-def test_fork_served_to_holder_of_older_checkpoints(filled: AuditLog, trust: TrustStore, actor: EventSigner) -> None:
+def test_fork_served_to_holder_of_older_checkpoints(
+    filled: AuditLog, trust: TrustStore, actor: EventSigner
+) -> None:
     client = CheckpointVerifier(trust, LOG_ID, log_org="hospital-a")
     for cp in filled.checkpoints():  # the client watched the log grow, checkpoint by checkpoint
-        client.accept(cp, filled.consistency_proof(client.size, cp.size) if 0 < client.size < cp.size else [])
+        client.accept(
+            cp, filled.consistency_proof(client.size, cp.size) if 0 < client.size < cp.size else []
+        )
     assert client.size == N
     # The operator (holding the log key) rewrites history from entry 7 and grows it past N.
     _truncate(filled, 7, checkpoints=True)
@@ -174,7 +216,9 @@ def test_fork_served_to_holder_of_older_checkpoints(filled: AuditLog, trust: Tru
     _check(filled, trust, 0, "AUDIT_FORK", trusted=client.history[-1])
 
 
-def test_same_size_fork(filled: AuditLog, trust: TrustStore, log_key: EventSigner, actor: EventSigner) -> None:
+def test_same_size_fork(
+    filled: AuditLog, trust: TrustStore, log_key: EventSigner, actor: EventSigner
+) -> None:
     client = CheckpointVerifier(trust, LOG_ID)
     client.update(filled)
     _truncate(filled, N - 1, checkpoints=True)
