@@ -38,6 +38,7 @@ from fhir_adapters.errors import (
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Quantity, Temporal, parse
 from fhir_adapters.fhirpath.ast import Node
 from fhir_adapters.fhirpath.scalar import SCALAR_ENV, ScalarSource
+from fhir_adapters.view_codegen import generate_runner
 
 __all__ = [
     "Column",
@@ -240,6 +241,21 @@ def _where_function(
     return fn
 
 
+def _cross(
+    rows: list[tuple[Any, ...]] | None, more: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Cross product of partial rows (None: no columns yet, the identity)."""
+    if rows is None:
+        return more
+    if len(more) == 1:
+        m = more[0]
+        return [r + m for r in rows]
+    if len(rows) == 1:
+        r0 = rows[0]
+        return [r0 + m for m in more]
+    return [r + m for r in rows for m in more]
+
+
 class _SelectPlan:
     """Compiled select node; ``rows`` returns the node's partial rows as tuples."""
 
@@ -268,8 +284,9 @@ class _SelectPlan:
 
     def rows(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
         mode = self.mode
+        simple = not self.selects and not self.union
         if mode is None:
-            if not self.selects and not self.union:
+            if simple:
                 return [self.cols(focus, ctx)]
             return self.body(focus, ctx)
         if mode == "repeat":
@@ -281,9 +298,13 @@ class _SelectPlan:
         out: list[tuple[Any, ...]] = []
         try:
             if items:
+                cols = self.cols
                 for i, item in enumerate(items):
                     ctx.row_index = i
-                    out.extend(self.body([item], ctx))
+                    if simple:
+                        out.append(cols([item], ctx))
+                    else:
+                        out.extend(self.body([item], ctx))
             elif mode == "forEachOrNull":
                 ctx.row_index = 0
                 out = self.body([], ctx) or [self.null_row]
@@ -311,24 +332,20 @@ class _SelectPlan:
         return out
 
     def body(self, focus: list[Any], ctx: Context) -> list[tuple[Any, ...]]:
-        rows = [self.cols(focus, ctx)]
+        rows: list[tuple[Any, ...]] | None = [self.cols(focus, ctx)] if self.columns else None
         for sub in self.selects:
             subrows = sub.rows(focus, ctx)
             if not subrows:
                 return []
-            if len(subrows) == 1:
-                s0 = subrows[0]
-                rows = [r + s0 for r in rows]
-            else:
-                rows = [r + s for r in rows for s in subrows]
+            rows = _cross(rows, subrows)
         if self.union:
             urows: list[tuple[Any, ...]] = []
             for branch in self.union:
                 urows.extend(branch.rows(focus, ctx))
             if not urows:
                 return []
-            rows = [r + u for r in rows for u in urows]
-        return rows
+            rows = _cross(rows, urows)
+        return rows if rows is not None else [()]
 
     def flatten(self, compiler: Compiler | None) -> None:
         """Merge leading nested selects that only add columns into this node's columns.
@@ -378,6 +395,7 @@ class CompiledView:
         root: _SelectPlan,
         where_ok: Callable[[Any, Context], bool] | None,
         name: str | None,
+        runner: Callable[[Any, Context], list[tuple[Any, ...]]] | None = None,
     ) -> None:
         self.resource = resource
         self.columns = columns
@@ -385,6 +403,7 @@ class CompiledView:
         self.name = name
         self._root = root
         self._where_ok = where_ok
+        self._runner = runner  # generated whole-tree function (view_codegen), if any
         # one row per resource (no forEach/unionAll/nested iteration): no list per resource
         self._single_row = root.mode is None and not root.selects and not root.union
 
@@ -402,6 +421,8 @@ class CompiledView:
         where_ok = self._where_ok
         if where_ok is not None and not where_ok(resource, ctx):
             return []
+        if self._runner is not None:
+            return self._runner(resource, ctx)
         return self._root.rows([resource], ctx)
 
     def evaluate(self, resource: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -698,5 +719,9 @@ def compile_view(
         assert isinstance(wpath, str)
         where_plans.append(_WherePlan(wpath, wfn, vc.node(wpath)))
     name = view.get("name")
-    where_ok = _where_function(where_plans, vc.compiler())
-    return CompiledView(rtype, columns, root, where_ok, name if isinstance(name, str) else None)
+    compiler = vc.compiler()
+    where_ok = _where_function(where_plans, compiler)
+    runner = generate_runner(root, compiler)
+    return CompiledView(
+        rtype, columns, root, where_ok, name if isinstance(name, str) else None, runner
+    )
