@@ -263,3 +263,25 @@ def test_sources_given_any_way() -> None:
     )
     assert [r["id"] for r in kept] == ["b", "o2"]
     assert f.excluded == 1
+
+
+def test_ndjson_streams_with_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big.ndjson"
+    line = orjson.dumps(
+        {**patient("x"), "text": {"status": "generated", "div": "<div>" + "y" * 400 + "</div>"}}
+    )
+    path.write_bytes(
+        b"".join(line.replace(b'"x"', f'"p{i}"'.encode()) + b"\n" for i in range(20_000))
+    )
+    list(open_stream(path))  # warm caches (resource type table, imports)
+    tracemalloc.start()
+    n = sum(1 for _ in open_stream(path))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert n == 20_000
+    assert peak < path.stat().st_size / 10, (
+        peak,
+        path.stat().st_size,
+    )  # ~5 % here: buffers, not the file
