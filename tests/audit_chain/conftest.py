@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def log(db_url: str, log_key: EventSigner):  # type: ignore[no-untyped-def]
+def log(db_url: str, log_key: EventSigner) -> Iterator[AuditLog]:
     opened = AuditLog.open(db_url, log_id=LOG_ID, signer=log_key)
     yield opened
     opened.close()
