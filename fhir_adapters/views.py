@@ -413,9 +413,13 @@ class CompiledView:
     def evaluate_tuples(self, resource: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of one resource (assumed of ``self.resource`` type) as tuples in column order.
 
-        Raises ``ViewEvaluationError`` (or a ``FhirPathEvaluationError``) on bad data.
+        Raises ``ViewEvaluationError`` (``index`` None) when the resource cannot be
+        evaluated; the caller counts it and goes on.
         """
-        return self._eval(resource, Context(resource, 0))
+        try:
+            return self._eval(resource, Context(resource, 0))
+        except _DATA_ERRORS as exc:
+            raise _wrap(exc, self.resource, None) from exc
 
     def _eval(self, resource: Mapping[str, Any], ctx: Context) -> list[tuple[Any, ...]]:
         where_ok = self._where_ok
@@ -465,8 +469,7 @@ class CompiledView:
                     row = cols([res], ctx)
                 else:
                     out = evaluate(res, ctx)
-            except (FhirAdapterError, TypeError, ValueError, AttributeError, KeyError,
-                    IndexError, ArithmeticError, RecursionError) as exc:  # fmt: skip
+            except _DATA_ERRORS as exc:
                 err = _wrap(exc, rtype, index)
                 if on_error is None:
                     raise err from exc
@@ -497,16 +500,30 @@ class CompiledView:
             yield dict(zip(names, t))  # noqa: B905 - tuples always match the columns
 
 
-def _wrap(exc: BaseException, rtype: str, index: int) -> ViewEvaluationError:
+# What evaluating one resource may raise: our errors, and Python errors from data
+# shapes nothing anticipated (reported as VIEW_BAD_DATA, never as a crash of the run).
+_DATA_ERRORS = (
+    FhirAdapterError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    ArithmeticError,
+    RecursionError,
+)
+
+
+def _wrap(exc: BaseException, rtype: str, index: int | None) -> ViewEvaluationError:
+    """A per-resource error: resource type, stream index and a code; never resource content."""
     if isinstance(exc, ViewEvaluationError):
         exc.resource_type = rtype
         exc.index = index
         return exc
     code = exc.code if isinstance(exc, FhirAdapterError) else "VIEW_BAD_DATA"
     msg = str(exc) if isinstance(exc, FhirAdapterError) else type(exc).__name__
-    return ViewEvaluationError(
-        f"{rtype} #{index}: {msg}", code=code, resource_type=rtype, index=index
-    )
+    where = rtype if index is None else f"{rtype} #{index}"
+    return ViewEvaluationError(f"{where}: {msg}", code=code, resource_type=rtype, index=index)
 
 
 # --------------------------------------------------------------------------- compile

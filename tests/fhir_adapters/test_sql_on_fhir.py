@@ -312,3 +312,28 @@ def test_nested_repeat_is_depth_first_and_bounded() -> None:
         )
     )
     assert rows == [] and [e.code for e in errors] == ["VIEW_REPEAT_DEPTH"]
+
+
+def test_evaluate_tuples_wraps_every_failure_in_a_view_error() -> None:
+    view = compile_view(
+        _view(
+            select=[
+                {
+                    "column": [
+                        {"name": "family", "path": "name.family"},
+                        {"name": "odd", "path": "gender.substring(%k)"},
+                    ]
+                }
+            ],
+            constant=[{"name": "k", "valueString": "x"}],
+        )
+    )
+    with pytest.raises(ViewEvaluationError) as err:
+        view.evaluate_tuples(
+            {"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]}
+        )
+    assert err.value.code == "VIEW_COLUMN_NOT_SINGLE" and err.value.index is None
+    with pytest.raises(ViewEvaluationError) as err:
+        view.evaluate_tuples({"resourceType": "Patient", "gender": "female"})
+    assert err.value.code == "VIEW_BAD_DATA"  # a Python TypeError inside, reported by code
+    assert view.evaluate_tuples({"resourceType": "Patient"}) == [(None, None)]
