@@ -205,3 +205,65 @@ class ArraySource:
 
 def array_source(path: str) -> ArraySource:
     return ArraySource(path)
+
+
+class FhirSource:
+    """Features computed at the site from its FHIR data with the permit's feature spec.
+
+    ``path`` is an NDJSON file or folder, a Bundle, or anything
+    ``fhir_adapters.stream.ResourceStream`` reads; ``opt_out`` an optional file
+    of opted-out patient keys (one per line), applied before any feature is
+    computed. The spec document the coordinator sent is re-hashed here: a spec
+    whose canonical hash is not the permit's is refused before reading data.
+    """
+
+    def __init__(self, path: str, opt_out: str | None = None, validate: str = "off") -> None:
+        self.path = path
+        self.opt_out = opt_out
+        self.validate = validate
+
+    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
+        from fhir_adapters.features import FeatureSpec, extract_features
+        from fhir_adapters.optout import StaticOptOut
+
+        try:
+            feature_spec = FeatureSpec.from_dict(spec)
+        except Exception as exc:
+            raise AccessDeniedError("feature spec is not valid", reason="spec_invalid") from exc
+        if feature_spec.canonical_hash() != spec_hash:
+            raise AccessDeniedError(
+                "spec document does not match its hash", reason="spec_hash_mismatch"
+            )
+        registry = None
+        if self.opt_out is not None:
+            keys = Path(self.opt_out).read_text().split()
+            registry = StaticOptOut(keys)
+        matrix = extract_features(feature_spec, self.path, opt_out=registry, validate=self.validate)
+        if matrix.y is None:
+            raise JobConfigError("the feature spec defines no label")
+        keep = ~np.isnan(matrix.y)
+        return SiteDataset(
+            X=np.asarray(matrix.X[keep], dtype=np.float32),
+            y=np.asarray(matrix.y[keep], dtype=np.float32),
+            feature_names=tuple(matrix.feature_names),
+            patients=int(matrix.report.patients),
+            excluded_opt_out=int(matrix.report.excluded_opt_out),
+            quarantined=int(matrix.report.quality.problems),
+        )
+
+
+def fhir_source(path: str, opt_out: str | None = None, validate: str = "off") -> FhirSource:
+    return FhirSource(path, opt_out, validate)
+
+
+def spec_feature_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Column names a FeatureSpec document yields (what the coordinator's model expects)."""
+    from fhir_adapters.features import FeatureSpec
+
+    return tuple(FeatureSpec.from_dict(spec).feature_names)
+
+
+def spec_hash_of(spec: Mapping[str, Any]) -> str:
+    from fhir_adapters.features import FeatureSpec
+
+    return str(FeatureSpec.from_dict(spec).canonical_hash())

@@ -288,7 +288,7 @@ class LocalDeployment:
             "[project]",
             'name = "ehds-federation"',
             'version = "1.0.0"',
-            f'dependencies = ["flwr>=1.42,<1.43"]',
+            'dependencies = ["flwr>=1.42,<1.43"]',
             "",
             "[tool.hatch.build.targets.wheel]",
             'packages = ["."]',

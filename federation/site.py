@@ -108,7 +108,10 @@ def train_round(
         xgb_model=start,
     )
     n_old = len(global_pack["trees"])
-    pack = trees.pack_from_model(ubj.loads(bytes(booster.save_raw("ubj"))), first_tree=n_old)
+    document = ubj.loads(bytes(booster.save_raw("ubj")))
+    if not isinstance(document, dict):
+        raise JobConfigError("XGBoost produced an unexpected model document")
+    pack = trees.pack_from_model(document, first_tree=n_old)
     pack["feature_names"] = list(global_pack["feature_names"])
     pack["base_score"] = base
     _check_leaf_rows(booster, dtrain, global_pack, terms.min_rows_per_leaf)

@@ -210,7 +210,8 @@ class XgbStrategy(Strategy):
                 data = wire.pack_bytes(msg.content, wire.TREES)
                 pack = trees.decode_pack(data, expect_header=expected)
                 metrics = msg.content.metric_records.get(wire.METRICS)
-                rows = int(metrics["num-examples"]) if metrics is not None else 0
+                count = metrics.get("num-examples") if metrics is not None else None
+                rows = int(count) if isinstance(count, int | float) else 0
                 if rows <= 0 or not pack["trees"]:
                     raise ModelFormatError("reply without rows or trees")
             except (FederationError, KeyError, TypeError, ValueError) as exc:

@@ -86,14 +86,27 @@ def site_reply(
     error: str | None = None,
 ) -> Message:
     content = RecordDict()
-    info: dict[str, str] = {"site-id": site_id}
+    info: dict[
+        str,
+        int
+        | float
+        | str
+        | bytes
+        | bool
+        | list[int]
+        | list[float]
+        | list[str]
+        | list[bytes]
+        | list[bool],
+    ] = {"site-id": site_id}
     if error is not None:
         info["error"] = error
-    content[SITE] = ConfigRecord(info)  # type: ignore[arg-type]
+    content[SITE] = ConfigRecord(info)
     if encoded is not None:
         content[TREES] = pack_record(encoded)
     if metrics is not None:
-        content[METRICS] = MetricRecord(dict(metrics))  # type: ignore[arg-type]
+        values: dict[str, int | float | list[int] | list[float]] = dict(metrics)
+        content[METRICS] = MetricRecord(values)
     return Message(content=content, reply_to=msg)
 
 

@@ -40,7 +40,7 @@ def _all_bytes(msg: Message) -> bytes:
 
 
 def test_completed_run_releases_model_with_card(world: World) -> None:
-    grid, result = _run(world.job())
+    _grid, result = _run(world.job())
     assert result.status == "completed", result.error_code
     assert result.contributing_sites == list(SITES)
     assert [r.round for r in result.rounds] == [1, 2, 3]
@@ -54,7 +54,7 @@ def test_completed_run_releases_model_with_card(world: World) -> None:
     booster.load_model(result.model_ubj)
     again = xgb.Booster()
     again.load_model(result.model_json)
-    X, y = world.split.test
+    X, _y = world.split.test
     dm = xgb.DMatrix(X, feature_names=list(world.split.feature_names))
     assert np.allclose(booster.predict(dm), again.predict(dm))
     types = [e["type"] for e in world.events("coordinator")]
@@ -90,7 +90,7 @@ def test_no_node_statistics_in_any_outgoing_message(world: World) -> None:
 
 def test_denied_permit_reads_no_data(make_world: WorldFactory) -> None:
     world = make_world(revoked=True)
-    grid, result = _run(world.job())
+    _grid, result = _run(world.job())
     assert result.status == "failed" and result.error_code == "FED_TOO_FEW_SITES"
     for site in SITES:
         assert not (world.root / site / "data-read").exists()
@@ -111,7 +111,7 @@ def test_forged_request_is_denied_before_data(world: World, tmp_path: Path) -> N
         "federation.adapters:request_signer",
         {"key_path": str(other), "permit_token": world.permit.permit_token},
     )
-    grid, result = _run(world.job(request_signer=signer))
+    _grid, result = _run(world.job(request_signer=signer))
     assert result.status == "failed"
     for site in SITES:
         assert not (world.root / site / "data-read").exists()
@@ -136,11 +136,11 @@ def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(
 ) -> None:
     world = make_world(min_rows_per_leaf=40)
     job = world.job(params=BoosterParams(max_depth=6, eta=0.3, min_child_weight=1))
-    grid, result = _run(job)
+    _grid, result = _run(job)
     assert result.status == "completed"
     booster = xgb.Booster()
     booster.load_model(result.model_ubj)
-    for site, (X, _) in world.split.sites.items():
+    for _site, (X, _) in world.split.sites.items():
         leaves = booster.predict(
             xgb.DMatrix(X, feature_names=list(world.split.feature_names)), pred_leaf=True
         )
@@ -153,7 +153,7 @@ def test_min_child_weight_raised_to_leaf_floor_and_leaves_respect_it(
 
 def test_site_below_min_rows_is_refused(make_world: WorldFactory) -> None:
     world = make_world(min_rows_per_site=100_000)
-    grid, result = _run(world.job())
+    _grid, result = _run(world.job())
     assert result.status == "failed"
     for site in SITES:
         reasons = {
@@ -164,7 +164,7 @@ def test_site_below_min_rows_is_refused(make_world: WorldFactory) -> None:
 
 def test_metrics_withheld_below_disclosure_floor(make_world: WorldFactory) -> None:
     world = make_world(min_rows_per_leaf=5, outputs=("model",))
-    grid, result = _run(world.job(rounds=1))
+    _grid, result = _run(world.job(rounds=1))
     assert result.status == "completed"
     assert result.metrics == {}  # evaluation not permitted: no metric leaves a site
 
@@ -172,7 +172,7 @@ def test_metrics_withheld_below_disclosure_floor(make_world: WorldFactory) -> No
 def test_multiclass_federated_run_keeps_all_class_trees(make_world: WorldFactory) -> None:
     world = make_world(n_classes=3)
     params = BoosterParams(objective="multi:softprob", num_class=3, max_depth=3, min_child_weight=5)
-    grid, result = _run(world.job(params=params, rounds=2))
+    _grid, result = _run(world.job(params=params, rounds=2))
     assert result.status == "completed", result.error_code
     assert [r.trees for r in result.rounds] == [9, 9]  # 3 sites x 3 classes per round
     booster = xgb.Booster()

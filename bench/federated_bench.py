@@ -1,0 +1,288 @@
+"""Federated XGBoost on the synthetic FHIR cohort: AUC, bytes, time per round.
+
+Five non-IID sites from ``fhir_adapters.synthetic`` (>= 20,000 patients; --quick
+is smaller); each site computes its features from its own NDJSON with the
+permit's feature spec. Held-out test set: a second cohort with another seed.
+
+Rows: centralized XGBoost on pooled data (the baseline), federated bagging and
+cyclic (ours, Flower Simulation Engine, permit-bound), Flower's stock
+FedXgbBagging recipe on the same split (the peer to beat), each site alone and
+the mean of those; bytes sent per site per round; wall time per round for the
+Simulation and the Deployment engine. Ratios are against numbers measured in
+this same run. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import xgboost as xgb
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from federation.devpermit import build_permit_world  # noqa: E402
+from federation.factory import FactoryRef  # noqa: E402
+from federation.job import BoosterParams, SiteConfig, TrainingJob  # noqa: E402
+from federation.run import quiet_environment, train  # noqa: E402
+from fhir_adapters.features import FeatureSpec, extract_features  # noqa: E402
+from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson  # noqa: E402
+
+
+def auc(model: xgb.Booster, X: np.ndarray, y: np.ndarray, names: list[str] | None) -> float:
+    return float(roc_auc_score(y, model.predict(xgb.DMatrix(X, feature_names=names))))
+
+
+def xgb_params(depth: int, eta: float, mcw: float) -> dict[str, Any]:
+    return {
+        "objective": "binary:logistic",
+        "max_depth": depth,
+        "eta": eta,
+        "min_child_weight": mcw,
+        "tree_method": "hist",
+        "nthread": 1,
+        "base_score": 0.5,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small cohort, few rounds")
+    ap.add_argument("--patients", type=int, default=None)
+    ap.add_argument("--sites", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--deployment-rounds", type=int, default=None)
+    ap.add_argument("--no-deployment", action="store_true")
+    args = ap.parse_args()
+    patients = args.patients or (4_000 if args.quick else 20_000)
+    rounds = args.rounds or (6 if args.quick else 20)
+    dep_rounds = args.deployment_rounds or (1 if args.quick else 3)
+    depth, eta, floor = 4, 0.3, 5
+    quiet_environment()
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+
+    work = Path(tempfile.mkdtemp(prefix="fedbench-"))
+    spec_doc = synthetic_spec_document()
+    spec = FeatureSpec.from_dict(spec_doc)
+    spec_hash = spec.canonical_hash()
+    names = list(spec.feature_names)
+    t0 = time.perf_counter()
+    train_dirs = write_ndjson(
+        CohortConfig(n_patients=patients, n_sites=args.sites, seed=0), work / "train"
+    )
+    test_dirs = write_ndjson(
+        CohortConfig(n_patients=max(2_000, patients // 4), n_sites=args.sites, seed=1),
+        work / "test",
+    )
+    site_ids = [d.name for d in train_dirs]
+    site_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for site, folder in zip(site_ids, train_dirs, strict=True):
+        m = extract_features(spec, folder)
+        assert m.y is not None
+        site_data[site] = (m.X, m.y)
+        np.savez(work / f"{site}.npz", X=m.X, y=m.y, feature_names=np.array(names))
+    tests = [extract_features(spec, d) for d in test_dirs]
+    X_test = np.vstack([m.X for m in tests])
+    y_test = np.concatenate([m.y for m in tests if m.y is not None])
+    print(
+        f"cohort: {patients} patients, {len(site_ids)} sites "
+        f"({', '.join(str(len(site_data[s][1])) for s in site_ids)} rows), "
+        f"test {len(y_test)} rows; generated + extracted in {time.perf_counter() - t0:.1f}s"
+    )
+
+    results: dict[str, Any] = {"patients": patients, "sites": len(site_ids), "rounds": rounds}
+    params = xgb_params(depth, eta, floor)
+
+    # centralized baseline
+    X_all = np.vstack([site_data[s][0] for s in site_ids])
+    y_all = np.concatenate([site_data[s][1] for s in site_ids])
+    t = time.perf_counter()
+    central = xgb.train(params, xgb.DMatrix(X_all, label=y_all, feature_names=names), rounds)
+    results["centralized_auc"] = auc(central, X_test, y_test, names)
+    results["centralized_seconds"] = time.perf_counter() - t
+
+    # local-only
+    local = {
+        s: auc(
+            xgb.train(params, xgb.DMatrix(X, label=y, feature_names=names), rounds),
+            X_test,
+            y_test,
+            names,
+        )
+        for s, (X, y) in site_data.items()
+    }
+    results["local_auc"] = local
+    results["local_mean_auc"] = float(np.mean(list(local.values())))
+
+    permit = build_permit_world(
+        work / "permit", holders=site_ids, spec_hash=spec_hash, max_rounds=10_000
+    )
+
+    def sites_cfg() -> tuple[SiteConfig, ...]:
+        return tuple(
+            SiteConfig(
+                site_id=s,
+                data=FactoryRef("federation.adapters:fhir_source", {"path": str(folder)}),
+                authorizer=FactoryRef(
+                    "federation.adapters:permit_guard",
+                    {
+                        "holder": s,
+                        "trust_list": str(permit.trust_list),
+                        "status_list": str(permit.status_list),
+                        "state_db": str(work / "state" / f"{s}.db"),
+                    },
+                ),
+                audit=FactoryRef(
+                    "federation.adapters:jsonl_sink", {"path": str(work / "audit" / f"{s}.jsonl")}
+                ),
+            )
+            for s, folder in zip(site_ids, train_dirs, strict=True)
+        )
+
+    def job(name: str, strategy: str, n_rounds: int) -> TrainingJob:
+        return TrainingJob(
+            job_id=name,
+            permit_token=permit.permit_token,
+            request_signer=FactoryRef(
+                "federation.adapters:request_signer",
+                {"key_path": str(permit.user_key), "permit_token": permit.permit_token},
+            ),
+            spec=spec_doc,
+            spec_hash=spec_hash,
+            feature_names=tuple(names),
+            output_dir=str(work / name),
+            audit=FactoryRef(
+                "federation.adapters:jsonl_sink",
+                {"path": str(work / "audit" / "coordinator.jsonl")},
+            ),
+            sites=sites_cfg(),
+            strategy=strategy,  # type: ignore[arg-type]
+            rounds=n_rounds,
+            min_sites=2,
+            params=BoosterParams(max_depth=depth, eta=eta, min_child_weight=floor),
+            eval_fraction=0.0,
+        )
+
+    def released_auc(result: Any) -> float:
+        booster = xgb.Booster()
+        booster.load_model(result.model_ubj)
+        return auc(booster, X_test, y_test, names)
+
+    for strategy, key in (("bagging", "bagging"), ("cyclic", "cyclic")):
+        try:
+            t = time.perf_counter()
+            res = train(job(f"bench-{key}", strategy, rounds), engine="simulation")
+            results[f"{key}_seconds"] = time.perf_counter() - t
+            if res.status != "completed":
+                results[f"{key}_error"] = res.error_code
+                continue
+            results[f"{key}_auc"] = released_auc(res)
+            per_round = [r.seconds for r in res.rounds]
+            results[f"{key}_round_seconds_simulation"] = float(
+                np.median(per_round[1:] or per_round)
+            )
+            results[f"{key}_bytes_per_site_round"] = float(
+                np.mean([b for r in res.rounds for b in r.bytes_sent.values()])
+            )
+        except Exception as exc:  # report and continue with the other rows
+            results[f"{key}_error"] = type(exc).__name__
+
+    # Flower's stock recipe on the same split
+    try:
+        from flwr.simulation import run_simulation
+
+        from federation.run import simulation_backend
+        from federation.stock import make_stock_apps
+
+        stock_out: dict[str, Any] = {}
+        stock_params = {k: v for k, v in params.items() if k != "base_score"}
+        server, client = make_stock_apps(
+            [str(work / f"{s}.npz") for s in site_ids], stock_params, rounds, 1, stock_out
+        )
+        t = time.perf_counter()
+        run_simulation(
+            server_app=server,
+            client_app=client,
+            num_supernodes=len(site_ids),
+            backend_config=simulation_backend(len(site_ids)),
+        )  # type: ignore[arg-type]
+        results["stock_seconds"] = time.perf_counter() - t
+        booster = xgb.Booster()
+        booster.load_model(stock_out["model"])
+        results["stock_auc"] = auc(booster, X_test, y_test, None)
+        results["stock_bytes_per_site_round"] = float(
+            np.mean([b for r in stock_out["bytes_per_round"] for b in r])
+        )
+        results["stock_trees"] = int(booster.num_boosted_rounds())
+    except Exception as exc:
+        results["stock_error"] = type(exc).__name__
+
+    if not args.no_deployment:
+        try:
+            res = train(job("bench-deploy", "bagging", dep_rounds), engine="deployment")
+            if res.status == "completed":
+                results["deployment_round_seconds"] = float(
+                    np.median([r.seconds for r in res.rounds])
+                )
+                results["deployment_auc"] = released_auc(res)
+            else:
+                results["deployment_error"] = res.error_code
+        except Exception as exc:
+            results["deployment_error"] = type(exc).__name__
+
+    c = results["centralized_auc"]
+    print(f"{'method':<28}{'AUC':>8}{'vs central':>12}")
+    print(f"{'centralized (pooled)':<28}{c:>8.4f}{0.0:>+12.4f}")
+    for key, label in (
+        ("bagging", "federated bagging (ours)"),
+        ("cyclic", "federated cyclic (ours)"),
+        ("stock", "Flower FedXgbBagging stock"),
+        ("deployment", f"bagging, deployment {dep_rounds}r"),
+    ):
+        if f"{key}_auc" in results:
+            print(f"{label:<28}{results[key + '_auc']:>8.4f}{results[key + '_auc'] - c:>+12.4f}")
+        elif f"{key}_error" in results:
+            print(f"{label:<28}{'error: ' + str(results[key + '_error']):>20}")
+    for s, v in local.items():
+        print(f"{'local only ' + s:<28}{v:>8.4f}{v - c:>+12.4f}")
+    print(
+        f"{'local only (mean)':<28}{results['local_mean_auc']:>8.4f}{results['local_mean_auc'] - c:>+12.4f}"
+    )
+    if "bagging_bytes_per_site_round" in results:
+        print(
+            f"bytes/site/round: ours {results['bagging_bytes_per_site_round']:.0f}"
+            + (
+                f", stock {results['stock_bytes_per_site_round']:.0f} "
+                f"({results['stock_bytes_per_site_round'] / results['bagging_bytes_per_site_round']:.1f}x ours)"
+                if "stock_bytes_per_site_round" in results
+                else ""
+            )
+        )
+    if "bagging_round_seconds_simulation" in results:
+        line = f"s/round: simulation {results['bagging_round_seconds_simulation']:.2f}"
+        if "deployment_round_seconds" in results:
+            ratio = (
+                results["deployment_round_seconds"] / results["bagging_round_seconds_simulation"]
+            )
+            line += (
+                f", deployment {results['deployment_round_seconds']:.2f} ({ratio:.1f}x simulation)"
+            )
+        print(line)
+    if "bagging_auc" in results:
+        results["target_vs_centralized"] = results["bagging_auc"] >= c - 0.01
+        results["target_vs_local_mean"] = results["bagging_auc"] > results["local_mean_auc"]
+    print(orjson.dumps(results).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
