@@ -13,6 +13,7 @@ most ``checkpoint_ttl`` seconds, which bounds staleness when another process
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Mapping
@@ -198,6 +199,9 @@ class ThreadedAuditView:
         # joined a batch that had already taken its ids: one more round for the rest
         return {**result, **await self._fetch_nodes(late, retry=False)}
 
+    def _get_nodes(self, ids: list[NodeId]) -> dict[NodeId, bytes]:
+        return dict(self.backend.get_nodes(ids))
+
     async def _read_batch(self) -> dict[NodeId, bytes]:
         await asyncio.sleep(0)  # let every request of this loop turn add its misses
         ids, self._wanted = list(self._wanted), set()
@@ -205,7 +209,7 @@ class ThreadedAuditView:
         out: dict[NodeId, bytes] = {}
         for i in range(0, len(ids), MAX_BATCH):
             chunk = ids[i : i + MAX_BATCH]
-            fetched = await self._run(None, lambda chunk=chunk: dict(self.backend.get_nodes(chunk)))  # type: ignore[misc]
+            fetched = await self._run(None, functools.partial(self._get_nodes, chunk))
             out.update(fetched)
         for node, value in out.items():
             self._nodes.put(node, value)
@@ -227,6 +231,39 @@ class ThreadedAuditView:
         return await self._proof(
             ("cons", first, second), lambda: merkle.consistency_ranges(first, second)
         )
+
+    async def inclusion_with_leaf(self, index: int, tree_size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash and its audit path, resolved together (one database round trip at most)."""
+        key = ("incl+leaf", index, tree_size)
+        hit = self._cache.get(key)
+        if hit is None:
+            ranges = [(index, index + 1), *merkle.inclusion_ranges(index, tree_size)]
+            leaf, *path = await self._resolve(ranges)
+            hit = (leaf, path)
+            self._cache.put(key, hit)
+        return hit[0], list(hit[1])
+
+    async def warm(self) -> int:
+        """Preload stored subtree hashes, top levels first, until the node cache is nearly full.
+
+        Run in the background at start-up: afterwards most proofs are folded
+        from memory without touching the database.
+        """
+        size = await self.tree_size()
+        budget = int(self._nodes.size * 0.9)
+        loaded = 0
+        level = max(size.bit_length() - 1, 0)
+        while level >= 0 and loaded < budget:
+            count = size >> level
+            ids = [(level, i) for i in range(min(count, budget - loaded))]
+            for i in range(0, len(ids), MAX_BATCH):
+                chunk = ids[i : i + MAX_BATCH]
+                fetched = await self._run(None, functools.partial(self._get_nodes, chunk))
+                for node, value in fetched.items():
+                    self._nodes.put(node, value)
+                loaded += len(fetched)
+            level -= 1
+        return loaded
 
     async def leaf_hash(self, index: int) -> bytes:
         (leaf,) = await self._resolve([(index, index + 1)])

@@ -23,7 +23,14 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, ValidationError
-from gateway.http.app import CONFIG_KEY, LOG_TAIL_KEY, add_ready_check, base_app, finish
+from gateway.http.app import (
+    CONFIG_KEY,
+    LOG_TAIL_KEY,
+    add_ready_check,
+    base_app,
+    finish,
+    warm_audit_cache,
+)
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
@@ -406,6 +413,7 @@ def create_hdab_app(
 
     add_ready_check(app, "audit_log", audit_ready)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(warm_audit_cache)
     return finish(app)
 
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import UnavailableError, ValidationError
-from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish
+from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish, warm_audit_cache
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
@@ -252,6 +252,7 @@ def create_node_app(
     add_ready_check(app, "fhir_source", app[NODE_DATA_KEY].check_ready)
     add_ready_check(app, "supernode", app[SUPERNODE_KEY].check_ready)
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(warm_audit_cache)
     return finish(app)
 
 

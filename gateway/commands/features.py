@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         validate=args.validate,
         sample_rate=args.sample_rate,
         fhir_version=args.fhir_version,
+        validate_types=None if args.validate_all_types else spec.resource_types(),
     )
     show = sys.stderr.isatty() and not args.json
     wrapped = _progress(stream, show)

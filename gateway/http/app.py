@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.audit_wiring import LogTail
 from gateway.config import GatewayConfig
+from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
 from gateway.http.metrics import CONTENT_TYPE, Metrics
 from gateway.http.middleware import (
@@ -131,6 +132,19 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI_KEY])
 
 
+async def warm_audit_cache(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: preload proof hashes in the background; cancelled at shutdown."""
+    view = app.get(AUDIT_VIEW_KEY)
+    task = None
+    if view is not None:
+        task = asyncio.get_running_loop().create_task(view.warm())  # type: ignore[attr-defined]
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
 def common_routes() -> list[RouteSpec]:
     return [
         RouteSpec(
@@ -178,4 +192,5 @@ __all__ = [
     "base_app",
     "common_routes",
     "finish",
+    "warm_audit_cache",
 ]

@@ -70,6 +70,12 @@ class AuditView(Protocol):
 
     async def leaf_hash(self, index: int) -> bytes: ...
 
+    async def inclusion_with_leaf(
+        self, index: int, tree_size: int
+    ) -> tuple[bytes, list[bytes]]: ...
+
+    async def warm(self) -> int: ...
+
 
 def view(request: web.Request) -> AuditView:
     return request.app[AUDIT_VIEW_KEY]  # type: ignore[return-value]
@@ -123,8 +129,7 @@ async def get_inclusion(request: web.Request) -> web.Response:
         raise NotFoundError(
             f"index {index} is not below tree size {size}", code="AUDIT_OUT_OF_RANGE"
         )
-    path = await audit.inclusion(index, size)
-    leaf = await audit.leaf_hash(index)
+    leaf, path = await audit.inclusion_with_leaf(index, size)
     return json_response(
         {
             "index": index,

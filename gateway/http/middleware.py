@@ -38,7 +38,6 @@ from gateway.http.routing import (
 
 ACCESS_LOG = logging.getLogger("ehds.access")
 ERROR_LOG = logging.getLogger("ehds.error")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 METRICS_KEY = web.AppKey("ehds_metrics", Metrics)
 VERIFIER_KEY = web.AppKey("ehds_verifier", RequestVerifier)
@@ -73,9 +72,9 @@ def _problem_for(exc: BaseException, request: web.Request) -> web.Response:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    rid = request.headers.get("X-Request-Id", "")
-    if not REQUEST_ID.match(rid):
-        rid = uuid.uuid4().hex
+    # Always ours: a client-chosen id could smuggle a name or patient id into
+    # the logs and into audit subjects (``data.extracted`` names the request).
+    rid = uuid.uuid4().hex
     request[REQUEST_ID_KEY] = rid
     try:
         response = await handler(request)

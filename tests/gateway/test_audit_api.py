@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from audit_chain import merkle
@@ -94,3 +96,32 @@ async def test_bad_audit_parameters(
 ) -> None:
     await fill(hdab, keys, 3)
     await problem(await hdab.call("GET", path), status, code)
+
+
+async def test_cached_view_agrees_with_the_log_under_concurrency(tmp_path: Path) -> None:
+    """Coalesced, cached proofs are exactly the log's own proofs, cold and warm."""
+    import asyncio
+
+    from gateway.audit_backend import signer_for
+    from gateway.audit_store import open_stored_audit
+    from tests.gateway.conftest import make_config
+
+    config = make_config(tmp_path, "hdab", EHDS_AUDIT_DATABASE=str(tmp_path / "a.sqlite"))
+    components = open_stored_audit(config, signer_for(config))
+    try:
+        for i in range(77):
+            components.sink.record(
+                "permit.applied", subject={"application": f"app-{i}"}, details={"purpose": "e.ii"}
+            )
+        log = components.view.backend.log  # type: ignore[attr-defined]
+        size = log.size()
+        view = components.view
+        results = await asyncio.gather(*(view.inclusion_with_leaf(i, size) for i in range(size)))
+        for i, (leaf, path) in enumerate(results):
+            assert path == log.inclusion_proof(i, size)
+            assert leaf == log.entry(i).leaf_hash
+        assert await view.warm() > 0
+        cons = await asyncio.gather(*(view.consistency(m, size) for m in range(1, size + 1)))
+        assert cons == [log.consistency_proof(m, size) for m in range(1, size + 1)]
+    finally:
+        components.close()
