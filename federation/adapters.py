@@ -58,6 +58,37 @@ def jsonl_sink(path: str) -> JsonlAuditSink:
     return JsonlAuditSink(path)
 
 
+class CheckpointingSink:
+    """``audit_chain.SignedLogSink`` plus the signed checkpoint of its log.
+
+    ``checkpoint()`` returns the checkpoint covering everything recorded so
+    far (``size``, ``root`` as ``sha256:<hex>``, ``origin``, ``kid``, ``jws``):
+    what the model card cites so anyone can check the run's events against it.
+    """
+
+    def __init__(self, db_url: str, key_path: str, log_id: str = "default") -> None:
+        from audit_chain.keys import EventSigner
+        from audit_chain.log import AuditLog
+        from audit_chain.sink import SignedLogSink
+
+        signer = EventSigner.load(key_path)
+        self.log = AuditLog.open(db_url, log_id=log_id, signer=signer)
+        self.sink = SignedLogSink(self.log, signer)
+
+    def record(
+        self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
+    ) -> None:
+        self.sink.record(type, subject=subject, details=details)
+
+    def checkpoint(self) -> Mapping[str, object]:
+        return dict(self.log.checkpoint().to_json())
+
+
+def signed_log_sink(db_url: str, key_path: str, log_id: str = "default") -> CheckpointingSink:
+    """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``."""
+    return CheckpointingSink(db_url, key_path, log_id)
+
+
 # ------------------------------------------------------------ permits: site + user
 
 

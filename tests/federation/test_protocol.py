@@ -5,6 +5,8 @@ The same apps run on Flower's engines in test_simulation.py and test_deployment_
 
 from __future__ import annotations
 
+import base64
+
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +207,34 @@ def test_site_failing_mid_run_is_recorded_and_run_completes(
     assert card["sites_contributed"] == list(SITES)
     failed = [e for e in world.events("coordinator") if e["type"] == "training.site_failed"]
     assert [(e["subject"]["site"], e["details"]["round"]) for e in failed] == [("site-c", 2)]
+
+
+def test_release_cites_the_signed_checkpoint_covering_the_run(world: World) -> None:
+    from audit_chain.keys import EventSigner
+    from audit_chain.log import AuditLog
+
+    key = world.root / "coordinator-signer.json"
+    key.write_bytes(orjson.dumps(EventSigner.generate("research-org").to_json()))
+    db = world.root / "coordinator-audit.db"
+    audit = FactoryRef(
+        "federation.adapters:signed_log_sink", {"db_url": str(db), "key_path": str(key)}
+    )
+    _grid, result = _run(world.job(audit=audit, rounds=2))
+    assert result.status == "completed", result.error_code
+    card = orjson.loads(Path(result.model_card).read_bytes())
+    checkpoint = card["audit_checkpoint"]
+    log = AuditLog.open(str(db))
+    try:
+        entries = list(log.entries())
+        types = [e.type for e in entries]
+        # training.started, two rounds, then the release that names the checkpoint
+        assert types == ["training.started", "training.round", "training.round", "model.released"]
+        assert checkpoint["size"] == 3 and checkpoint["root"] == "sha256:" + log.root(3).hex()
+        payload = entries[-1].token.split(".")[1]
+        released = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert released["details"]["checkpoint_size"] == 3
+        assert released["details"]["checkpoint_root"] == checkpoint["root"]
+        assert released["details"]["model_hash"] == result.model_hash
+        assert released["subject"]["permit"] == world.permit.permit_jti
+    finally:
+        log.close()
