@@ -6,7 +6,6 @@ The same apps run on Flower's engines in test_simulation.py and test_deployment_
 from __future__ import annotations
 
 import base64
-
 from pathlib import Path
 
 import numpy as np
