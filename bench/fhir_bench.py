@@ -6,7 +6,8 @@ ratios matter more than the absolute numbers):
 * ``orjson``          read lines + ``orjson.loads`` only: the ceiling;
 * ``validate_full``   the same plus fhir.resources model validation (R4B models);
 * ``pipeline_off``    ResourceStream -> compiled ViewDefinitions -> recipe -> float32 matrix;
-* ``pipeline_sample`` the same with 5 % deterministic sample validation;
+* ``pipeline_sample`` the same with 5 % deterministic sample validation (of the
+  resource types the spec's views read, as ``extract_features`` does);
 * peak Python heap of ``pipeline_off`` (tracemalloc, separate run) and process max RSS.
 
 Two data sets: ``synthea`` (the 40 real Synthea R4 bundles of ../shared,
@@ -88,7 +89,9 @@ def validate_full(files: list[Path], limit: int) -> int:
 
 
 def pipeline(folder: Path, spec: FeatureSpec, mode: str) -> int:
-    stream = ResourceStream([folder], validate=mode, fhir_version="R4")
+    stream = ResourceStream(
+        [folder], validate=mode, fhir_version="R4", validate_types=spec.resource_types()
+    )
     extract_features(spec, stream)
     return stream.report.resources_read
 

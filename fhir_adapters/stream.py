@@ -186,6 +186,8 @@ class ResourceStream:
     ``sources`` are paths (files or folders) or iterables of resource dicts
     (e.g. from :mod:`fhir_adapters.sources`). ``fhir_version`` forces the
     release for every source; otherwise it is detected per source.
+    ``validate_types`` limits validation to those resource types (the ones a
+    feature spec's views read); None validates every type.
     Iterate it once; ``report`` holds the counts afterwards.
     """
 
@@ -197,8 +199,11 @@ class ResourceStream:
         fhir_version: str | None = None,
         sample_rate: float = DEFAULT_SAMPLE_RATE,
         report: QualityReport | None = None,
+        validate_types: Iterable[str] | None = None,
     ) -> None:
         self.sources = _normalize_sources(sources)
+        # validate only what is used: a Claim no view reads cannot change a feature
+        self.validate_types = frozenset(validate_types) if validate_types is not None else None
         self.report = report if report is not None else QualityReport()
         self.validator = Validator(validate, self.report, sample_rate=sample_rate)
         self.forced_version = normalize_version(fhir_version) if fhir_version else None
@@ -222,6 +227,7 @@ class ResourceStream:
         pending: list[dict[str, Any]] = []
         validator = self.validator
         validating = validator.rate > 0.0
+        vtypes = self.validate_types
         try:
             for resource in raw:
                 if type(resource) is not dict:
@@ -255,7 +261,11 @@ class ResourceStream:
                     # decided by this resource: release what waited, then go on with it
                     yield from self._release(pending, version, name)
                     pending.clear()
-                if validating and not validator.accept(resource, version, name):
+                if (
+                    validating
+                    and (vtypes is None or rtype in vtypes)
+                    and not validator.accept(resource, version, name)
+                ):
                     continue
                 yield resource
             if pending:
@@ -274,7 +284,14 @@ class ResourceStream:
     ) -> Iterator[dict[str, Any]]:
         validator = self.validator
         for resource in pending:
-            if validator.rate == 0.0 or validator.accept(resource, version, name):
+            if (
+                validator.rate == 0.0
+                or (
+                    self.validate_types is not None
+                    and resource["resourceType"] not in self.validate_types
+                )
+                or validator.accept(resource, version, name)
+            ):
                 yield resource
 
 

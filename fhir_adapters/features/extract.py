@@ -679,7 +679,9 @@ def extract_features(
     ``stream`` is a :class:`ResourceStream` (its validation mode and report
     are used as they are; so is any iterable with a ``report`` attribute
     holding a :class:`QualityReport`), a path, or any iterable of resource dicts (wrapped
-    in a ResourceStream with ``validate``). ``opt_out`` removes registered
+    in a ResourceStream with ``validate``, limited to the resource types the
+    spec's views read: validating a Claim no view reads cannot change a
+    feature, and validation is the expensive part). ``opt_out`` removes registered
     patients before anything is computed; ``min_rows`` refuses a small cohort
     with :class:`CohortTooSmallError`. ``concept_maps`` adds site-local
     ConceptMaps to the ones the spec pins.
@@ -691,7 +693,12 @@ def extract_features(
         rs = stream  # already checked (e.g. a ResourceStream behind a progress wrapper)
     else:
         source: Any = stream
-        rs = ResourceStream([source], validate=validate, fhir_version=fhir_version)
+        rs = ResourceStream(
+            [source],
+            validate=validate,
+            fhir_version=fhir_version,
+            validate_types=spec.resource_types(),
+        )
     quality: QualityReport = rs.report
     report = ExtractionReport(
         spec_hash=spec.canonical_hash(), quality=quality, spec_fhir_version=spec.fhir_version

@@ -363,6 +363,10 @@ class FeatureSpec:
         assert self._compiled is not None
         return dict(self._compiled)
 
+    def resource_types(self) -> frozenset[str]:
+        """The resource types the spec's views read (what needs validating)."""
+        return frozenset(str(v.get("resource")) for v in self.views.values())
+
     def _column(self, view: str, col: Any, where: str, *, optional: bool = False) -> str | None:
         name = _str(col, where, optional=optional)
         if name is None:

@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--validate", choices=("full", "sample", "off"), default="off")
     parser.add_argument(
+        "--validate-all-types",
+        action="store_true",
+        help="validate every resource type, not only those the spec's views read",
+    )
+    parser.add_argument(
         "--sample-rate", type=float, default=0.05, help="fraction for --validate sample"
     )
     parser.add_argument(

@@ -272,3 +272,13 @@ def test_release_follows_the_data_and_a_mismatch_is_flagged() -> None:
     assert m.report.summary()["fhir_version_mismatch"] is True
     same = extract_features(FeatureSpec.from_dict(doc), _stream())
     assert same.report.summary()["fhir_version_mismatch"] is False
+
+
+def test_validation_is_limited_to_the_types_the_views_read() -> None:
+    bad_claim = {"resourceType": "Claim", "id": "c", "created": "not-a-date"}
+    m = _run([_feature("n", "count")], [*_stream(), bad_claim], validate="full")
+    assert m.report.quality.counts["invalid_resource"] == 0
+    assert m.report.quality.validated == len(_stream())
+    everything = ResourceStream([[*_stream(), bad_claim]], validate="full")
+    m2 = _run([_feature("n", "count")], everything)
+    assert m2.report.quality.counts["invalid_resource"] == 1
