@@ -24,14 +24,14 @@ nests deeper than CPython allows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapters.fhirpath import Compiler, Context
 from fhir_adapters.fhirpath.scalar import SCALAR_ENV, ScalarSource
 
 if TYPE_CHECKING:
-    from fhir_adapters.views import _ColumnPlan, _SelectPlan
+    from fhir_adapters.views import _ColumnPlan, _SelectPlan, _WherePlan
 
 Runner = Callable[[Any, Context], list[tuple[Any, ...]]]
 _MAX_LINES = 4000
@@ -162,14 +162,48 @@ class _Gen:
         self.emit(depth, f"out.append(({cols},))" if self.width else "out.append(())")
 
 
-def generate_runner(root: _SelectPlan, compiler: Compiler | None) -> Runner | None:
-    """The generated ``run(resource, ctx) -> rows`` for a view's root plan, or None."""
+def where_lines(
+    clauses: Sequence[_WherePlan], compiler: Compiler | None, fail: str, env: dict[str, Any]
+) -> list[str]:
+    """Statements checking all ``where`` clauses on ``item``; ``fail`` runs when one is not true.
+
+    Each clause uses its inlined single-item evaluator when it has one; an
+    undecided or non-boolean result goes to the clause's reference check, which
+    raises ``VIEW_WHERE_NOT_BOOLEAN`` when appropriate.
+    """
+    lines: list[str] = []
+    for i, w in enumerate(clauses):
+        check = f"_check{i}"
+        env[check] = w.check
+        inline = None
+        if w.node is not None and compiler is not None:
+            inline = ScalarSource(compiler, prefix=f"_w{i}_").lines(w.node, "item", f"_w{i}")
+        if inline is None:
+            lines += [f"if not {check}(item, ctx):", f"    {fail}"]
+            continue
+        lines += [
+            *inline,
+            f"if _w{i} is not True:",
+            f"    if _w{i} is False or _w{i} is None:",
+            f"        {fail}",
+            f"    if not {check}(item, ctx):",
+            f"        {fail}",
+        ]
+    return lines
+
+
+def generate_runner(
+    root: _SelectPlan, compiler: Compiler | None, clauses: Sequence[_WherePlan] = ()
+) -> Runner | None:
+    """The generated ``run(resource, ctx) -> rows`` (where clauses included), or None."""
     if compiler is None:
         return None
     gen = _Gen(compiler, root.width)
     try:
         gen.emit(0, "def run(item, ctx):")
         gen.emit(1, "out = []")
+        for line in where_lines(clauses, compiler, "return out", gen.env):
+            gen.emit(1, line)
         gen.node(root, "item", "0", 0, 1, gen.final)
         gen.emit(1, "return out")
     except (_TooLarge, RecursionError):

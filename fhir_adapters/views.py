@@ -38,7 +38,7 @@ from fhir_adapters.errors import (
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Quantity, Temporal, parse
 from fhir_adapters.fhirpath.ast import Node
 from fhir_adapters.fhirpath.scalar import SCALAR_ENV, ScalarSource
-from fhir_adapters.view_codegen import generate_runner
+from fhir_adapters.view_codegen import generate_runner, where_lines
 
 __all__ = [
     "Column",
@@ -220,22 +220,7 @@ def _where_function(
         return None
     env: dict[str, Any] = {}
     lines = ["def where_ok(item, ctx):"]
-    for i, w in enumerate(clauses):
-        env[f"check{i}"] = w.check
-        inline = None
-        if w.node is not None and compiler is not None:
-            inline = ScalarSource(compiler, prefix=f"_w{i}_").lines(w.node, "item", f"w{i}")
-        if inline is None:
-            lines += [f"    if not check{i}(item, ctx):", "        return False"]
-            continue
-        lines += [
-            *("    " + line for line in inline),
-            f"    if w{i} is not True:",
-            f"        if w{i} is False or w{i} is None:",
-            "            return False",
-            f"        if not check{i}(item, ctx):",  # undecided or not boolean: general path
-            "            return False",
-        ]
+    lines += ["    " + line for line in where_lines(clauses, compiler, "return False", env)]
     lines.append("    return True")
     fn: Callable[[Any, Context], bool] = _exec(lines, "where_ok", env)
     return fn
@@ -422,11 +407,11 @@ class CompiledView:
             raise _wrap(exc, self.resource, None) from exc
 
     def _eval(self, resource: Mapping[str, Any], ctx: Context) -> list[tuple[Any, ...]]:
+        if self._runner is not None:  # includes the where clauses
+            return self._runner(resource, ctx)
         where_ok = self._where_ok
         if where_ok is not None and not where_ok(resource, ctx):
             return []
-        if self._runner is not None:
-            return self._runner(resource, ctx)
         return self._root.rows([resource], ctx)
 
     def evaluate(self, resource: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -738,7 +723,7 @@ def compile_view(
     name = view.get("name")
     compiler = vc.compiler()
     where_ok = _where_function(where_plans, compiler)
-    runner = generate_runner(root, compiler)
+    runner = generate_runner(root, compiler, where_plans)
     return CompiledView(
         rtype, columns, root, where_ok, name if isinstance(name, str) else None, runner
     )
