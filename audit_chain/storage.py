@@ -375,6 +375,17 @@ class LogStore:
                 yield StoredEntry(int(idx), bytes(leaf), str(typ), str(org), str(when))
             pos = int(rows[-1][0]) + 1
 
+    def first_entry_beyond_head(self, log_id: str) -> int | None:
+        """Smallest stored index >= the head size (None on an intact log), in one statement."""
+        head = select(HEADS.c.size).where(HEADS.c.log_id == log_id).scalar_subquery()
+        with self.reads.connect() as conn:
+            found = conn.execute(
+                select(func.min(ENTRIES.c.idx)).where(
+                    and_(ENTRIES.c.log_id == log_id, ENTRIES.c.idx >= func.coalesce(head, 0))
+                )
+            ).scalar_one_or_none()
+        return None if found is None else int(found)
+
     def entry_count(self, log_id: str) -> int:
         with self.reads.connect() as conn:
             return int(

@@ -94,12 +94,15 @@ def verify_log(
     them. ``log_org``: the organisation whose keys may sign this log's checkpoints
     (default: any key in ``trust``).
     """
-    size = log.size()
     held = [trusted] if isinstance(trusted, Checkpoint) else list(trusted or [])
+    # Checkpoints first, then the head: appends commit both together and only grow,
+    # so on an honest log that is being appended to meanwhile, head >= every checkpoint read.
+    stored_rows = log.store.checkpoints(log.log_id)
+    size = log.size()
     report = VerifyReport(False, log.log_id, size, 0, None, None, None)
     state = _State()
     try:
-        stored_cps = _verified_checkpoints(log, trust, log_org)
+        stored_cps = _verified_checkpoints(log.log_id, stored_rows, trust, log_org)
         held_cps = sorted(
             (verify_checkpoint(c.token, trust, origin=log.log_id, log_org=log_org) for c in held),
             key=lambda c: c.size,
@@ -144,12 +147,12 @@ class _State:
 
 
 def _verified_checkpoints(
-    log: AuditLog, trust: TrustStore, log_org: str | None
+    log_id: str, rows: Sequence[tuple[int, bytes, str]], trust: TrustStore, log_org: str | None
 ) -> list[Checkpoint]:
     out = []
-    for size, root, token in log.store.checkpoints(log.log_id):
+    for size, root, token in rows:
         try:
-            cp = verify_checkpoint(token, trust, origin=log.log_id, log_org=log_org)
+            cp = verify_checkpoint(token, trust, origin=log_id, log_org=log_org)
         except AuditError as exc:
             raise _Failure(None, exc.code, f"checkpoint of size {size}: {exc}") from exc
         if cp.size != size or cp.root != root:
@@ -185,14 +188,8 @@ def _stream(
                 raise _Failure(0, ROOT_MISMATCH, "checkpoint of size 0 with a non-empty root")
     computed: list[tuple[int, int, bytes]] = []  # recomputed nodes not yet compared
     try:
-        for row in log.store.entries(log.log_id, 0, None, batch=batch):
+        for row in log.store.entries(log.log_id, 0, size, batch=batch):
             i = state.count
-            if i >= size:
-                raise _Failure(
-                    row.index,
-                    UNEXPECTED_ENTRY,
-                    f"entry {row.index} is stored beyond the head size {size}",
-                )
             if row.index != i:
                 raise _Failure(
                     i, MISSING_ENTRY, f"entry {i} is missing (next stored index is {row.index})"
@@ -235,6 +232,9 @@ def _stream(
         raise _Failure(
             state.count, TRUNCATED, f"log head says {size} entries, only {state.count} are stored"
         )
+    beyond = log.store.first_entry_beyond_head(log.log_id)  # one statement: one snapshot
+    if beyond is not None:
+        raise _Failure(beyond, UNEXPECTED_ENTRY, f"entry {beyond} is stored beyond the log's head")
 
 
 def _check_nodes(log: AuditLog, computed: Iterable[tuple[int, int, bytes]]) -> None:

@@ -225,3 +225,46 @@ def test_same_size_fork(
     SignedLogSink(filled, actor).record("access.denied", subject={}, details={"reason": "x"})
     with pytest.raises(AuditForkError):
         client.update(filled)
+
+
+def test_row_beyond_the_head(filled: AuditLog, trust: TrustStore) -> None:
+    with filled.store.engine.begin() as conn:
+        conn.execute(
+            ENTRIES.insert(),
+            [
+                {
+                    "log_id": LOG_ID,
+                    "idx": N,
+                    "leaf": _leaf(filled, 0),
+                    "type": "x",
+                    "org": "y",
+                    "time": "z",
+                }
+            ],
+        )
+    _check(filled, trust, N, "AUDIT_UNEXPECTED_ENTRY")
+
+
+def test_verify_while_appending_is_not_a_false_alarm(
+    filled: AuditLog, trust: TrustStore, actor: EventSigner
+) -> None:
+    import threading
+
+    sink = SignedLogSink(filled, actor)
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            sink.record("training.round", subject={"job": "job-2"}, details={"round": i})
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(3):
+            report = verify_log(filled, trust)
+            assert report.ok, report
+    finally:
+        stop.set()
+        t.join()
