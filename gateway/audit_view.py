@@ -94,7 +94,8 @@ class ThreadedAuditView:
         self._checkpoint: dict[str, Any] | None = None
         self._checkpoint_at = 0.0
         self._size: int | None = None
-        self._size_at = 0.0
+        self._refresh: asyncio.Task[None] | None = None
+        self._generation = 0
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     async def _run(self, key: Hashable | None, func: Callable[[], T]) -> T:
@@ -115,6 +116,7 @@ class ThreadedAuditView:
 
     def invalidate(self) -> None:
         """Called after this process appended: the next read fetches a fresh checkpoint."""
+        self._generation += 1
         self._checkpoint = None
         self._size = None
 
@@ -130,19 +132,38 @@ class ThreadedAuditView:
         return asyncio.get_running_loop().run_in_executor(self._executor, func)
 
     async def tree_size(self) -> int:
-        now = time.monotonic()
-        if self._size is None or now - self._size_at > self.checkpoint_ttl:
-            self._size = int((await self.checkpoint())["size"])
-            self._size_at = now
-        return self._size
+        return int((await self.checkpoint())["size"])
 
     async def checkpoint(self) -> dict[str, Any]:
-        now = time.monotonic()
-        if self._checkpoint is None or now - self._checkpoint_at > self.checkpoint_ttl:
-            cp = await self._run(("checkpoint",), self.backend.checkpoint)
-            self._checkpoint, self._checkpoint_at = cp, time.monotonic()
-            self._size, self._size_at = int(cp["size"]), self._checkpoint_at
+        """The newest checkpoint, at most about ``checkpoint_ttl`` seconds old.
+
+        Stale-while-revalidate: an expired checkpoint is still a valid signed
+        tree head, so it is served while one refresh runs in the background;
+        only a missing one (start-up, or after this process appended) is
+        waited for, so a client always reads its own writes.
+        """
+        while self._checkpoint is None:
+            await self._refresh_checkpoint()
+        if time.monotonic() - self._checkpoint_at > self.checkpoint_ttl and self._refresh is None:
+            self._refresh = asyncio.get_running_loop().create_task(self._background_refresh())
         return self._checkpoint
+
+    async def _refresh_checkpoint(self) -> None:
+        # Keyed by generation: a read queued before this process's last append
+        # (the DB thread is serial) must not satisfy a reader that came after it.
+        generation = self._generation
+        cp = await self._run(("checkpoint", generation), self.backend.checkpoint)
+        if generation == self._generation:
+            self._checkpoint, self._checkpoint_at = cp, time.monotonic()
+            self._size = int(cp["size"])
+
+    async def _background_refresh(self) -> None:
+        try:
+            await self._refresh_checkpoint()
+        except Exception:  # the next request retries; the old checkpoint stays valid meanwhile
+            self._checkpoint_at = time.monotonic()
+        finally:
+            self._refresh = None
 
     async def entries(self, start: int, end: int) -> list[dict[str, Any]]:
         missing = [i for i in range(start, end) if self._cache.get(("entry", i)) is None]
