@@ -139,6 +139,7 @@ class _EventsHandler:
         self.unit_ids: dict[Any, int] = {}
         self.unit_names: list[Any] = []
         self.unit_first: list[tuple[str | None, str | None]] = []
+        self.mapped: frozenset[Coding] = frozenset()  # codings wanted only through a ConceptMap
 
     @property
     def active(self) -> bool:
@@ -148,6 +149,9 @@ class _EventsHandler:
         slot.owner = self
         self.direct |= codes
         expanded = self.maps.expand(codes) if codes else set()
+        self.mapped = frozenset(
+            (set(self.code_ids) | set(self.cat_by_code) | expanded) - self.direct
+        )
         if slot.kind == "category":
             if not codes:
                 self.cat_every.append(slot)
@@ -345,6 +349,7 @@ class _Extractor:
         unit_ids = h.unit_ids
         pi, ti, si, ci, vi, ui = h.pi, h.ti, h.si, h.ci, h.vi, h.ui
         coded = si is not None and ci is not None
+        mapped = h.mapped
         for row in rows:
             key = row[pi]
             try:
@@ -366,7 +371,7 @@ class _Extractor:
                     continue
             t = to_days(row[ti]) if ti is not None else None
             tf = _NAN if t is None else t
-            if code not in h.direct and ((cid is not None and cid >= 0) or cats):
+            if mapped and code in mapped:
                 self.report.concept_mapped_rows += 1
             if cid is not None:
                 raw: Any = row[vi] if vi is not None else None
