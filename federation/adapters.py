@@ -83,6 +83,9 @@ class CheckpointingSink:
     def checkpoint(self) -> Mapping[str, object]:
         return dict(self.log.checkpoint().to_json())
 
+    def close(self) -> None:
+        self.log.close()
+
 
 def signed_log_sink(db_url: str, key_path: str, log_id: str = "default") -> CheckpointingSink:
     """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``."""

@@ -142,6 +142,15 @@ def handle(msg: Message, context: Context, operation: str, resolve: SiteResolver
     """Serve one train/evaluate request; every outcome is a reply, never a traceback."""
     site = resolve(context)
     audit: AuditSink = site.audit.build()
+    try:
+        return _handle(msg, operation, site, audit)
+    finally:
+        close = getattr(audit, "close", None)
+        if callable(close):
+            close()
+
+
+def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) -> Message:
     subject: dict[str, str] = {"site": site.site_id}
     try:
         cfg = _config(msg)

@@ -124,6 +124,9 @@ def run_coordinator(
             exc_info=bool(os.environ.get("EHDS_DEBUG")),
         )
         result.error_code = "FED_INTERNAL"
+    close = getattr(audit, "close", None)
+    if callable(close):
+        close()
     state = strategy.state
     result.rounds = list(state.rounds)
     result.contributing_sites = list(state.contributors)

@@ -86,6 +86,7 @@ class XgbStrategy(Strategy):
         self._round_started = time.monotonic()
         self._excluded: set[int] = set()
         self._addressed: list[int] = []
+        self._connected: set[int] = set()
 
     # -- helpers ------------------------------------------------------------------
     def _subject(self, **extra: str) -> dict[str, str]:
@@ -138,6 +139,7 @@ class XgbStrategy(Strategy):
     def _nodes(self, grid: Grid, server_round: int) -> list[int]:
         need = self.expected_sites if server_round == 1 else 1
         nodes = wait_for_nodes(grid, need, self.job.round_timeout)
+        self._connected = set(nodes)
         live = [n for n in nodes if n not in self._excluded]
         if self.job.strategy == "bagging":
             return live
@@ -218,11 +220,22 @@ class XgbStrategy(Strategy):
                 self._fail(server_round, node, getattr(exc, "reason", "reply_malformed"))
                 continue
             parts.append((site, pack, rows, len(data)))
+        if self.job.strategy == "cyclic" and not parts and self._live_sites() >= 1:
+            # the round's one site failed: the model is unchanged, the next site goes on
+            return self._finish_round(server_round, [])
         needed = self.job.min_sites if self.job.strategy == "bagging" else 1
         if len(parts) < needed:
             raise TooFewSitesError(
                 f"round {server_round}: {len(parts)} site(s) answered, {needed} required"
             )
+        return self._finish_round(server_round, parts)
+
+    def _live_sites(self) -> int:
+        return len(self._connected - self._excluded)
+
+    def _finish_round(
+        self, server_round: int, parts: list[tuple[str, trees.Pack, int, int]]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         parts.sort(key=lambda p: p[0])  # reply order must not matter
         total = sum(p[2] for p in parts)
         weighted = [

@@ -237,3 +237,31 @@ def test_release_cites_the_signed_checkpoint_covering_the_run(world: World) -> N
         assert released["subject"]["permit"] == world.permit.permit_jti
     finally:
         log.close()
+
+
+def test_cyclic_skips_a_failed_site_and_continues(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHDS_TEST_INPROCESS", "1")
+    marker = world.root / "kill-site-c"
+    base = world.site("site-c")
+    dying = FactoryRef(
+        "tests.federation.helpers:dying_guard",
+        {**base.authorizer.kwargs, "kill_marker": str(marker)},
+    )
+    sites = [world.site("site-a"), world.site("site-b"), world.site("site-c", authorizer=dying)]
+    job = world.job(sites=sites, strategy="cyclic", rounds=5)
+    grid = InProcessGrid(make_client_app(SimulationSites(job.sites)), 3)
+
+    def progress(report: object) -> None:
+        if len(list(world.root.glob("round-*"))) >= 1:
+            marker.touch()
+        (world.root / f"round-{id(report)}").touch()
+
+    result = run_coordinator(grid, job, engine="inprocess", progress=progress)
+    assert result.status == "completed", result.error_code
+    assert result.failed_sites == {"site-c": "internal_error"}
+    per_round = [r.sites for r in result.rounds]
+    assert per_round[0] == ["site-a"] and per_round[1] == ["site-b"] and per_round[2] == []
+    assert all(len(s) == 1 for s in per_round[3:])
+    assert result.contributing_sites == ["site-a", "site-b"]
