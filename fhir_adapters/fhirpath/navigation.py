@@ -44,11 +44,17 @@ class Step:
         self.type_head = head and name[:1].isupper()
 
 
+_CHOICE_KEYS: dict[str, frozenset[str]] = {}
+
+
 def choice_get(item: dict[str, Any], name: str) -> Any:
     """``value`` on an item holding ``valueQuantity`` etc. (the typed key present)."""
-    n = len(name)
+    keys = _CHOICE_KEYS.get(name)
+    if keys is None:
+        keys = frozenset(name + suffix for suffix in CHOICE_SUFFIXES)
+        _CHOICE_KEYS[name] = keys
     for key in item:
-        if len(key) > n and key.startswith(name) and key[n:] in CHOICE_SUFFIXES:
+        if key in keys:
             return item[key]
     return None
 
