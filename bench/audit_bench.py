@@ -67,6 +67,18 @@ def pg_schema(url: str) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def calibration_ms() -> float:
+    """A fixed pure-Python workload: how loaded this (shared) machine is right now.
+
+    ~15 ms on an idle modern core; figures scale roughly with it.
+    """
+    t = time.perf_counter()
+    x = 0
+    for i in range(200_000):
+        x += i * i
+    return (time.perf_counter() - t) * 1000
+
+
 def events(actor: EventSigner, n: int) -> list[dict[str, Any]]:
     return [
         {"type": "training.round", "subject": {"job": "job-1", "site": "site-a"},
@@ -256,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     log_key = EventSigner.generate("bench-log")
     actor = EventSigner.generate("bench-actor")
     keys = (log_key, actor, TrustStore([log_key.trusted_key(), actor.trusted_key()]))
-    print(f"audit_chain benchmark ({'quick' if args.quick else 'full'}), cpus={os.cpu_count()}")
+    cal = calibration_ms()
+    print(
+        f"audit_chain benchmark ({'quick' if args.quick else 'full'}), cpus={os.cpu_count()}, "
+        f"calibration {cal:.0f} ms (idle core ~15 ms)"
+    )
     results: dict[str, Any] = {
         "bench": "audit_chain",
         "quick": args.quick,
