@@ -1,6 +1,6 @@
 """Generate one Python function per ViewDefinition: the whole select tree, inlined.
 
-The interpretive plan (``views._SelectPlan``) builds a list of partial-row
+The interpretive plan (``view_plan.SelectPlan``) builds a list of partial-row
 tuples per node and crosses them; that costs several calls and allocations per
 node and resource. The generated runner instead writes the tree as nested
 loops in continuation-passing style: every column is a local variable
@@ -15,7 +15,7 @@ conformance suite): ``%rowIndex`` is re-set before each node is evaluated
 because loops of siblings nest; ``forEachOrNull`` on an empty collection runs
 the node on an empty focus and emits a null row if that produced nothing.
 Column values use the inlined single-item evaluators of ``fhirpath.scalar``,
-falling back to the column's reference path (``_ColumnPlan.value``).
+falling back to the column's reference path (``ColumnPlan.value``).
 
 Generation gives up (the caller keeps the interpretive plan) when the source
 would be very large (``unionAll`` duplicates the code that follows it) or
@@ -31,7 +31,7 @@ from fhir_adapters.fhirpath import Compiler, Context
 from fhir_adapters.fhirpath.scalar import SCALAR_ENV, ScalarSource
 
 if TYPE_CHECKING:
-    from fhir_adapters.views import _ColumnPlan, _SelectPlan, _WherePlan
+    from fhir_adapters.view_plan import ColumnPlan, SelectPlan, WherePlan
 
 Runner = Callable[[Any, Context], list[tuple[Any, ...]]]
 _MAX_LINES = 4000
@@ -72,7 +72,7 @@ class _Gen:
     # -- tree
     def node(
         self,
-        plan: _SelectPlan,
+        plan: SelectPlan,
         src: str | None,
         idx: str,
         base: int,
@@ -112,7 +112,7 @@ class _Gen:
 
     def body(
         self,
-        plan: _SelectPlan,
+        plan: SelectPlan,
         src: str | None,
         idx: str,
         base: int,
@@ -123,7 +123,7 @@ class _Gen:
         for j, col in enumerate(plan.columns):
             self.column(col, src, base + j, depth)
         offset = base + len(plan.columns)
-        parts: list[tuple[_SelectPlan, int]] = []
+        parts: list[tuple[SelectPlan, int]] = []
         for sub in plan.selects:
             parts.append((sub, offset))
             offset += sub.width
@@ -141,7 +141,7 @@ class _Gen:
 
         step(0, depth)
 
-    def column(self, col: _ColumnPlan, src: str | None, j: int, depth: int) -> None:
+    def column(self, col: ColumnPlan, src: str | None, j: int, depth: int) -> None:
         slow = self.ref(col.value, "_slow")
         if src is None:
             self.emit(depth, f"c{j} = {slow}(_E, ctx)")
@@ -163,7 +163,7 @@ class _Gen:
 
 
 def where_lines(
-    clauses: Sequence[_WherePlan], compiler: Compiler | None, fail: str, env: dict[str, Any]
+    clauses: Sequence[WherePlan], compiler: Compiler | None, fail: str, env: dict[str, Any]
 ) -> list[str]:
     """Statements checking all ``where`` clauses on ``item``; ``fail`` runs when one is not true.
 
@@ -193,7 +193,7 @@ def where_lines(
 
 
 def generate_runner(
-    root: _SelectPlan, compiler: Compiler | None, clauses: Sequence[_WherePlan] = ()
+    root: SelectPlan, compiler: Compiler | None, clauses: Sequence[WherePlan] = ()
 ) -> Runner | None:
     """The generated ``run(resource, ctx) -> rows`` (where clauses included), or None."""
     if compiler is None:

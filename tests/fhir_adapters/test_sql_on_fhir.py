@@ -111,7 +111,7 @@ def test_conformance_of_the_interpretive_plan(
     import fhir_adapters.views as views
 
     monkeypatch.setattr(views, "generate_runner", lambda *args: None)
-    monkeypatch.setattr(views, "_where_function", lambda clauses, compiler: _plain_where(clauses))
+    monkeypatch.setattr(views, "where_function", lambda clauses, compiler: _plain_where(clauses))
     _run(group, test)
 
 
