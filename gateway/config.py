@@ -97,9 +97,6 @@ class HdabSettings:
         default=None,
         metadata={"doc": "Private JWK signing permits and status lists; empty = the audit key."},
     )
-    trust_list: Path | None = field(
-        default=None, metadata={"doc": "Trust list of co-issuing HDAB keys (cross-border permits)."}
-    )
     status_list_refresh_seconds: int = field(
         default=900,
         metadata={
@@ -150,9 +147,6 @@ class NodeSettings:
     disclosure_floor: int = field(
         default=5,
         metadata={"doc": "Smallest count ever returned (at least 5); smaller is suppressed."},
-    )
-    trust_list: Path | None = field(
-        default=None, metadata={"doc": "HDAB keys this node accepts permits from."}
     )
     opt_out: Path | None = field(
         default=None,

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
-from gateway.errors import ForbiddenError, NotFoundError, ValidationError
+from gateway.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
 from gateway.http.app import (
     CONFIG_KEY,
     LOG_TAIL_KEY,
@@ -411,7 +411,12 @@ def create_hdab_app(
     async def audit_ready() -> None:
         await components.view.checkpoint()
 
+    async def store_ready() -> None:
+        if await components.view.run_sync(hdab.status_list) is None:
+            raise UnavailableError("no status list published", code="STATUS_LIST_MISSING")
+
     add_ready_check(app, "audit_log", audit_ready)
+    add_ready_check(app, "permit_store", store_ready)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
     return finish(app)
