@@ -201,12 +201,15 @@ def _repeat(c: Compiler, node: Call) -> Fn:
 
     def repeat(focus: list[Any], ctx: Context) -> list[Any]:
         out: list[Any] = []
+        seen: set[int] = set()  # identity: JSON trees have no cycles, but $this would loop
         todo = list(target(focus, ctx))
         while todo:
             nxt: list[Any] = []
             for item in todo:
                 for child in proj([item], ctx):
-                    if not any(child is o for o in out):
+                    key = id(child)
+                    if key not in seen:
+                        seen.add(key)
                         out.append(child)
                         nxt.append(child)
             todo = nxt

@@ -337,3 +337,37 @@ def test_evaluate_tuples_wraps_every_failure_in_a_view_error() -> None:
         view.evaluate_tuples({"resourceType": "Patient", "gender": "female"})
     assert err.value.code == "VIEW_BAD_DATA"  # a Python TypeError inside, reported by code
     assert view.evaluate_tuples({"resourceType": "Patient"}) == [(None, None)]
+
+
+def test_hostile_identifiers_are_data_not_code() -> None:
+    """Element names reach generated Python only through repr(): quotes and newlines are inert."""
+    key = "a'); import os; os._exit(3) #\n\"\\"
+    path = "`" + key.replace("\\", "\\\\").replace("\n", "\\n").replace("`", "\\`") + "`"
+    view = compile_view(_view(select=[{"column": [{"name": "v", "path": path}]}]))
+    assert list(view.rows([{"resourceType": "Patient", key: "ok"}])) == [{"v": "ok"}]
+
+
+def test_deeply_nested_views_fall_back_and_stay_correct() -> None:
+    depth = 30  # beyond CPython's 20 statically nested blocks: the generated runner gives up
+    node: dict[str, Any] = {"column": [{"name": "leaf", "path": "v"}]}
+    for level in range(depth):
+        node = {
+            "forEach": "c",
+            "column": [{"name": f"l{level}", "path": "%rowIndex"}],
+            "select": [node],
+        }
+    view = compile_view({"resource": "Basic", "select": [node]})
+    assert view._runner is None  # the interpretive plan runs it
+    res: dict[str, Any] = {"v": "x"}
+    for _ in range(depth):
+        res = {"c": [res]}
+    res["resourceType"] = "Basic"
+    rows = list(view.rows([res]))
+    assert len(rows) == 1 and rows[0]["leaf"] == "x"
+
+
+def test_repeat_function_terminates_on_self_reference() -> None:
+    view = compile_view(
+        _view(select=[{"column": [{"name": "n", "path": "repeat($this).count()"}]}])
+    )
+    assert list(view.rows([{"resourceType": "Patient"}])) == [{"n": 1}]
