@@ -70,6 +70,15 @@ def parse_lines(
         except orjson.JSONDecodeError as exc:
             if not raw.strip():
                 continue
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM from some exporters
+                try:
+                    obj = loads(raw[3:])
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    if type(obj) is dict:
+                        yield obj
+                        continue
             kind = _classify_bad_line(raw, not raw.endswith(b"\n"))
             report.add(kind, message=_json_message(exc), source=source, line=lineno)
             continue

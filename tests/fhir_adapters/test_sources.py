@@ -285,3 +285,17 @@ def test_ndjson_streams_with_bounded_memory(tmp_path: Path) -> None:
         peak,
         path.stat().st_size,
     )  # ~5 % here: buffers, not the file
+
+
+def test_bom_and_crlf_are_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "win.ndjson"
+    path.write_bytes(
+        b"\xef\xbb\xbf"
+        + orjson.dumps(patient("a"))
+        + b"\r\n"
+        + orjson.dumps(patient("b"))
+        + b"\r\n"
+    )
+    stream = open_stream(path)
+    assert [r["id"] for r in stream] == ["a", "b"]
+    assert stream.report.problems == 0
