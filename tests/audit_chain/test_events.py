@@ -177,7 +177,16 @@ def test_verification_refusals(
     # flipped signature byte, non-canonical base64, garbage
     head, payload, sig = token.split(".")
     flipped = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]
-    for bad in (f"{head}.{payload}.{flipped}", f"{head}.{payload}.{sig}=", "a.b", "x" * 20000):
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert len(sig) % 4 == 2  # 64 bytes: the last character carries 4 unused bits
+    same_bytes = sig[:-1] + alphabet[alphabet.index(sig[-1]) | 1]  # decodes to the same bytes
+    for bad in (
+        f"{head}.{payload}.{flipped}",
+        f"{head}.{payload}.{sig}=",
+        f"{head}.{payload}.{same_bytes}",  # malleated encoding would be a second leaf
+        "a.b",
+        "x" * 20000,
+    ):
         with pytest.raises(AuditSignatureError):
             verify_event(bad, trust)
 
