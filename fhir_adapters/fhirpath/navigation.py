@@ -178,17 +178,18 @@ def step_source(
             ]
         else:
             lines += [f"{indent}    {on_empty}"]
-    lines += [
-        f"if type({v}) is list:",
-        f"    if len({v}) != 1:",
-        f"        if not {v}:",
-        f"            {on_empty}",
-        f"        {on_multi}",
-        f"    {v} = {v}[0]",
-        f"    if {v} is None:",
-        f"        {on_empty}",
-        f"{cur} = {v}",
-    ]
+    if step.key is None or step.check is None:  # a checked typed value is never a list
+        lines += [
+            f"if type({v}) is list:",
+            f"    if len({v}) != 1:",
+            f"        if not {v}:",
+            f"            {on_empty}",
+            f"        {on_multi}",
+            f"    {v} = {v}[0]",
+            f"    if {v} is None:",
+            f"        {on_empty}",
+        ]
+    lines.append(f"{cur} = {v}")
     return lines
 
 
