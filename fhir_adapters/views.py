@@ -2,22 +2,22 @@
 
 ``compile_view(view)`` checks the whole ViewDefinition before any data is read
 (unknown keys, bad column names, unionAll branches whose columns differ,
-undefined constants, FHIRPath syntax) and raises ``ViewDefinitionError``. The
-result, a ``CompiledView``, holds one closure tree per select node; running it
-over a resource stream allocates one tuple per output row and nothing per
-expression environment.
+undefined constants, FHIRPath syntax) and raises ``ViewDefinitionError``.
 
-Row assembly follows the spec's algorithm: a select node evaluates its own
-columns, then each nested ``select`` (cross product), then the ``unionAll``
-branches (concatenated); ``forEach``/``forEachOrNull``/``repeat`` run the node
-once per item, with ``%rowIndex`` the item's index. A node's columns are a
-contiguous span of the view's columns (own columns, then nested selects, then
-unionAll), so partial rows are plain tuples joined by concatenation.
+The result, a ``CompiledView``, runs a view with one generated Python function
+(``view_codegen``: the select tree as nested loops, columns as local variables,
+``where`` clauses first) or, when generation gives up, with the interpretive
+plan of ``view_plan``. Both follow the spec's algorithm: a select node yields
+its own columns, crossed with each nested ``select``, crossed with the
+concatenated ``unionAll`` branches; ``forEach``/``forEachOrNull``/``repeat`` run
+the node once per item with ``%rowIndex`` the item's index. Column order: own
+columns, then nested selects, then unionAll.
 
 Errors on one resource (a ``where`` path that is not boolean, several values in
-a non-collection column) raise ``ViewEvaluationError`` carrying the resource
-type and stream index only, never content. ``rows(..., on_error=callback)``
-reports the error and continues with the next resource instead.
+a non-collection column, data of an unexpected shape) raise
+``ViewEvaluationError`` carrying the resource type and stream index only, never
+content. ``rows(..., on_error=callback)`` reports the error and continues with
+the next resource instead.
 """
 
 from __future__ import annotations
