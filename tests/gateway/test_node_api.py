@@ -328,3 +328,57 @@ async def test_dry_runs_are_for_operators_by_default(
         ).status == 200
     finally:
         await client.close()
+
+
+async def test_network_source_status_reads_the_capability_statement(
+    tmp_path: Path, keys: Keys
+) -> None:
+    from aiohttp import web
+
+    async def metadata(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "resourceType": "CapabilityStatement",
+                "status": "active",
+                "kind": "instance",
+                "fhirVersion": "4.0.1",
+                "format": ["json"],
+                "rest": [
+                    {
+                        "mode": "server",
+                        "resource": [{"type": "Patient"}],
+                        "operation": [{"name": "export"}],
+                    }
+                ],
+            }
+        )
+
+    fhir_app = web.Application()
+    fhir_app.router.add_get("/fhir/metadata", metadata)
+    fhir = await start(fhir_app)
+    base = str(fhir.make_url("/fhir"))
+    config = node_config(
+        tmp_path, tmp_path, EHDS_NODE_FHIR_KIND="search", EHDS_NODE_FHIR_BASE_URL=base
+    )
+    client = await start(create_node_app(config, keys=keys.ring()))
+    try:
+        api = Api(client, "site-a")
+        status = await (await api.call("GET", "/fhir/status", key=keys.operator)).json()
+        assert status["reachable"] is True
+        assert status["capability"]["release"] == "R4"
+        assert "/fhir" not in status["origin"]  # origin only, never the full URL
+        assert (await api.call("GET", "/ready")).status == 200
+        resp = await api.call(
+            "POST", "/features/dry-run", key=keys.operator, json={"spec": synthetic_spec_document()}
+        )
+        await problem(resp, 400, "DRY_RUN_SOURCE_UNSUPPORTED")
+    finally:
+        await client.close()
+    await fhir.close()
+    client = await start(create_node_app(config, keys=keys.ring()))
+    try:
+        resp = await client.get("/ready")  # the FHIR server is gone: not ready, fail closed
+        assert resp.status == 503
+        assert (await resp.json())["checks"]["fhir_source"] == "FHIR_UNAVAILABLE"
+    finally:
+        await client.close()

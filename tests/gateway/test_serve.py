@@ -122,3 +122,47 @@ async def test_status_list_is_republished_on_a_timer(tmp_path: Path, keys: Keys)
         assert await version() > first
     finally:
         await client.close()
+
+
+async def test_in_flight_request_completes_during_shutdown(tmp_path: Path, keys: Keys) -> None:
+    import aiohttp
+
+    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
+    from gateway.http.auth import sign_request
+    from gateway.http.server import serve
+    from gateway.node_service import create_node_app
+    from tests.gateway.conftest import node_config
+
+    (site,) = write_ndjson(CohortConfig(n_patients=300, n_sites=1, seed=3), tmp_path / "site")
+    app = create_node_app(node_config(tmp_path, site), keys=keys.ring())
+    stop = asyncio.Event()
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = asyncio.create_task(
+        serve(
+            app,
+            host="127.0.0.1",
+            port=0,
+            shutdown_timeout=30,
+            on_ready=lambda h, p: ready.set_result(p),
+            stop=stop,
+        )
+    )
+    port = await asyncio.wait_for(ready, 60)
+    body = json.dumps({"spec": synthetic_spec_document()}).encode()
+    header = sign_request(
+        keys.operator, method="POST", path="/features/dry-run", body=body, audience="site-a"
+    )
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(
+            session.post(
+                f"http://127.0.0.1:{port}/features/dry-run",
+                data=body,
+                headers={"Authorization": header, "Content-Type": "application/json"},
+            )
+        )
+        await asyncio.sleep(0.3)  # the dry run is under way
+        stop.set()  # what SIGTERM does
+        resp = await request
+        assert resp.status == 200
+        assert (await resp.json())["patients"] > 0
+    await asyncio.wait_for(server, 60)
