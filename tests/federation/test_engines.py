@@ -109,3 +109,27 @@ def test_deployment_refuses_unregistered_supernode(world: World, tmp_path: Path)
         )
         code = proc.popen.wait(timeout=240)
         assert code != 0  # the SuperLink does not admit a key nobody registered
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_deployment_supernode_killed_mid_run(world: World, tmp_path: Path) -> None:
+    """SIGKILL one SuperNode's process group after round 1; rounds 2.. finish with the other two."""
+    job = world.job(rounds=2, round_timeout=240.0)
+    config = DeploymentConfig(workdir=tmp_path / "deployment")
+    with LocalDeployment(config, job.sites) as deployment:
+
+        def progress(report: RoundReport) -> None:
+            if report.round == 1:
+                deployment.kill_site("site-c")
+
+        result = deployment.run(job, progress)
+    assert result.status == "completed", result.error_code
+    assert result.rounds[0].sites == list(SITES)
+    assert result.rounds[1].sites == ["site-a", "site-b"]
+    assert set(result.failed_sites) == {"site-c"}
+    card = orjson.loads(Path(result.model_card).read_bytes())
+    assert card["sites_failed"] == result.failed_sites
+    failed = [e for e in world.events("coordinator") if e["type"] == "training.site_failed"]
+    assert [e["subject"]["site"] for e in failed] == ["site-c"]
