@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fhir_adapters.errors import FeatureSpecError
 from fhir_adapters.features import FeatureSpec, canonical_json
@@ -102,3 +104,25 @@ def test_not_json() -> None:
         FeatureSpec.from_json(b"{nope")
     with pytest.raises(FeatureSpecError):
         FeatureSpec.from_dict(spec_doc([{**BMI, "window": {"from": float("nan")}}]))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.text(max_size=6), json_values, max_size=6))
+def test_canonical_json_ignores_key_order_and_round_trips(doc: dict) -> None:
+    def reverse(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        if isinstance(value, list):
+            return [reverse(v) for v in value]
+        return value
+
+    canonical = canonical_json(doc)
+    assert canonical_json(reverse(doc)) == canonical
+    assert canonical_json(json.loads(canonical)) == canonical

@@ -87,3 +87,14 @@ def test_centralized_xgboost_auc_in_the_promised_band() -> None:
     model.fit(X[~test], y[~test])
     auc = roc_auc_score(y[test], model.predict_proba(X[test])[:, 1])
     assert 0.75 <= auc <= 0.9, auc
+
+
+def test_generated_resources_are_valid_fhir_r4() -> None:
+    from fhir_adapters.synthetic import concept_maps
+    from fhir_adapters.validation import validation_errors
+
+    cfg = CohortConfig(n_patients=24, n_sites=4, seed=2)
+    resources = [r for s in range(4) for r in site_resources(cfg, s)]
+    assert {r["resourceType"] for r in resources} == {"Patient", "Observation", "Condition"}
+    for r in [*resources, *concept_maps()]:
+        assert validation_errors(r, "R4") == [], (r["resourceType"], r["id"])
