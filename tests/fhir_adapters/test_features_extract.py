@@ -282,3 +282,31 @@ def test_validation_is_limited_to_the_types_the_views_read() -> None:
     everything = ResourceStream([[*_stream(), bad_claim]], validate="full")
     m2 = _run([_feature("n", "count")], everything)
     assert m2.report.quality.counts["invalid_resource"] == 1
+
+
+def test_first_event_index_with_codes_and_offset() -> None:
+    # index = 30 days before the first diabetes diagnosis; features from the year before that
+    stream = [
+        patient("p1"),
+        condition("d1", "p1", "44054006", "2019-06-30"),
+        condition("d2", "p1", "44054006", "2020-06-30"),
+        obs(
+            "g1", "p1", "2339-0", 150, "mg/dL", "2019-05-01"
+        ),  # after the index (2019-05-31)? no: before
+        obs("g2", "p1", "2339-0", 170, "mg/dL", "2019-06-15"),  # after the index: excluded
+        obs("g0", "p1", "2339-0", 120, "mg/dL", "2018-01-01"),  # older than a year: excluded
+        patient("p2"),  # never diagnosed: no index date
+    ]
+    doc = spec_doc(
+        [_feature("g", "max", unit="mg/dL", window={"from": -365, "to": 0})],
+        index={
+            "type": "first_event",
+            "events": "condition",
+            "codes": [{"system": "http://snomed.info/sct", "code": "44054006"}],
+            "offsetDays": -30,
+        },
+    )
+    m = extract_features(FeatureSpec.from_dict(doc), stream)
+    assert m.patient_keys == ["p1"]
+    assert m.report.excluded_no_index == 1
+    _eq(_col(m, "g"), [150])
