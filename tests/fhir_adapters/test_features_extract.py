@@ -292,7 +292,7 @@ def test_first_event_index_with_codes_and_offset() -> None:
         condition("d2", "p1", "44054006", "2020-06-30"),
         obs(
             "g1", "p1", "2339-0", 150, "mg/dL", "2019-05-01"
-        ),  # after the index (2019-05-31)? no: before
+        ),  # in the year before the index (2019-05-31)
         obs("g2", "p1", "2339-0", 170, "mg/dL", "2019-06-15"),  # after the index: excluded
         obs("g0", "p1", "2339-0", 120, "mg/dL", "2018-01-01"),  # older than a year: excluded
         patient("p2"),  # never diagnosed: no index date
