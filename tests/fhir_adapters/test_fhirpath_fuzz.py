@@ -12,7 +12,7 @@ import contextlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fhir_adapters.errors import (
@@ -149,3 +149,95 @@ def test_views_report_bad_resources_and_keep_going(stream: list[Any]) -> None:
         assert isinstance(row["codes"], list)
     for e in errors:
         assert e.code.startswith(("VIEW_", "FHIRPATH_"))
+
+
+# --------------------------------------------------------------------------- generated runner vs plan
+
+_TREE_RESOURCES: list[dict[str, Any]] = [
+    {
+        "resourceType": "Patient",
+        "id": "a",
+        "name": [
+            {"family": "F1", "given": ["g1", "g2"], "use": "official"},
+            {"family": "F2", "given": []},
+        ],
+        "contact": [{"name": {"family": "C1"}, "telecom": [{"value": "t1"}, {"value": "t2"}]}],
+        "item": [{"linkId": "1", "item": [{"linkId": "1.1"}]}, {"linkId": "2"}],
+    },
+    {"resourceType": "Patient", "id": "b", "name": [{"family": "F3"}], "contact": []},
+    {"resourceType": "Patient", "id": "c"},
+]
+_ITER_PATHS = ["name", "contact", "contact.telecom", "name.given", "identifier", "item", "telecom"]
+_COL_PATHS = ["id", "family", "given", "value", "linkId", "%rowIndex", "'lit'", "name.family.first()",
+              "getResourceKey()", "use = 'official'", "given.exists()", "$this"]  # fmt: skip
+
+
+@st.composite
+def _select_nodes(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    mode = draw(st.sampled_from([None, "forEach", "forEachOrNull", "repeat"]))
+    if mode == "repeat":
+        node["repeat"] = ["item"]
+    elif mode is not None:
+        node[mode] = draw(st.sampled_from(_ITER_PATHS))
+    n_cols = draw(st.integers(0, 2))
+    if n_cols:
+        node["column"] = [
+            {"name": "x", "path": draw(st.sampled_from(_COL_PATHS)), "collection": True}
+            for _ in range(n_cols)
+        ]
+    if depth < 2:
+        subs = draw(st.lists(_select_nodes(depth + 1), max_size=2))
+        if subs:
+            node["select"] = subs
+        if draw(st.booleans()):
+            branch = draw(_select_nodes(depth + 1))
+            node["unionAll"] = [branch, branch]
+    if not any(k in node for k in ("column", "select", "unionAll")):
+        node["column"] = [{"name": "x", "path": "id"}]
+    return node
+
+
+def _name_columns(node: dict[str, Any], counter: list[int]) -> None:
+    for col in node.get("column", []):
+        col["name"] = f"c{counter[0]}"
+        counter[0] += 1
+    for sub in node.get("select", []):
+        _name_columns(sub, counter)
+    branches = node.get("unionAll", [])
+    if branches:
+        start = counter[0]
+        _name_columns(branches[0], counter)
+        end = counter[0]
+        for br in branches[1:]:
+            counter[0] = start
+            _name_columns(br, counter)
+            counter[0] = end
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(st.lists(_select_nodes(), min_size=1, max_size=2))
+def test_generated_runner_matches_the_interpretive_plan(selects: list[dict[str, Any]]) -> None:
+    import copy
+
+    import fhir_adapters.views as views
+
+    view = {"resource": "Patient", "select": copy.deepcopy(selects)}
+    _name_columns({"select": view["select"]}, [0])
+    compiled = compile_view(view)
+    assume(compiled._runner is not None)  # very large trees keep the interpretive plan
+    generated = [compiled.evaluate_tuples(r) for r in _TREE_RESOURCES]
+    original = views.generate_runner
+    views.generate_runner = lambda *args: None  # type: ignore[assignment]
+    try:
+        plain = compile_view(view)
+    finally:
+        views.generate_runner = original
+    assert plain._runner is None
+    interpreted = [plain.evaluate_tuples(r) for r in _TREE_RESOURCES]
+    assert generated == interpreted
