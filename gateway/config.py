@@ -51,7 +51,7 @@ class AuthSettings:
         default=None,
         metadata={
             "doc": "JWKS file of known client public keys (each with ehds_org and ehds_roles); "
-            "none = every write is refused."
+            "empty = <data_dir>/<service>-clients.jwks.json if present, else every signed route is refused."
         },
     )
     clock_skew_seconds: int = field(
@@ -185,6 +185,14 @@ class GatewayConfig:
     @property
     def org(self) -> str:
         return self.hdab.id if self.service == "hdab" else self.node.site
+
+    @property
+    def clients_file(self) -> Path | None:
+        """``auth.clients``, else ``<data_dir>/<service>-clients.jwks.json`` if it exists."""
+        if self.auth.clients is not None:
+            return self.auth.clients
+        default = self.data_dir / f"{self.service}-clients.jwks.json"
+        return default if default.exists() else None
 
     @property
     def audit_database(self) -> str:

@@ -381,7 +381,7 @@ def create_hdab_app(
 
     if config.service != "hdab":
         raise ValueError("create_hdab_app needs a config loaded with service='hdab'")
-    keys = keys if keys is not None else KeyRing.from_file(config.auth.clients)
+    keys = keys if keys is not None else KeyRing.from_file(config.clients_file)
     app = base_app(config, keys=keys, metrics=metrics)
     m = app[METRICS_KEY]
     components, tail = metered(audit if audit is not None else open_audit(config), m)

@@ -228,7 +228,7 @@ def create_node_app(
 
     if config.service != "node":
         raise ValueError("create_node_app needs a config loaded with service='node'")
-    keys = keys if keys is not None else KeyRing.from_file(config.auth.clients)
+    keys = keys if keys is not None else KeyRing.from_file(config.clients_file)
     app = base_app(config, keys=keys, metrics=metrics)
     components, tail = metered(audit if audit is not None else open_audit(config), app[METRICS_KEY])
     app[LOG_TAIL_KEY] = tail

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.commands._clients import register_client_commands
 from gateway.commands._serve import add_serve_options, run_service
 
 
@@ -25,3 +26,4 @@ def register(sub: Any) -> None:
     )
     add_serve_options(serve)
     serve.set_defaults(func=_serve)
+    register_client_commands(commands, "hdab")

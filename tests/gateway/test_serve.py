@@ -166,3 +166,46 @@ async def test_in_flight_request_completes_during_shutdown(tmp_path: Path, keys:
         assert resp.status == 200
         assert (await resp.json())["patients"] > 0
     await asyncio.wait_for(server, 60)
+
+
+def test_client_commands_manage_the_file_serve_reads(tmp_path: Path) -> None:
+    from gateway.cli import main
+    from gateway.config import load_config
+    from gateway.keystore import KeyRing, generate_key, thumbprint
+
+    key = generate_key()
+    public = tmp_path / "alice.pub.jwk"
+    public.write_text(key.export_public())
+    private = tmp_path / "alice.jwk"
+    private.write_text(key.export_private())
+    base = ["hdab", "client"]
+    common = ["--data-dir", str(tmp_path)]
+    assert (
+        main(
+            [
+                *base,
+                "add",
+                *common,
+                "--key",
+                str(public),
+                "--org",
+                "hdab-fi",
+                "--role",
+                "hdab_staff",
+            ]
+        )
+        == 0
+    )
+    config = load_config(service="hdab", env={"EHDS_DATA_DIR": str(tmp_path)})
+    assert config.clients_file == tmp_path / "hdab-clients.jwks.json"
+    ring = KeyRing.from_file(config.clients_file)
+    assert ring.get(thumbprint(key)) is not None
+    # a private key is refused and the file is left as it was
+    assert (
+        main([*base, "add", *common, "--key", str(private), "--org", "x", "--role", "data_user"])
+        == 2
+    )
+    assert len(KeyRing.from_file(config.clients_file)) == 1
+    assert main([*base, "remove", *common, "--kid", thumbprint(key)]) == 0
+    assert len(KeyRing.from_file(config.clients_file)) == 0
+    assert main([*base, "remove", *common, "--kid", thumbprint(key)]) == 2
