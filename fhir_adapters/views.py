@@ -22,6 +22,7 @@ the next resource instead.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -120,11 +121,22 @@ class CompiledView:
         self._root = root
         self._where_ok = where_ok
         self._runner = runner  # generated whole-tree function (view_codegen), if any
+        self._definition: tuple[dict[str, Any], dict[str, Any] | None] | None = None
         # one row per resource (no forEach/unionAll/nested iteration): no list per resource
         self._single_row = root.mode is None and not root.selects and not root.union
 
     def __repr__(self) -> str:
         return f"CompiledView(resource={self.resource!r}, columns={list(self.column_names)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the definition, recompiled on load (generated code does not pickle).
+
+        Lets a compiled view travel to worker processes (multiprocessing, Ray).
+        """
+        if self._definition is None:
+            raise TypeError("a view compiled with a custom engine cannot be pickled")
+        view, constants = self._definition
+        return (_recompile, (view, constants))
 
     def evaluate_tuples(self, resource: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of one resource (assumed of ``self.resource`` type) as tuples in column order.
@@ -455,6 +467,13 @@ def compile_view(
     compiler = vc.compiler()
     where_ok = where_function(where_plans, compiler)
     runner = generate_runner(root, compiler, where_plans)
-    return CompiledView(
+    compiled = CompiledView(
         rtype, columns, root, where_ok, name if isinstance(name, str) else None, runner
     )
+    if engine is None:
+        compiled._definition = (copy.deepcopy(dict(view)), dict(constants) if constants else None)
+    return compiled
+
+
+def _recompile(view: dict[str, Any], constants: dict[str, Any] | None) -> CompiledView:
+    return compile_view(view, constants=constants)

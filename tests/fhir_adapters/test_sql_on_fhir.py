@@ -371,3 +371,19 @@ def test_repeat_function_terminates_on_self_reference() -> None:
         _view(select=[{"column": [{"name": "n", "path": "repeat($this).count()"}]}])
     )
     assert list(view.rows([{"resourceType": "Patient"}])) == [{"n": 1}]
+
+
+def test_compiled_views_pickle_by_recompiling() -> None:
+    import pickle
+
+    view = compile_view(
+        _view(
+            constant=[{"name": "use", "valueString": "official"}],
+            select=[{"column": [{"name": "family", "path": "name.where(use = %use).family"}]}],
+        ),
+        constants={"use": "maiden"},
+    )
+    clone = pickle.loads(pickle.dumps(view))
+    pt = {"resourceType": "Patient", "name": [{"use": "maiden", "family": "Roe"}]}
+    assert clone.column_names == view.column_names
+    assert list(clone.rows([pt])) == list(view.rows([pt])) == [{"family": "Roe"}]
