@@ -145,6 +145,9 @@ class CompiledView:
         evaluated; the caller counts it and goes on.
         """
         try:
+            runner = self._runner
+            if runner is not None:
+                return runner(resource, Context(resource, 0))
             return self._eval(resource, Context(resource, 0))
         except _DATA_ERRORS as exc:
             raise _wrap(exc, self.resource, None) from exc
