@@ -44,6 +44,8 @@ NODE_DATA_KEY = web.AppKey("ehds_node_data", NodeData)
 NODE_AUDIT_KEY = web.AppKey("ehds_node_audit", AuditComponents)
 SUPERNODE_KEY = web.AppKey("ehds_supernode", SuperNode)
 EXECUTOR_KEY = web.AppKey("ehds_node_executor", ThreadPoolExecutor)
+DRY_RUN_SLOTS_KEY = web.AppKey("ehds_dry_run_slots", asyncio.Semaphore)
+MAX_DRY_RUNS = 2  # one running, one waiting
 MAX_AUDIT_EVENTS = 500
 FHIR_JSON = "application/fhir+json"
 
@@ -82,8 +84,14 @@ async def post_dry_run(request: web.Request) -> web.Response:
         raise ValidationError("'spec' must be a feature specification object")
     app = request.app
     data = app[NODE_DATA_KEY]
-    loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(app[EXECUTOR_KEY], lambda: data.dry_run(spec))
+    slots = app[DRY_RUN_SLOTS_KEY]
+    if slots.locked():
+        # A full pass over the hospital's data each: queueing more would only let
+        # one client starve the gateway. Refuse early; nothing was read or written.
+        raise UnavailableError("dry runs are busy; retry shortly", code="DRY_RUN_BUSY")
+    async with slots:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(app[EXECUTOR_KEY], lambda: data.dry_run(spec))
     components = app[NODE_AUDIT_KEY]
     details = {
         "spec_hash": result["spec_hash"],
@@ -180,7 +188,7 @@ def node_routes(dry_run_roles: tuple[str, ...] = ("operator",)) -> list[RouteSpe
             response_schema=DRY_RUN_SCHEMA,
             responses={
                 422: "Invalid spec or cohort below the disclosure floor (BELOW_DISCLOSURE_FLOOR)",
-                503: "FHIR source unavailable",
+                503: "FHIR source unavailable, or dry runs busy (DRY_RUN_BUSY)",
             },
         ),
         RouteSpec(
@@ -242,6 +250,7 @@ def create_node_app(
         else SuperNode(config.node.flower, stop_timeout=config.server.shutdown_timeout)
     )
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-dryrun")
+    app[DRY_RUN_SLOTS_KEY] = asyncio.Semaphore(MAX_DRY_RUNS)
     entry_readers = frozenset({"operator", "auditor"})
     install(app, node_routes(config.node.dry_run_roles) + audit_routes(entries_roles=entry_readers))
 

@@ -382,3 +382,24 @@ async def test_network_source_status_reads_the_capability_statement(
         assert (await resp.json())["checks"]["fhir_source"] == "FHIR_UNAVAILABLE"
     finally:
         await client.close()
+
+
+async def test_concurrent_dry_runs_beyond_the_limit_are_refused_early(
+    node: Api, keys: Keys
+) -> None:
+    from gateway.node_service import MAX_DRY_RUNS
+
+    spec = {"spec": synthetic_spec_document()}
+    results = await asyncio.gather(
+        *(
+            node.call("POST", "/features/dry-run", key=keys.operator, json=spec)
+            for _ in range(MAX_DRY_RUNS + 2)
+        )
+    )
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(200) >= 1
+    assert statuses.count(503) >= 1  # all arrive within milliseconds; a dry run takes seconds
+    assert set(statuses) <= {200, 503}
+    for r in results:
+        if r.status == 503:
+            assert (await r.json(content_type=None))["code"] == "DRY_RUN_BUSY"
