@@ -121,6 +121,8 @@ def _from_payload(raw: bytes, kid: str, token: str) -> Checkpoint:
         when = check_time(p["time"])
     except AuditError as exc:
         raise AuditCheckpointError(str(exc)) from exc
+    if orjson.dumps(p, option=orjson.OPT_SORT_KEYS) != raw:
+        raise AuditCheckpointError("checkpoint payload is not canonical JSON")
     return Checkpoint(p["origin"], size, parse_root(p["root"]), when, kid, token)
 
 

@@ -113,6 +113,10 @@ def _payload_event(parsed: Compact) -> Event:
     except orjson.JSONDecodeError as exc:
         raise AuditSchemaError("event payload is not JSON") from exc
     event = Event.from_payload(payload)
+    if event.payload_bytes() != parsed.payload:
+        # duplicate keys, whitespace or key order would let two parsers read one signed
+        # event differently, and give one event several byte forms (several leaves)
+        raise AuditSchemaError("event payload is not canonical JSON (sorted keys, no whitespace)")
     if event.kid != parsed.header["kid"]:
         raise AuditActorError("payload actor.kid is not the key that signed the event")
     return event

@@ -91,8 +91,9 @@ def verify_log(
 
     ``trusted``: checkpoints the caller holds from earlier (e.g.
     ``CheckpointVerifier.history``); they are re-verified and the log must extend
-    them. ``log_org``: the organisation whose keys may sign this log's checkpoints
-    (default: any key in ``trust``).
+    them. ``log_org``: the organisation whose keys may sign this log's checkpoints;
+    pass it. Without it any trusted key may, but all checkpoints must come from
+    one organisation.
     """
     held = [trusted] if isinstance(trusted, Checkpoint) else list(trusted or [])
     # Checkpoints first, then the head: appends commit both together and only grow,
@@ -149,12 +150,16 @@ class _State:
 def _verified_checkpoints(
     log_id: str, rows: Sequence[tuple[int, bytes, str]], trust: TrustStore, log_org: str | None
 ) -> list[Checkpoint]:
-    out = []
+    out: list[Checkpoint] = []
     for size, root, token in rows:
         try:
             cp = verify_checkpoint(token, trust, origin=log_id, log_org=log_org)
         except AuditError as exc:
             raise _Failure(None, exc.code, f"checkpoint of size {size}: {exc}") from exc
+        if log_org is None and out and trust.get(cp.kid).org != trust.get(out[0].kid).org:
+            raise _Failure(
+                None, BAD_CHECKPOINT, f"checkpoint of size {size} is signed by another organisation"
+            )
         if cp.size != size or cp.root != root:
             raise _Failure(
                 None,

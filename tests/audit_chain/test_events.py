@@ -203,3 +203,18 @@ def test_trust_store_and_signer_files(
     assert again.kid == actor_es256.kid and again.alg == "ES256"
     with pytest.raises(AuditKeyError):
         EventSigner("x", actor_es256.public_jwk())  # a public key cannot sign
+
+
+def test_non_canonical_payload_refused(actor: EventSigner, trust: TrustStore) -> None:
+    event = build_event(
+        "access.allowed", org=actor.org, kid=actor.kid, subject={"job": "j"}, details={}
+    )
+    canonical = event.payload_bytes()
+    for variant in (
+        canonical.replace(b",", b", "),  # whitespace
+        json.dumps(event.to_payload()).encode(),  # unsorted keys with spaces
+        canonical[:-1] + b',"v":1}',  # duplicate key
+    ):
+        with pytest.raises(AuditSchemaError):
+            verify_event(actor.sign(variant, EVENT_TYP), trust)
+    assert verify_event(actor.sign(canonical, EVENT_TYP), trust).event == event
