@@ -268,3 +268,20 @@ def test_verify_while_appending_is_not_a_false_alarm(
     finally:
         stop.set()
         t.join()
+
+
+def test_checkpoint_forged_by_another_trusted_key(
+    filled: AuditLog, trust: TrustStore, actor: EventSigner
+) -> None:
+    from audit_chain.checkpoint import sign_checkpoint
+
+    forged = sign_checkpoint(actor, LOG_ID, N, filled.root())  # an event signer, not the log
+    _exec(
+        filled,
+        update(CHECKPOINTS)
+        .where(and_(CHECKPOINTS.c.log_id == LOG_ID, CHECKPOINTS.c.size == N))
+        .values(token=forged.token),
+    )
+    for kw in ({}, {"log_org": "hospital-a"}):
+        report = verify_log(filled, trust, **kw)  # type: ignore[arg-type]
+        assert not report.ok and report.reason == "AUDIT_BAD_CHECKPOINT", report
