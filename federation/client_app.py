@@ -180,6 +180,12 @@ def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) ->
         return wire.site_reply(msg, site_id=site.site_id, error=reason)
     subject["permit"] = terms.permit_jti
     try:
+        global_pack = trees.decode_pack(wire.pack_bytes(msg.content, wire.GLOBAL))
+        if (global_pack["objective"], global_pack["num_class"]) != (
+            params.objective,
+            params.num_class,
+        ):
+            raise JobConfigError("global model and parameters disagree on the task")
         spec = orjson.loads(_str(cfg, "spec"))
         data = _load_features(site, spec, spec_hash, audit, subject)
         site_ops.check_site_rows(data, terms)
@@ -187,7 +193,6 @@ def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) ->
         split = site_ops.split_rows(
             data.rows, float(fraction) if isinstance(fraction, float) else 0.0, params.seed
         )
-        global_pack = trees.decode_pack(wire.pack_bytes(msg.content, wire.GLOBAL))
         if operation == "train":
             return _train(
                 msg, site.site_id, audit, subject, cfg, data, split, global_pack, params, terms
