@@ -51,9 +51,11 @@ from fhir_adapters.fhirpath.navigation import Step, make_chain
 from fhir_adapters.fhirpath.values import (
     Quantity,
     Temporal,
+    as_temporal,
     compare_items,
     item_equal,
     item_equivalent,
+    temporal_add,
     to_decimal,
 )
 
@@ -259,6 +261,16 @@ def _arith(op: str, a: Any, b: Any) -> Any:
     if not (_num(a) and _num(b)) or type(a) is bool or type(b) is bool:
         if type(a) is Quantity and type(b) is Quantity and a.unit == b.unit and op in "+-":
             return Quantity(_arith(op, a.value, b.value), a.unit)
+        if type(b) is Quantity and op in "+-" and (type(a) is Temporal or type(a) is str):
+            ta = as_temporal(a, "DateTime")
+            if ta is not None and type(a) is str and "T" not in a:
+                ta = Temporal(ta.kind if len(ta.parts) > 3 else "Date", ta.parts, ta.tz, a)
+            moved = None if ta is None else temporal_add(ta, b, 1 if op == "+" else -1)
+            if moved is None:
+                raise FhirPathEvaluationError(
+                    f"operator {op!r}: not a date and a calendar duration"
+                )
+            return moved
         raise FhirPathEvaluationError(f"operator {op!r}: operands are not numbers")
     if op == "/":
         if b == 0:

@@ -278,3 +278,90 @@ def _sec_text(s: float | None, high: bool) -> str:
     if frac == 0 and float(s).is_integer():
         return f"{whole:02d}.999" if high else f"{whole:02d}.000"
     return f"{s:06.3f}"
+
+
+# Calendar duration units (FHIRPath keywords and their UCUM codes) -> canonical unit.
+_DURATION_UNITS: dict[str, str] = {
+    **{u: "year" for u in ("year", "years", "a")},
+    **{u: "month" for u in ("month", "months", "mo")},
+    **{u: "week" for u in ("week", "weeks", "wk")},
+    **{u: "day" for u in ("day", "days", "d")},
+    **{u: "hour" for u in ("hour", "hours", "h")},
+    **{u: "minute" for u in ("minute", "minutes", "min")},
+    **{u: "second" for u in ("second", "seconds", "s")},
+    **{u: "millisecond" for u in ("millisecond", "milliseconds", "ms")},
+}
+_SECONDS = {
+    "week": 604800,
+    "day": 86400,
+    "hour": 3600,
+    "minute": 60,
+    "second": 1,
+    "millisecond": 0.001,
+}
+# parts needed before a unit can be applied exactly (Y, M, D, h, m, s)
+_PRECISION = {"day": 3, "hour": 4, "minute": 5, "second": 6, "millisecond": 6}
+
+
+def temporal_add(t: Temporal, q: Quantity, sign: int) -> Temporal | None:
+    """``date ± quantity`` (FHIRPath §6.6.1): calendar units, result at the input's precision.
+
+    Years and months move the calendar fields (the day is clamped to the month's
+    end); shorter units are applied as elapsed time when the value is precise
+    enough, else truncated to whole units of the value's precision (a Date plus
+    36 hours is a Date plus 1 day). Returns None for non-calendar units.
+    """
+    unit = _DURATION_UNITS.get(q.unit)
+    if unit is None or t.kind == "Time" or not isinstance(q.value, int | float):
+        return None
+    p = list(t.parts)
+    n = len(p)
+    amount = q.value * sign
+    if unit in ("year", "month"):
+        months = int(amount) * (12 if unit == "year" else 1)
+        if n == 1 and unit == "month":
+            months = (abs(months) // 12) * (1 if months >= 0 else -1) * 12
+        y, m = divmod((p[0] * 12 + (p[1] - 1 if n > 1 else 0)) + months, 12)
+        p[0] = y
+        if n > 1:
+            p[1] = m + 1
+        if n > 2:
+            p[2] = min(p[2], calendar.monthrange(p[0], p[1])[1])
+        return _temporal_from_parts(t, p)
+    seconds = amount * _SECONDS[unit]
+    if n < 3:
+        return None if abs(seconds) < 86400 * 28 else _temporal_from_parts(t, p)
+    precision_unit = {3: "day", 4: "hour", 5: "minute"}.get(n, "second")
+    if n < _PRECISION[unit] or n < 6:
+        step = _SECONDS[precision_unit]
+        seconds = int(seconds / step) * step
+    hour = int(p[3]) if n > 3 else 0
+    minute = int(p[4]) if n > 4 else 0
+    base = datetime(p[0], p[1], p[2], hour, minute)
+    frac = float(p[5]) if n > 5 else 0.0
+    moved = base + timedelta(seconds=seconds + frac)
+    out: list[Any] = [moved.year, moved.month, moved.day, moved.hour, moved.minute]
+    out.append(moved.second + moved.microsecond / 1e6)
+    return _temporal_from_parts(t, out[:n])
+
+
+def _temporal_from_parts(t: Temporal, p: list[Any]) -> Temporal:
+    text = f"{p[0]:04d}"
+    if len(p) > 1:
+        text += f"-{p[1]:02d}"
+    if len(p) > 2:
+        text += f"-{p[2]:02d}"
+    if len(p) > 3:
+        text += f"T{p[3]:02d}"
+    if len(p) > 4:
+        text += f":{p[4]:02d}"
+    if len(p) > 5:
+        sec = float(p[5])
+        text += f":{sec:06.3f}" if not sec.is_integer() else f":{int(sec):02d}"
+    if t.tz is not None and len(p) > 3:
+        tz = t.tz
+        text += (
+            "Z" if tz == 0 else f"{'-' if tz < 0 else '+'}{abs(tz) // 60:02d}:{abs(tz) % 60:02d}"
+        )
+    kind = "Date" if t.kind == "Date" else "DateTime"
+    return Temporal(kind, tuple(p), t.tz, text)

@@ -426,3 +426,26 @@ def test_bad_regex_and_bad_argument_types_are_evaluation_errors() -> None:
         ev("gender.matches(1)")
     assert ev("gender.replaceMatches('f(e)m', '<$1>')") == ["<e>ale"]
     assert ev("gender.replaceMatches('e', '\\\\')") == ["f\\mal\\"]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("birthDate + 18 years", ["1988-06"]),  # PATIENT.birthDate is "1970-06"
+        ("@1970-06-15 + 18 'a'", ["1988-06-15"]),
+        ("@2020-01-31 + 1 month", ["2020-02-29"]),  # clamped to the month's end
+        ("@2020-03 + 13 months", ["2021-04"]),
+        ("@2020-01-01 + 36 hours", ["2020-01-02"]),  # truncated to the date's precision
+        ("@2019-02-28T23:00:00Z + 2 hours", ["2019-03-01T01:00:00Z"]),
+        ("@2020-01-01 - 1 day", ["2019-12-31"]),
+        ("@1970-06-15 + 18 years <= @1988-06-15", [True]),
+    ],
+)
+def test_date_arithmetic_with_calendar_durations(expr: str, expected: list[Any]) -> None:
+    out = [str(v) if type(v).__name__ == "Temporal" else v for v in ev(expr)]
+    assert out == expected
+
+
+def test_date_arithmetic_with_a_non_calendar_unit_is_an_error() -> None:
+    with pytest.raises(FhirPathEvaluationError):
+        ev("@2020-01-01 + 3 'mg'")
