@@ -67,12 +67,11 @@ class Context:
     evaluating), so evaluation allocates nothing for the environment.
     """
 
-    __slots__ = ("index", "root", "row_index")
+    __slots__ = ("root", "row_index")
 
     def __init__(self, root: Any = None, row_index: int = 0) -> None:
         self.root = root
         self.row_index = row_index
-        self.index = 0
 
 
 Fn = Callable[[list[Any], Context], list[Any]]
@@ -400,8 +399,7 @@ class Compiler:
     def _special(self, name: str) -> Fn:
         if name == "this":
             return _identity
-        if name == "index":
-            return lambda focus, ctx: [ctx.index]
+        # $index/$total are not tracked by the iterating functions: refuse, never guess
         raise FhirPathCompileError(f"${name} is not supported")
 
     def _const(self, name: str) -> Fn:

@@ -83,6 +83,7 @@ def test_syntax_errors_have_a_stable_code(expr: str) -> None:
         ("name.first(1)", "arguments"),
         ("%undefined", "undefined constant"),
         ("name.ofType(notAType)", "unknown type"),
+        ("name.where($index = 0)", "not supported"),
     ],
 )
 def test_compile_errors(expr: str, message: str) -> None:
