@@ -34,6 +34,8 @@ async def test_openapi_matches_the_routes(service: str, hdab: Api, node: Api) ->
         registered.add((route.method, openapi_path(route.resource.canonical)))
     assert documented == registered
     assert set(_app(api)[SPECS_KEY]) == {(m, p) for m, p in registered}
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
     for path, ops in doc["paths"].items():
         for name in re.findall(r"\{(\w+)\}", path):
             for op in ops.values():
