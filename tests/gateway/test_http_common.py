@@ -134,3 +134,34 @@ async def test_access_log_is_json_without_personal_data(
         assert forbidden not in text
     assert {"method", "route", "status", "ms", "request_id", "kid"} <= set(lines[-1])
     assert lines[-1]["route"] == "/applications/{id}"
+
+
+async def test_responses_match_their_documented_schemas(hdab: Api, keys: Keys) -> None:
+    from jsonschema import Draft202012Validator
+
+    await hdab.call(
+        "POST", "/applications", key=keys.user, json=application_body(keys.user, keys.person)
+    )
+    doc = await (await hdab.call("GET", "/openapi.json")).json()
+    problem_schema = doc["components"]["schemas"]["Problem"]
+    for path, template in [
+        ("/health", "/health"),
+        ("/register", "/register"),
+        ("/.well-known/jwks.json", "/.well-known/jwks.json"),
+        ("/status-list", "/status-list"),
+        ("/audit/checkpoint", "/audit/checkpoint"),
+        ("/audit/entries", "/audit/entries"),
+        ("/audit/entries/0", "/audit/entries/{index}"),
+        ("/audit/proof/inclusion?index=0", "/audit/proof/inclusion"),
+        ("/audit/proof/consistency?first=1", "/audit/proof/consistency"),
+    ]:
+        resp = await hdab.call("GET", path)
+        assert resp.status == 200, path
+        schema = doc["paths"][template]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]
+        Draft202012Validator(schema).validate(await resp.json())
+    for path in ("/nope", "/audit/entries/999", "/permits/x"):
+        Draft202012Validator(problem_schema).validate(
+            await (await hdab.call("GET", path)).json(content_type=None)
+        )

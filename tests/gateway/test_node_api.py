@@ -61,6 +61,13 @@ async def test_dry_run_returns_only_counts_and_is_audited(node: Api, keys: Keys)
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body["patients"] == 120
+    from jsonschema import Draft202012Validator
+
+    doc = await (await node.call("GET", "/openapi.json")).json()
+    schema = doc["paths"]["/features/dry-run"]["post"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]
+    Draft202012Validator(schema).validate(body)
     floor = body["disclosure_floor"]
     for counts in body["features"].values():
         for n in counts.values():
