@@ -176,9 +176,14 @@ def permit_guard(
 
 
 class PermitRequestSigner:
-    """Signs ``permits.request`` proofs with the data user's (authorised person's) key."""
+    """Signs ``permits.request`` proofs with the data user's (authorised person's) key.
 
-    def __init__(self, key_path: str, permit_token: str, ttl: int = 120) -> None:
+    ``ttl`` defaults to the longest window ``permits`` accepts (300 s): a
+    request is signed when the round is configured, and a deployed SuperNode
+    may pick it up only after its poll interval plus a ClientApp start-up.
+    """
+
+    def __init__(self, key_path: str, permit_token: str, ttl: int = 300) -> None:
         self.key = load_jwk(Path(key_path))
         plan = read_permit(permit_token)
         self.jti = plan.jti
@@ -197,7 +202,7 @@ class PermitRequestSigner:
         )
 
 
-def request_signer(*, key_path: str, permit_token: str, ttl: int = 120) -> PermitRequestSigner:
+def request_signer(*, key_path: str, permit_token: str, ttl: int = 300) -> PermitRequestSigner:
     return PermitRequestSigner(key_path, permit_token, ttl)
 
 
