@@ -78,6 +78,7 @@ class _Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    args: list[str]
 
 
 class LocalDeployment:
@@ -122,7 +123,7 @@ class LocalDeployment:
                 cwd=self.root,
                 start_new_session=True,  # its own process group: stopped together, by PID
             )
-        proc = _Proc(name, popen, log)
+        proc = _Proc(name, popen, log, list(args))
         self.procs.append(proc)
         return proc
 
