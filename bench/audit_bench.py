@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "bench": "audit_chain",
         "quick": args.quick,
+        "calibration_ms": round(cal, 1),
         "target_appends_per_s": TARGET_APPENDS_PER_S,
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     results["sqlite_meets_target"] = (
         results["sqlite"]["appends_per_s_batched"] >= TARGET_APPENDS_PER_S
     )
+    results["calibration_ms_end"] = round(calibration_ms(), 1)
     print(json.dumps(results, separators=(",", ":")))
     return 0
 
