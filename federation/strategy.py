@@ -87,6 +87,7 @@ class XgbStrategy(Strategy):
         self._excluded: set[int] = set()
         self._addressed: list[int] = []
         self._connected: set[int] = set()
+        self._sent: list[Message] = []
 
     # -- helpers ------------------------------------------------------------------
     def _subject(self, **extra: str) -> dict[str, str]:
@@ -159,6 +160,12 @@ class XgbStrategy(Strategy):
             details={"round": server_round, "reason": reason},
         )
 
+    def _origin(self, msg: Message) -> int:
+        """The node a reply is about: error replies made by the SuperLink for a lost
+        node carry the SuperLink as source, so match them to the request they answer."""
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+        return sent.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+
     def _reply_site(self, msg: Message) -> tuple[str | None, str | None]:
         """(site id, error code) from a reply's site record."""
         record = msg.content.config_records.get(wire.SITE)
@@ -185,7 +192,8 @@ class XgbStrategy(Strategy):
     ) -> Iterable[Message]:
         self._round_started = time.monotonic()
         self._addressed = self._nodes(grid, server_round)
-        return self._messages(server_round, self._addressed, "train", MessageType.TRAIN)
+        self._sent = self._messages(server_round, self._addressed, "train", MessageType.TRAIN)
+        return self._sent
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -193,12 +201,12 @@ class XgbStrategy(Strategy):
         expected = trees.header(self.state.global_pack)
         parts: list[tuple[str, trees.Pack, int, int]] = []
         replies = list(replies)
-        answered = {msg.metadata.src_node_id for msg in replies}
+        answered = {self._origin(msg) for msg in replies}
         for node in self._addressed:
             if node not in answered:
                 self._fail(server_round, node, "no_reply")
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = self._origin(msg)
             if msg.has_error():
                 self._fail(server_round, node, "site_unreachable")
                 continue
