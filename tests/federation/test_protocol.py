@@ -265,3 +265,39 @@ def test_cyclic_skips_a_failed_site_and_continues(
     assert per_round[0] == ["site-a"] and per_round[1] == ["site-b"] and per_round[2] == []
     assert all(len(s) == 1 for s in per_round[3:])
     assert result.contributing_sites == ["site-a", "site-b"]
+
+
+def test_local_fhir_job_trains_on_the_synthetic_fhir_cohort(tmp_path: Path) -> None:
+    """End to end from FHIR NDJSON: spec hash, extraction at each site, permit, release."""
+    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
+
+    from federation.adapters import spec_hash_of
+    from federation.devpermit import build_permit_world
+    from federation.jobs import local_fhir_job
+
+    folders = write_ndjson(CohortConfig(n_patients=900, n_sites=3, seed=5), tmp_path / "fhir")
+    spec = synthetic_spec_document()
+    sites = {f.name: f for f in folders}
+    permit = build_permit_world(
+        tmp_path / "permit", holders=list(sites), spec_hash=spec_hash_of(spec)
+    )
+    job = local_fhir_job(
+        job_id="fhir-job",
+        workdir=tmp_path / "work",
+        site_sources=sites,
+        spec=spec,
+        permit_token=permit.permit_token,
+        user_key=permit.user_key,
+        trust_list=permit.trust_list,
+        status_list=permit.status_list,
+        rounds=2,
+        params=BoosterParams(max_depth=3, min_child_weight=5),
+    )
+    _grid, result = _run(job)
+    assert result.status == "completed", result.error_code
+    assert result.contributing_sites == sorted(sites)
+    for site in sites:
+        lines = (tmp_path / "work" / "sites" / site / "audit.jsonl").read_bytes().splitlines()
+        extracted = [orjson.loads(x) for x in lines if b"data.extracted" in x]
+        assert extracted and extracted[0]["details"]["spec_hash"] == job.spec_hash
+        assert extracted[0]["details"]["features"] == len(job.feature_names)
