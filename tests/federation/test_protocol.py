@@ -269,11 +269,10 @@ def test_cyclic_skips_a_failed_site_and_continues(
 
 def test_local_fhir_job_trains_on_the_synthetic_fhir_cohort(tmp_path: Path) -> None:
     """End to end from FHIR NDJSON: spec hash, extraction at each site, permit, release."""
-    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
-
     from federation.adapters import spec_hash_of
     from federation.devpermit import build_permit_world
     from federation.jobs import local_fhir_job
+    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
 
     folders = write_ndjson(CohortConfig(n_patients=900, n_sites=3, seed=5), tmp_path / "fhir")
     spec = synthetic_spec_document()
