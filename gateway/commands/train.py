@@ -44,8 +44,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from federation.job import RoundReport, TrainingJob
     from federation.run import train
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # our own progress lines instead
 
     job = TrainingJob.from_file(args.job)
     changes: dict[str, Any] = {}
