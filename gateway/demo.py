@@ -295,9 +295,12 @@ def run_demo(
     local_aucs: dict[str, float] = {}
     for i, (site, folder) in enumerate(site_dirs.items()):
         m = extract_features(spec, folder)
-        test = _split(len(m.y), seed + i)
-        X, y = m.X[~test], m.y[~test]
-        Xt, yt = m.X[test], m.y[test]
+        if m.y is None:
+            raise RuntimeError("the demo spec defines a label; extraction returned none")
+        labels = m.y
+        test = _split(len(labels), seed + i)
+        X, y = m.X[~test], labels[~test]
+        Xt, yt = m.X[test], labels[test]
         xs.append(X)
         ys.append(y)
         xts.append(Xt)

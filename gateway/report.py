@@ -38,7 +38,7 @@ class ReportData:
     permit: Mapping[str, Any]
     audit: list[tuple[str, str]]
     audit_events: Mapping[str, int]
-    quality: list[Mapping[str, Any]]
+    quality: Sequence[Mapping[str, Any]]
     training: list[tuple[str, str]]
     refusals: list[tuple[str, str]] = field(default_factory=list)
 

@@ -1,0 +1,40 @@
+"""``ehds demo`` on a small cohort: the report is written and every audit chain verifies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_small_cohort_writes_report_and_verified_audit(tmp_path: Path) -> None:
+    from audit_chain.log import AuditLog
+    from gateway.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", patients=600, rounds=2, say=lambda _: None)
+    assert result.audit_ok
+    html = result.report.read_text(encoding="utf-8")
+    for needle in ("ROC AUC", "co-signed by hdab-fi", "federated (bagging", "rounds_exceeded"):
+        assert needle in html
+    assert "<svg" in html
+    # the refusal and the training are in the audit logs
+    coord = AuditLog.open(f"sqlite:///{tmp_path / 'demo' / 'audit' / 'coordinator.sqlite'}")
+    types = [e.type for e in coord.entries()]
+    coord.close()
+    assert "access.denied" in types and "model.released" in types
+    site = AuditLog.open(f"sqlite:///{tmp_path / 'demo' / 'audit' / 'ee-tartu-uh.sqlite'}")
+    site_types = {e.type for e in site.entries()}
+    site.close()
+    assert "data.extracted" in site_types
+    assert 0.5 < result.federated_auc <= 1.0
+
+
+def test_demo_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "--patients" in out and "co-sign" in out
