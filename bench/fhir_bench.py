@@ -226,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         results["synthetic"] = measure(
             "synthetic", cohort, synthetic_spec(), repeat, validate_limit
         )
+        # The $export client on loopback beside reading the same NDJSON from disk.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from export_bench import run_export_bench
+
+        export = run_export_bench(cohort)
+        results["export"] = export
+        for name, row in export.get("rows", {}).items():
+            print(
+                f"  {name:<22} {row.get('resources_per_s', 0):>10.0f} res/s"
+                f"  ratio vs disk {row.get('ratio_vs_disk', 0):.3f}"
+            )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["max_rss_mb"] = round(rss, 1)
     main_set = results.get("synthea") or results["synthetic"]
