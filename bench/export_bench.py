@@ -34,6 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fhir_adapters.fhir_test_server import (  # noqa: E402
+    ExportBehaviour,
+    FhirTestServer,
+    ServerConfig,
+)
 from fhir_adapters.quality import QualityReport  # noqa: E402
 from fhir_adapters.sources import (  # noqa: E402
     BulkExporter,
@@ -42,11 +47,6 @@ from fhir_adapters.sources import (  # noqa: E402
     read_export_dir,
 )
 from fhir_adapters.stream import iter_path  # noqa: E402
-from tests.fhir_adapters.fhir_server import (  # noqa: E402
-    ExportBehaviour,
-    FhirTestServer,
-    ServerConfig,
-)
 
 
 class _ServerThread:

@@ -11,6 +11,7 @@ Everything here is SQLite, files and loopback: nothing to install or start.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,6 +165,33 @@ def _permit(
     return token, permit, trust_path, status_path, user_path, hdab_keys
 
 
+async def _pull_all(
+    hospital_fhir: dict[str, Path], out_root: Path
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """Start one FHIR server per hospital on loopback and export each into its gateway's folder.
+
+    The server stands in for the hospital's EHR FHIR endpoint (a real one is HAPI, Epic, ...):
+    the gateway side is the production Bulk Data client.
+    """
+    from fhir_adapters.fhir_test_server import FhirTestServer, ServerConfig
+    from fhir_adapters.sources import BulkExporter, ExportRequest, FhirClient
+
+    dirs: dict[str, Path] = {}
+    counts: dict[str, int] = {}
+    for name, folder in hospital_fhir.items():
+        target = out_root / name
+        async with (
+            FhirTestServer(ServerConfig(ndjson_dir=folder)) as srv,
+            FhirClient(srv.base_url) as client,
+        ):
+            result = await BulkExporter(client, concurrency=3).run(
+                ExportRequest(), target, restart=True
+            )
+        dirs[name] = target
+        counts[name] = int(result.resources)
+    return dirs, counts
+
+
 def run_demo(
     out_dir: Path,
     *,
@@ -191,7 +219,7 @@ def run_demo(
     folders = write_ndjson(
         CohortConfig(n_patients=patients, n_sites=len(SITES), seed=seed), out_dir / "fhir"
     )
-    site_dirs = {}
+    hospital_fhir = {}
     for name, folder in zip(SITES, folders, strict=True):
         target = folder.with_name(name)
         if target.exists():
@@ -199,7 +227,12 @@ def run_demo(
 
             shutil.rmtree(target)
         folder.rename(target)
-        site_dirs[name] = target
+        hospital_fhir[name] = target
+
+    say("    each hospital serves its cohort on a local FHIR endpoint; its gateway pulls $export")
+    site_dirs, pulled = asyncio.run(_pull_all(hospital_fhir, out_dir / "pulled"))
+    for name, count in pulled.items():
+        say(f"    {name}: {count} resources pulled through Bulk Data $export")
 
     spec_doc = synthetic_spec_document()
     spec_hash = spec_hash_of(spec_doc)

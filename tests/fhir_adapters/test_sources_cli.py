@@ -11,14 +11,14 @@ import orjson
 import pytest
 from jwcrypto import jwk
 
-from gateway import cli
-from tests.fhir_adapters.fhir_server import (
+from fhir_adapters.fhir_test_server import (
     ExportBehaviour,
     FhirTestServer,
     ServerConfig,
     SmartSettings,
     sample_resources,
 )
+from gateway import cli
 
 
 @pytest.fixture
