@@ -165,6 +165,55 @@ def _permit(
     return token, permit, trust_path, status_path, user_path, hdab_keys
 
 
+def _forbidden_request(
+    *,
+    site: str,
+    token: str,
+    spec_hash: str,
+    rounds: int,
+    trust_path: Path,
+    status_path: Path,
+    user_path: Path,
+    audit_db: str,
+    audit_key: Path,
+    state_db: Path,
+) -> str:
+    """The researcher asks a hospital for more rounds than the permit allows.
+
+    It goes through the same ``PermitGuard`` the ClientApp uses, with a request the
+    researcher really signed, so the refusal is the site's own audited decision.
+    """
+    from federation.adapters import permit_guard, request_signer, signed_log_sink
+    from federation.errors import AccessDeniedError
+
+    params = {
+        "spec_hash": spec_hash,
+        "rounds": rounds,
+        "max_depth": 4,
+        "min_child_weight": 5,
+        "strategy": "bagging",
+    }
+    sink = signed_log_sink(audit_db, str(audit_key))
+    try:
+        guard = permit_guard(
+            holder=site,
+            trust_list=str(trust_path),
+            status_list=str(status_path),
+            state_db=str(state_db),
+            audit=sink,
+        )
+        request = request_signer(key_path=str(user_path), permit_token=token).sign(
+            holder=site, operation="train", params=params
+        )
+        try:
+            guard.authorize(token, request, operation="train", params=params)
+        except AccessDeniedError as exc:
+            return str(exc.reason)
+        return "NOT REFUSED"
+    finally:
+        sink.close()
+
+
 async def _pull_all(
     hospital_fhir: dict[str, Path], out_root: Path
 ) -> tuple[dict[str, Path], dict[str, int]]:
@@ -204,7 +253,7 @@ def run_demo(
     from audit_chain.keys import EventSigner, TrustStore
     from audit_chain.log import AuditLog
     from audit_chain.verify import verify_log
-    from federation.adapters import signed_log_sink, spec_hash_of
+    from federation.adapters import spec_hash_of
     from federation.job import BoosterParams
     from federation.jobs import local_fhir_job, signed_audit
     from federation.run import train
@@ -288,16 +337,19 @@ def run_demo(
         raise RuntimeError(f"federated training failed: {result.error_code}")
 
     say(f"5/7 a forbidden request: {MAX_ROUNDS + 4} rounds where the permit allows {MAX_ROUNDS}")
-    refused = train(job(MAX_ROUNDS + 4, "demo-too-many-rounds"), engine="simulation")
-    refused_reason = "rounds_exceeded" if refused.status != "completed" else "NOT REFUSED"
-    coordinator = signed_log_sink(audit_url("coordinator"), str(keys_dir / "coordinator.json"))
-    coordinator.record(
-        "access.denied",
-        subject={"permit": permit.jti, "job": "demo-too-many-rounds"},
-        details={"reason": refused_reason, "operation": "train"},
+    refused_reason = _forbidden_request(
+        site=SITES[0],
+        token=token,
+        spec_hash=spec_hash,
+        rounds=MAX_ROUNDS + 4,
+        trust_path=trust_path,
+        status_path=status_path,
+        user_path=user_path,
+        audit_db=audit_url(SITES[0]),
+        audit_key=keys_dir / f"{SITES[0]}.json",
+        state_db=out_dir / "work" / "sites" / SITES[0] / "guard.db",
     )
-    coordinator.close()
-    say(f"    refused before any site was asked: {refused_reason} ({refused.error_code})")
+    say(f"    {SITES[0]}'s PermitGuard refused it: {refused_reason} (written to its audit log)")
 
     say("6/7 verifying every audit chain end to end")
     trust = TrustStore.load(trust_store_path)
