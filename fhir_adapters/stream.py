@@ -135,6 +135,9 @@ def _structural_marker(rtype: Any, r: dict[str, Any]) -> str | None:
     return None
 
 
+_BULK_SIDE_FOLDERS = frozenset({"error", "deleted"})
+
+
 def iter_path(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any]]:
     """Raw resources of a file or folder: NDJSON (plain/gz) and JSON Bundles/resources."""
     root = Path(path)
@@ -144,7 +147,11 @@ def iter_path(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any
         files = sorted(
             p
             for p in root.rglob("*")
-            if p.is_file() and (is_ndjson(p) or p.name.lower().endswith(".json"))
+            if p.is_file()
+            and (is_ndjson(p) or p.name.lower().endswith(".json"))
+            # A Bulk Data export folder keeps OperationOutcomes in error/ and deleted
+            # Bundles in deleted/: neither is data, both would be miscounted as resources.
+            and not _BULK_SIDE_FOLDERS.intersection(p.relative_to(root).parts[:-1])
         )
     else:
         raise SourceError(f"source not found: {root.name}")
