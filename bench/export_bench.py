@@ -34,11 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fhir_adapters.fhir_test_server import (  # noqa: E402
-    ExportBehaviour,
-    FhirTestServer,
-    ServerConfig,
-)
 from fhir_adapters.quality import QualityReport  # noqa: E402
 from fhir_adapters.sources import (  # noqa: E402
     BulkExporter,
@@ -47,6 +42,11 @@ from fhir_adapters.sources import (  # noqa: E402
     read_export_dir,
 )
 from fhir_adapters.stream import iter_path  # noqa: E402
+from fhir_adapters.testing.fhir_test_server import (  # noqa: E402
+    ExportBehaviour,
+    FhirTestServer,
+    ServerConfig,
+)
 
 
 class _ServerThread:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ndjson is not None:
             src = args.ndjson
         else:
-            from fhir_adapters.synthetic import CohortConfig, write_ndjson
+            from fhir_adapters.testing.synthetic import CohortConfig, write_ndjson
 
             n = 300 if args.quick else 5000
             src = write_ndjson(CohortConfig(n_patients=n, n_sites=1, seed=1), tmp)[0]

@@ -1,6 +1,6 @@
 """Federated XGBoost on the synthetic FHIR cohort: AUC, bytes, time per round.
 
-Five non-IID sites from ``fhir_adapters.synthetic`` (>= 20,000 patients; --quick
+Five non-IID sites from ``fhir_adapters.testing.synthetic`` (>= 20,000 patients; --quick
 is smaller); each site computes its features from its own NDJSON with the
 permit's feature spec. Held-out test set: a second cohort with another seed.
 
@@ -30,12 +30,12 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from federation.devpermit import build_permit_world  # noqa: E402
 from federation.factory import FactoryRef  # noqa: E402
 from federation.job import BoosterParams, SiteConfig, TrainingJob  # noqa: E402
 from federation.run import quiet_environment, train  # noqa: E402
+from federation.testing.devpermit import build_permit_world  # noqa: E402
 from fhir_adapters.features import FeatureSpec, extract_features  # noqa: E402
-from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson  # noqa: E402
+from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson  # noqa: E402
 
 
 def auc(model: xgb.Booster, X: np.ndarray, y: np.ndarray, names: list[str] | None) -> float:
@@ -201,7 +201,7 @@ def main() -> int:
         from flwr.simulation import run_simulation
 
         from federation.run import simulation_backend
-        from federation.stock import make_stock_apps
+        from federation.testing.stock import make_stock_apps
 
         stock_out: dict[str, Any] = {}
         stock_params = {k: v for k, v in params.items() if k != "base_score"}

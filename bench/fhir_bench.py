@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from fhir_adapters.features import FeatureSpec, extract_features  # noqa: E402
 from fhir_adapters.quality import QualityReport  # noqa: E402
 from fhir_adapters.stream import ResourceStream, iter_path  # noqa: E402
-from fhir_adapters.synthetic import CohortConfig, synthetic_spec, write_ndjson  # noqa: E402
+from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec, write_ndjson  # noqa: E402
 from fhir_adapters.validation import validation_errors  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

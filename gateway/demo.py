@@ -222,8 +222,8 @@ async def _pull_all(
     The server stands in for the hospital's EHR FHIR endpoint (a real one is HAPI, Epic, ...):
     the gateway side is the production Bulk Data client.
     """
-    from fhir_adapters.fhir_test_server import FhirTestServer, ServerConfig
     from fhir_adapters.sources import BulkExporter, ExportRequest, FhirClient
+    from fhir_adapters.testing.fhir_test_server import FhirTestServer, ServerConfig
 
     dirs: dict[str, Path] = {}
     counts: dict[str, int] = {}
@@ -258,7 +258,7 @@ def run_demo(
     from federation.jobs import local_fhir_job, signed_audit
     from federation.run import train
     from fhir_adapters.features import FeatureSpec, extract_features
-    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
+    from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
 
     started = time.perf_counter()
     out_dir = out_dir.resolve()

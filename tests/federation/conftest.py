@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from federation.adapters import spec_digest
-from federation.devpermit import DevPermitWorld, build_permit_world
 from federation.factory import FactoryRef
 from federation.job import BoosterParams, SiteConfig, TrainingJob
-from federation.synthetic import SyntheticSplit, risk_cohort, write_site_arrays
+from federation.testing.devpermit import DevPermitWorld, build_permit_world
+from federation.testing.synthetic import SyntheticSplit, risk_cohort, write_site_arrays
 
 SITES = ("site-a", "site-b", "site-c")
 

@@ -17,9 +17,9 @@ from flwr.app import Message
 from federation import trees, wire
 from federation.client_app import SimulationSites, make_client_app
 from federation.factory import FactoryRef
-from federation.inprocess import InProcessGrid
 from federation.job import BoosterParams, TrainingJob
 from federation.server_app import run_coordinator
+from federation.testing.inprocess import InProcessGrid
 from tests.federation.conftest import SITES, World, WorldFactory
 
 
@@ -270,9 +270,9 @@ def test_cyclic_skips_a_failed_site_and_continues(
 def test_local_fhir_job_trains_on_the_synthetic_fhir_cohort(tmp_path: Path) -> None:
     """End to end from FHIR NDJSON: spec hash, extraction at each site, permit, release."""
     from federation.adapters import spec_hash_of
-    from federation.devpermit import build_permit_world
     from federation.jobs import local_fhir_job
-    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
+    from federation.testing.devpermit import build_permit_world
+    from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
 
     folders = write_ndjson(CohortConfig(n_patients=900, n_sites=3, seed=5), tmp_path / "fhir")
     spec = synthetic_spec_document()

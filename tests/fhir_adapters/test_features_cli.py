@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fhir_adapters.synthetic import CohortConfig, write_ndjson
+from fhir_adapters.testing.synthetic import CohortConfig, write_ndjson
 from gateway.cli import main
 from tests.conftest import shared_path
 

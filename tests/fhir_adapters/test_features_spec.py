@@ -48,7 +48,7 @@ def test_hash_is_canonical() -> None:
 
 
 def test_example_specs_parse() -> None:
-    from fhir_adapters.synthetic import synthetic_spec
+    from fhir_adapters.testing.synthetic import synthetic_spec
 
     diabetes = FeatureSpec.from_file(ROOT / "docs/examples/diabetes.spec.json")
     assert diabetes.feature_names == [

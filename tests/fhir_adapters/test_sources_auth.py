@@ -11,13 +11,6 @@ import pytest
 from jwcrypto import jwk, jws
 
 from fhir_adapters.errors import FhirSourceError, FhirUnauthorizedError, SmartAuthError
-from fhir_adapters.fhir_test_server import (
-    ExportBehaviour,
-    FhirTestServer,
-    ServerConfig,
-    SmartSettings,
-    sample_resources,
-)
 from fhir_adapters.sources import (
     BulkExporter,
     ExportRequest,
@@ -27,6 +20,13 @@ from fhir_adapters.sources import (
     search,
 )
 from fhir_adapters.sources.smart_auth import load_private_jwk
+from fhir_adapters.testing.fhir_test_server import (
+    ExportBehaviour,
+    FhirTestServer,
+    ServerConfig,
+    SmartSettings,
+    sample_resources,
+)
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01)
 CLIENT = "hospital-a-gateway"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from jwcrypto import jwk
 
-from fhir_adapters.fhir_test_server import (
+from fhir_adapters.testing.fhir_test_server import (
     ExportBehaviour,
     FhirTestServer,
     ServerConfig,

@@ -14,13 +14,6 @@ from fhir_adapters.errors import (
     FhirCapabilityError,
     FhirOperationOutcomeError,
 )
-from fhir_adapters.fhir_test_server import (
-    ExportBehaviour,
-    FhirTestServer,
-    ServerConfig,
-    outcome,
-    sample_resources,
-)
 from fhir_adapters.sources import (
     BulkExporter,
     ExportProgress,
@@ -31,6 +24,13 @@ from fhir_adapters.sources import (
 )
 from fhir_adapters.sources.bulk_export import ReadStats
 from fhir_adapters.sources.export_state import STATE_FILE, load_state
+from fhir_adapters.testing.fhir_test_server import (
+    ExportBehaviour,
+    FhirTestServer,
+    ServerConfig,
+    outcome,
+    sample_resources,
+)
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_cap=0.01)
 

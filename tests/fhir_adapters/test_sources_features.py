@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from fhir_adapters.features import FeatureMatrix, extract_features
-from fhir_adapters.fhir_test_server import ExportBehaviour, FhirTestServer, ServerConfig
 from fhir_adapters.sources import (
     BulkExporter,
     ExportRequest,
@@ -15,7 +14,8 @@ from fhir_adapters.sources import (
     RetryPolicy,
     read_export_dir,
 )
-from fhir_adapters.synthetic import CohortConfig, synthetic_spec, write_ndjson
+from fhir_adapters.testing.fhir_test_server import ExportBehaviour, FhirTestServer, ServerConfig
+from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec, write_ndjson
 
 
 def _by_patient(m: FeatureMatrix) -> tuple[list[str], np.ndarray, np.ndarray | None]:

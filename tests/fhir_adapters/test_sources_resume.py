@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fhir_adapters.fhir_test_server import (
+from fhir_adapters.sources.export_state import load_state
+from fhir_adapters.testing.fhir_test_server import (
     ExportBehaviour,
     FhirTestServer,
     ServerConfig,
     sample_resources,
 )
-from fhir_adapters.sources.export_state import load_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ async def test_operation_outcome_one_line_from_a_real_process() -> None:
 
 @pytest.mark.slow
 async def test_standalone_server_entry_point(tmp_path: Path) -> None:
-    """``python -m fhir_adapters.fhir_test_server --ndjson DIR`` serves a folder (the demo's way)."""
+    """``python -m fhir_adapters.testing.fhir_test_server --ndjson DIR`` serves a folder (the demo's way)."""
     from fhir_adapters.sources import FhirClient, search
 
     (tmp_path / "Patient.ndjson").write_bytes(
@@ -100,7 +100,7 @@ async def test_standalone_server_entry_point(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fhir_adapters.fhir_test_server",
+        sys.executable, "-m", "fhir_adapters.testing.fhir_test_server",
         "--ndjson", str(tmp_path), "--port", "0",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

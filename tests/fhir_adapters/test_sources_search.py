@@ -8,11 +8,16 @@ from typing import Any
 import pytest
 
 from fhir_adapters.errors import FhirOperationOutcomeError, FhirProtocolError
-from fhir_adapters.fhir_test_server import FhirTestServer, ServerConfig, outcome, sample_resources
 from fhir_adapters.sources import FhirClient, RetryPolicy, iterate_sync, search, summarize_outcome
 from fhir_adapters.sources.http import parse_retry_after
 from fhir_adapters.sources.outcome import is_transient_outcome
 from fhir_adapters.sources.search import SearchStats
+from fhir_adapters.testing.fhir_test_server import (
+    FhirTestServer,
+    ServerConfig,
+    outcome,
+    sample_resources,
+)
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_cap=0.01)
 

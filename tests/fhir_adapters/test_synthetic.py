@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fhir_adapters.features import extract_features
-from fhir_adapters.synthetic import (
+from fhir_adapters.testing.synthetic import (
     CohortConfig,
     ground_truth,
     site_profiles,
@@ -90,7 +90,7 @@ def test_centralized_xgboost_auc_in_the_promised_band() -> None:
 
 
 def test_generated_resources_are_valid_fhir_r4() -> None:
-    from fhir_adapters.synthetic import concept_maps
+    from fhir_adapters.testing.synthetic import concept_maps
     from fhir_adapters.validation import validation_errors
 
     cfg = CohortConfig(n_patients=24, n_sites=4, seed=2)

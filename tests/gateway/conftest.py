@@ -160,7 +160,7 @@ async def hdab(tmp_path: Path, keys: Keys) -> AsyncIterator[Api]:
 @pytest.fixture(scope="session")
 def site_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic hospital (120 patients) as Bulk-Data-style NDJSON."""
-    from fhir_adapters.synthetic import CohortConfig, write_ndjson
+    from fhir_adapters.testing.synthetic import CohortConfig, write_ndjson
 
     (folder,) = write_ndjson(
         CohortConfig(n_patients=120, n_sites=1, seed=1), tmp_path_factory.mktemp("site")
@@ -171,7 +171,7 @@ def site_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hospital with 3 patients: below any disclosure floor."""
-    from fhir_adapters.synthetic import CohortConfig, write_ndjson
+    from fhir_adapters.testing.synthetic import CohortConfig, write_ndjson
 
     (folder,) = write_ndjson(
         CohortConfig(n_patients=3, n_sites=1, seed=2), tmp_path_factory.mktemp("tiny")

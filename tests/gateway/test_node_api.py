@@ -11,7 +11,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from fhir_adapters.synthetic import synthetic_spec_document
+from fhir_adapters.testing.synthetic import synthetic_spec_document
 from gateway.config import FlowerSettings
 from gateway.node_service import create_node_app
 from gateway.supernode import SuperNode

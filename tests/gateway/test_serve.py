@@ -127,7 +127,7 @@ async def test_status_list_is_republished_on_a_timer(tmp_path: Path, keys: Keys)
 async def test_in_flight_request_completes_during_shutdown(tmp_path: Path, keys: Keys) -> None:
     import aiohttp
 
-    from fhir_adapters.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
+    from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
     from gateway.http.auth import sign_request
     from gateway.http.server import serve
     from gateway.node_service import create_node_app

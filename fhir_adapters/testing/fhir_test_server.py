@@ -13,7 +13,7 @@ Serves any list of resources (or an NDJSON folder) at ``http://host:port/fhir``:
   registered JWKS (alg pinned to key type, aud, exp <= 5 min, jti replay).
 
 Use ``async with FhirTestServer(ServerConfig(...)) as server: server.base_url``,
-or run standalone: ``python -m fhir_adapters.fhir_test_server --ndjson DIR``.
+or run standalone: ``python -m fhir_adapters.testing.fhir_test_server --ndjson DIR``.
 """
 
 from __future__ import annotations
