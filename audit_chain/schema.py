@@ -57,6 +57,7 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "spec_hash": (Kind.HASH,),
     "model_hash": (Kind.HASH,),
     "checkpoint_root": (Kind.HASH,),
+    "app_digest": (Kind.HASH,),
     "purpose": (Kind.CODE,),
     "reason": (Kind.CODE,),
     "operation": (Kind.CODE,),
@@ -88,8 +89,8 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "permit.amended": frozenset({"permit_hash", "version", "signatures", "supersedes"}),
     "permit.revoked": frozenset({"reason", "status_list_version"}),
     "statuslist.published": frozenset({"status_list_version", "revoked_count"}),
-    "access.allowed": frozenset({"reason", "operation", "rounds_used"}),
-    "access.denied": frozenset({"reason", "operation", "rounds_used"}),
+    "access.allowed": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
+    "access.denied": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
     "data.extracted": frozenset(
         {"spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"}
     ),

@@ -20,6 +20,7 @@ from federation.errors import AccessDeniedError, JobConfigError
 from federation.permit_view import read_permit
 from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
+from permits.app_pin import AppObservation
 from permits.guard import AccessRequest, PermitGuard
 from permits.keys import TrustList, load_jwk
 from permits.request import AccessParams, make_request
@@ -108,12 +109,22 @@ class PermitGuardAuthorizer:
         *,
         operation: str,
         params: Mapping[str, Any],
+        app: Mapping[str, str] | None = None,
     ) -> AccessTerms:
         if operation not in ("train", "evaluate"):
             raise AccessDeniedError("unknown operation", reason="operation_not_allowed")
         try:
             access = AccessParams.model_validate(dict(params))
-        except ValueError as exc:
+            observed = (
+                None
+                if app is None
+                else AppObservation(
+                    digest=str(app["digest"]),
+                    clientapp=str(app["clientapp"]),
+                    clientapp_version=str(app["clientapp_version"]),
+                )
+            )
+        except (ValueError, KeyError) as exc:
             raise AccessDeniedError("malformed parameters", reason="request_malformed") from exc
         decision = self.guard.decide(
             AccessRequest(
@@ -121,6 +132,7 @@ class PermitGuardAuthorizer:
                 proof=request_token,
                 operation=operation,  # type: ignore[arg-type]
                 params=access,
+                app=observed,
             )
         )
         if not decision.allowed or decision.permit is None or decision.grant is None:

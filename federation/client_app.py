@@ -138,20 +138,38 @@ def _check_terms(terms: AccessTerms, cfg: ConfigRecord, operation: str, spec_has
         raise AccessDeniedError("round outside the permit's bounds", reason="max_rounds_exceeded")
 
 
-def handle(msg: Message, context: Context, operation: str, resolve: SiteResolver) -> Message:
-    """Serve one train/evaluate request; every outcome is a reply, never a traceback."""
+def handle(
+    msg: Message,
+    context: Context,
+    operation: str,
+    resolve: SiteResolver,
+    app: Mapping[str, str] | None = None,
+) -> Message:
+    """Serve one train/evaluate request; every outcome is a reply, never a traceback.
+
+    ``app`` is the run's app as the site's executor observed it
+    (:meth:`federation.app_trust.AppManifest.observation`); when given, the
+    authorizer checks it against the permit's ``processing.app`` before anything else.
+    """
     site = resolve(context)
     audit: AuditSink = site.audit.build()
     try:
-        return _handle(msg, operation, site, audit)
+        return _handle(msg, operation, site, audit, app)
     finally:
         close = getattr(audit, "close", None)
         if callable(close):
             close()
 
 
-def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) -> Message:
+def _handle(
+    msg: Message,
+    operation: str,
+    site: SiteConfig,
+    audit: AuditSink,
+    app: Mapping[str, str] | None = None,
+) -> Message:
     subject: dict[str, str] = {"site": site.site_id}
+    app_details = {"app_digest": app["digest"]} if app is not None else {}
     try:
         cfg = _config(msg)
         subject["job"] = _str(cfg, "job-id")
@@ -162,12 +180,15 @@ def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) ->
         if not isinstance(token, str):
             raise AccessDeniedError("no request for this site", reason="request_not_for_holder")
         authorizer: Authorizer = site.authorizer.build(audit=audit)
-        terms = authorizer.authorize(
-            _str(cfg, "permit"),
-            token,
-            operation=operation,
-            params=wire.access_params(operation, params, spec_hash, _str(cfg, "strategy")),
-        )
+        access = wire.access_params(operation, params, spec_hash, _str(cfg, "strategy"))
+        if app is None:
+            terms = authorizer.authorize(
+                _str(cfg, "permit"), token, operation=operation, params=access
+            )
+        else:
+            terms = authorizer.authorize(
+                _str(cfg, "permit"), token, operation=operation, params=access, app=app
+            )
         _check_terms(terms, cfg, operation, spec_hash)
     except Exception as exc:
         reason = reason_of(exc)
@@ -175,7 +196,7 @@ def _handle(msg: Message, operation: str, site: SiteConfig, audit: AuditSink) ->
             audit.record(
                 "access.denied",
                 subject=subject,
-                details={"reason": reason, "operation": operation},
+                details={"reason": reason, "operation": operation, **app_details},
             )
         return wire.site_reply(msg, site_id=site.site_id, error=reason)
     subject["permit"] = terms.permit_jti
@@ -256,17 +277,19 @@ def _train(
     return wire.site_reply(msg, site_id=site_id, encoded=encoded, metrics=metrics)
 
 
-def make_client_app(resolve: SiteResolver = site_from_node_config) -> ClientApp:
-    """A ClientApp bound to a way of finding the site's configuration."""
+def make_client_app(
+    resolve: SiteResolver = site_from_node_config, app: Mapping[str, str] | None = None
+) -> ClientApp:
+    """A ClientApp bound to a way of finding the site's configuration (and the run's app)."""
     client = ClientApp()
 
     @client.train()
     def _train_handler(msg: Message, context: Context) -> Message:
-        return handle(msg, context, "train", resolve)
+        return handle(msg, context, "train", resolve, app)
 
     @client.evaluate()
     def _evaluate_handler(msg: Message, context: Context) -> Message:
-        return handle(msg, context, "evaluate", resolve)
+        return handle(msg, context, "evaluate", resolve, app)
 
     return client
 

@@ -5,13 +5,14 @@ from a dev CA (:mod:`federation.devca`) and SuperNode authentication
 (``--enable-supernode-auth``; each SuperNode's public key registered with
 ``flwr supernode register``), then submits the job with ``flwr run``. Every
 process is started in its own session and stopped by its PID (its process
-group holds the ServerApp/ClientApp subprocesses it spawned). Real multi-site
+group holds the ServerApp subprocesses it spawned). Real multi-site
 deployments run the same commands on separate hosts; see docs/deployment.md.
 
-``flwr run`` is pointed at a generated app directory holding only the
-``[tool.flwr.app*]`` sections of this project's pyproject: pointed at the
-repository itself, Flower 1.42 would migrate (and comment out) the
-``[tool.flwr.federations]`` section.
+Each site is a SuperNode with ``--isolation process`` plus the site's own
+executor (:mod:`federation.site_runtime`, :mod:`federation.site_executor`):
+ClientApp tasks run the installed ClientApp after the run's app bundle was
+checked against the permit, never code from the bundle. ``flwr run`` submits
+the code-free app of :mod:`federation.flower_app`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +34,20 @@ import orjson
 
 from federation.devca import ServerTls, make_dev_ca, make_node_keys
 from federation.errors import EngineError, JobConfigError
+from federation.flower_app import PROJECT_ROOT, write_app
 from federation.job import RoundReport, SiteConfig, TrainingJob, TrainingResult
 from federation.run import QUIET_ENV
 from federation.server_app import PROGRESS_FILE, RESULT_FILE
+from federation.site_runtime import (
+    RuntimeEndpoint,
+    RuntimeTls,
+    executor_command,
+    free_port,
+    prepare_runtime,
+    supernode_args,
+)
 
 CONNECTION = "ehds"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
@@ -92,6 +94,8 @@ class LocalDeployment:
         self.root = Path(config.workdir)
         self.procs: list[_Proc] = []
         self.supernodes: dict[str, _Proc] = {}
+        self.executors: dict[str, _Proc] = {}
+        self.runtimes: dict[str, RuntimeEndpoint] = {}
         self.node_ids: dict[str, int] = {}
         self.port = config.superlink_port or free_port(config.host)
         self.flwr_home = self.root / "flwr-home"
@@ -190,17 +194,24 @@ class LocalDeployment:
         (self.flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def start_supernode(self, site: SiteConfig) -> None:
+        """The site's SuperNode (``--isolation process``) and its executor."""
         site_file = self.root / "sites" / f"{site.site_id}.json"
         site_file.parent.mkdir(parents=True, exist_ok=True)
         site_file.write_bytes(orjson.dumps(site.to_dict(), option=orjson.OPT_INDENT_2))
+        tls = (
+            RuntimeTls(self.tls.server_cert, self.tls.server_key, self.tls.ca_cert)
+            if self.tls is not None
+            else None
+        )
+        runtime = prepare_runtime(
+            self.root / "runtime" / site.site_id, host=self.config.host, tls=tls
+        )
+        self.runtimes[site.site_id] = runtime
         args = [
             self._bin("flower-supernode"),
             "--superlink",
             f"{self.config.host}:{self.port}",
-            "--host",
-            self.config.host,
-            "--port",
-            str(free_port(self.config.host)),
+            *supernode_args(runtime),
             "--node-config",
             f'site-config="{site_file}"',
             "--max-retries",
@@ -215,6 +226,10 @@ class LocalDeployment:
             self.node_ids[site.site_id] = self.register(keys.public_key, site.site_id)
             args += ["--auth-supernode-private-key", str(keys.private_key)]
         self.supernodes[site.site_id] = self._spawn(f"supernode-{site.site_id}", args)
+        self.executors[site.site_id] = self._spawn(
+            f"executor-{site.site_id}",
+            executor_command(runtime, python=str(self.config.bin_dir / "python")),
+        )
 
     def register(self, public_key: Path, name: str) -> int:
         """``flwr supernode register``: the SuperLink only admits registered keys."""
@@ -241,11 +256,11 @@ class LocalDeployment:
             ) from exc
 
     def kill_site(self, site_id: str) -> None:
-        """Stop one SuperNode abruptly (SIGKILL to its process group): a site dropping out."""
-        proc = self.supernodes[site_id]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.popen.wait(timeout=30)
+        """Stop one site abruptly (SIGKILL to its SuperNode's and executor's process groups)."""
+        for proc in (self.supernodes[site_id], self.executors[site_id]):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=30)
 
     def stop(self) -> None:
         """SIGTERM every process group we started (by PID), SIGKILL what lingers."""
@@ -275,39 +290,14 @@ class LocalDeployment:
 
     # -- running a job ------------------------------------------------------------
     def app_dir(self, job_file: Path) -> Path:
-        """A minimal Flower app: this project's ``[tool.flwr.app*]`` sections only."""
-        with (PROJECT_ROOT / "pyproject.toml").open("rb") as fh:
-            project = tomllib.load(fh)
-        app = project["tool"]["flwr"]["app"]
-        out = self.root / "app"
-        out.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "[build-system]",
-            'requires = ["hatchling"]',
-            'build-backend = "hatchling.build"',
-            "",
-            "[project]",
-            'name = "ehds-federation"',
-            'version = "1.0.0"',
-            'dependencies = ["flwr>=1.42,<1.43"]',
-            "",
-            "[tool.hatch.build.targets.wheel]",
-            'packages = ["."]',
-            "",
-            "[tool.flwr.app]",
-            f'publisher = "{app.get("publisher", "ehds-gateway")}"',
-            "",
-            "[tool.flwr.app.components]",
-            f'serverapp = "{app["components"]["serverapp"]}"',
-            f'clientapp = "{app["components"]["clientapp"]}"',
-            "",
-            "[tool.flwr.app.config]",
-            f"num-server-rounds = {int(app['config'].get('num-server-rounds', 3))}",
-            f'job-file = "{job_file}"',
-        ]
-        (out / "pyproject.toml").write_text("\n".join(lines) + "\n")
-        (out / "README.md").write_text("Generated Flower app for an EHDS training job.\n")
-        return out
+        """The code-free Flower app (:mod:`federation.flower_app`) for this job."""
+        return write_app(self.root / "app", str(job_file))
+
+    def submit(self, app: Path) -> subprocess.CompletedProcess[str]:
+        """``flwr run`` of an app folder, as a data user submits one (streams until it ends)."""
+        return self._flwr(
+            ["run", str(app), CONNECTION, "--stream"], timeout=self.config.run_timeout
+        )
 
     def run(
         self, job: TrainingJob, progress: Callable[[RoundReport], None] | None = None
@@ -325,9 +315,7 @@ class LocalDeployment:
         )
         watcher.start()
         try:
-            done = self._flwr(
-                ["run", str(app), CONNECTION, "--stream"], timeout=self.config.run_timeout
-            )
+            done = self.submit(app)
         except subprocess.TimeoutExpired as exc:
             raise EngineError("the deployment run did not finish in time") from exc
         finally:

@@ -52,9 +52,12 @@ class Authorizer(Protocol):
 
     ``params`` are the parameters the site is *about to use* (spec hash,
     rounds, max_depth, min_child_weight, strategy); they must equal the signed
-    ones. Raises :class:`federation.errors.AccessDeniedError` (``reason`` set,
-    ``recorded`` true when the decision is already in the audit log) on denial.
-    :class:`federation.adapters.PermitGuardAuthorizer` wraps ``permits.PermitGuard``.
+    ones. ``app`` (deployment runs only: ``digest``, ``clientapp``,
+    ``clientapp_version`` of the run's app as the site observed it) must equal the
+    permit's authorised app. Raises :class:`federation.errors.AccessDeniedError`
+    (``reason`` set, ``recorded`` true when the decision is already in the audit
+    log) on denial. :class:`federation.adapters.PermitGuardAuthorizer` wraps
+    ``permits.PermitGuard``.
     """
 
     def authorize(
@@ -64,6 +67,7 @@ class Authorizer(Protocol):
         *,
         operation: str,
         params: Mapping[str, Any],
+        app: Mapping[str, str] | None = None,
     ) -> AccessTerms: ...
 
 

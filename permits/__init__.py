@@ -8,11 +8,12 @@ May import: nothing else of ours. Decisions are written through an ``AuditSink``
 protocol declared here; ``audit_chain`` provides a matching implementation.
 """
 
+from permits.app_pin import AppObservation, check_app
 from permits.audit import AuditSink, MemorySink
 from permits.errors import PermitError, VerificationError
 from permits.guard import AccessRequest, Decision, PermitGuard, check_bounds
 from permits.keys import TrustedKey, TrustList, generate_key, load_jwk, thumbprint, trusted_key
-from permits.model import Permit, PermitApplication, permit_json_schema
+from permits.model import AppRelease, Permit, PermitApplication, permit_json_schema
 from permits.optout import (
     ConsentOptOutRegistry,
     CountingOptOut,
@@ -30,6 +31,8 @@ from permits.verify import PermitVerifier, VerifiedPermit
 __all__ = [
     "AccessParams",
     "AccessRequest",
+    "AppObservation",
+    "AppRelease",
     "AuditSink",
     "ConsentOptOutRegistry",
     "CountingOptOut",
@@ -49,6 +52,7 @@ __all__ = [
     "TrustedKey",
     "VerificationError",
     "VerifiedPermit",
+    "check_app",
     "check_bounds",
     "cosign_permit",
     "generate_key",

@@ -12,7 +12,8 @@ Checks, in order (first failure wins):
    generation; the only expensive step),
 2. signing keys' windows / compromise, then the permit's validity window (leeway),
 3. the HDAB's status list: present, fresh, permit listed, current, not revoked,
-4. this data holder is named in ``data``,
+4. this data holder is named in ``data``; for a Flower deployment run, the
+   observed app equals the permit's ``processing.app`` (:mod:`permits.app_pin`),
 5. the requester's signed proof: key bound to the permit, addressed to this
    holder and permit version, inside its time window, nonce unused,
 6. the signed operation and parameters equal what the caller is about to run,
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from permits.app_pin import AppObservation, check_app
 from permits.audit import AuditSink
 from permits.errors import VerificationError
 from permits.model import DataGrant, Operation, Permit
@@ -50,12 +52,15 @@ class AccessRequest:
     ``permit`` is the permit token (compact or JWS JSON), ``proof`` the data
     user's signed request (see :mod:`permits.request`), ``operation`` and
     ``params`` what the caller is about to execute; they must equal the signed ones.
+    ``app`` is the app of a Flower deployment run as the data holder observed it
+    (None where no app bundle is involved, e.g. the gateway's own HTTP routes).
     """
 
     permit: str
     proof: str
     operation: Operation
     params: AccessParams
+    app: AppObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Decision:
     rounds_remaining: int | None = None
     permit: Permit | None = field(default=None, repr=False)
     grant: DataGrant | None = field(default=None, repr=False)
+    app_digest: str | None = None
 
 
 class RoundLedger(Protocol):
@@ -168,6 +174,8 @@ class PermitGuard:
                 raise VerificationError(
                     ReasonCode.HOLDER_NOT_NAMED, "this data holder is not named"
                 )
+            if request.app is not None:
+                check_app(permit, request.app)
             proof = verify_request(
                 request.proof,
                 allowed_kids=permit.requester_kids(),
@@ -190,10 +198,10 @@ class PermitGuard:
             if used is None:
                 raise VerificationError(ReasonCode.ROUNDS_EXCEEDED, "rounds beyond the permit")
         except VerificationError as exc:
-            return self._deny(exc.reason, request.operation, jti, ledger_key)
+            return self._deny(exc.reason, request, jti, ledger_key)
         except Exception as exc:  # fail closed on anything unexpected
             log.warning("permit guard internal error: %s", type(exc).__name__)
-            return self._deny(ReasonCode.INTERNAL_ERROR, request.operation, jti, ledger_key)
+            return self._deny(ReasonCode.INTERNAL_ERROR, request, jti, ledger_key)
         decision = Decision(
             allowed=True,
             reason=ReasonCode.OK,
@@ -203,6 +211,7 @@ class PermitGuard:
             rounds_remaining=limit - used,
             permit=permit,
             grant=grant,
+            app_digest=request.app.digest if request.app is not None else None,
         )
         try:
             self._record(decision)
@@ -210,16 +219,21 @@ class PermitGuard:
             log.warning("audit sink failed on allow, denying: %s", type(exc).__name__)
             self.ledger.release(ledger_key, rounds)
             self.audit_failures += 1
-            return self._deny(ReasonCode.AUDIT_UNAVAILABLE, request.operation, jti, ledger_key)
+            return self._deny(ReasonCode.AUDIT_UNAVAILABLE, request, jti, ledger_key)
         self.stats[ReasonCode.OK.value] += 1
         return decision
 
     def _deny(
-        self, reason: ReasonCode, operation: str, jti: str | None, ledger_key: str | None
+        self, reason: ReasonCode, request: AccessRequest, jti: str | None, ledger_key: str | None
     ) -> Decision:
         used = self.ledger.used(ledger_key) if ledger_key else 0
         decision = Decision(
-            allowed=False, reason=reason, operation=operation, jti=jti, rounds_used=used
+            allowed=False,
+            reason=reason,
+            operation=request.operation,
+            jti=jti,
+            rounds_used=used,
+            app_digest=request.app.digest if request.app is not None else None,
         )
         self.stats[reason.value] += 1
         try:  # a denial stands even if it cannot be written; the failure is counted
@@ -233,14 +247,17 @@ class PermitGuard:
         subject = {"site": self.holder}
         if decision.jti is not None:
             subject["permit"] = decision.jti
+        details: dict[str, object] = {
+            "reason": decision.reason.value,
+            "operation": decision.operation,
+            "rounds_used": decision.rounds_used,
+        }
+        if decision.app_digest is not None:
+            details["app_digest"] = decision.app_digest
         self.sink.record(
             "access.allowed" if decision.allowed else "access.denied",
             subject=subject,
-            details={
-                "reason": decision.reason.value,
-                "operation": decision.operation,
-                "rounds_used": decision.rounds_used,
-            },
+            details=details,
         )
 
 

@@ -152,11 +152,38 @@ class FederatedXGBoost(FrozenModel):
     outputs: list[Output] = Field(min_length=1, description="What may leave the SPE (Art. 73(2)).")
 
 
+class AppRelease(FrozenModel):
+    """The code a data holder runs for this permit (TEHDAS2 FCR-3: "as authorised in the permit").
+
+    In Flower's deployment engine the app bundle (FAB) comes from the data user;
+    a gateway never runs code from it, but refuses any run whose bundle is not the
+    one named here. Changing it is a permit amendment.
+    """
+
+    digest: Sha256 = Field(
+        description="Digest of the released Flower app: sha256 of the canonical manifest of its "
+        "ServerApp/ClientApp references and every file it ships (pyproject run config excluded)."
+    )
+    clientapp: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,127}:[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="The ClientApp reference the app names; it must be the gateway's installed one.",
+    )
+    clientapp_version: str = Field(
+        pattern=r"^[A-Za-z0-9._+-]{1,64}$",
+        description="Version of the gateway's own installed ClientApp the data holders must run.",
+    )
+
+
 class Processing(FrozenModel):
     """Allowed operations and their bounds (Art. 68(10)(b), Art. 73)."""
 
     operations: list[Operation] = Field(min_length=1, description="Operations a gateway may run.")
     federated_xgboost: FederatedXGBoost
+    app: AppRelease | None = Field(
+        default=None,
+        description="The authorised Flower app; a gateway refuses every deployment run "
+        "when it is absent or differs from the run's app bundle.",
+    )
 
 
 class OptOutTerms(FrozenModel):
@@ -390,6 +417,7 @@ __all__ = [
     "ID_PATTERN",
     "KID_PATTERN",
     "MAX_VALIDITY_SECONDS",
+    "AppRelease",
     "AuthorisedPerson",
     "CrossBorder",
     "DataGrant",

@@ -70,6 +70,14 @@ class ReasonCode(StrEnum):
     ROUNDS_EXCEEDED = "rounds_exceeded"
     SPEC_HASH_MISMATCH = "spec_hash_mismatch"
 
+    # the code that runs at the data holder (the Flower app of a deployment run)
+    APP_NOT_PINNED = "app_not_pinned"
+    APP_DIGEST_MISMATCH = "app_digest_mismatch"
+    APP_REFERENCE_MISMATCH = "app_reference_mismatch"
+    APP_SHIPS_CODE = "app_ships_code"
+    APP_MALFORMED = "app_malformed"
+    CLIENTAPP_VERSION_MISMATCH = "clientapp_version_mismatch"
+
     # the guard itself
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"

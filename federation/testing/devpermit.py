@@ -9,12 +9,13 @@ real permits come from an HDAB (``permits.hdab``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from federation.flower_app import released_app
 from permits.keys import TrustList, generate_key, thumbprint, trusted_key
 from permits.model import Permit
 from permits.signing import sign_permit
@@ -46,7 +47,10 @@ def build_permit_world(
     outputs: Sequence[str] = ("model", "aggregate_metrics"),
     operations: Sequence[str] = ("train", "evaluate"),
     revoked: bool = False,
+    app: Mapping[str, str] | None = None,
 ) -> DevPermitWorld:
+    """``app`` is the permit's authorised Flower app; by default the one this
+    project deploys (:func:`federation.flower_app.released_app`)."""
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     hdab_key = generate_key()
@@ -88,6 +92,7 @@ def build_permit_world(
                     "min_rows_per_leaf": min_rows_per_leaf,
                     "outputs": list(outputs),
                 },
+                "app": dict(app) if app is not None else released_app(),
             },
             "opt_out": {"applied": True},
             "spe": {"id": "spe-dev"},

@@ -35,13 +35,21 @@ class DyingAuthorizer:
         self.kill_marker = kill_marker
 
     def authorize(
-        self, permit_token: str, request_token: str, *, operation: str, params: Mapping[str, Any]
+        self,
+        permit_token: str,
+        request_token: str,
+        *,
+        operation: str,
+        params: Mapping[str, Any],
+        app: Mapping[str, str] | None = None,
     ) -> AccessTerms:
         if Path(self.kill_marker).exists():
             if os.environ.get("EHDS_TEST_INPROCESS"):
                 raise ConnectionError("site went away")
             os._exit(17)  # the site's ClientApp process is killed mid-run
-        return self.inner.authorize(permit_token, request_token, operation=operation, params=params)
+        return self.inner.authorize(
+            permit_token, request_token, operation=operation, params=params, app=app
+        )
 
 
 def dying_guard(kill_marker: str, audit: AuditSink, **kwargs: Any) -> DyingAuthorizer:
