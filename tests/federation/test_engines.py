@@ -7,6 +7,7 @@ the deployment test is also ``e2e``. No timing is asserted.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -14,8 +15,11 @@ import pytest
 
 from federation.deployment import DeploymentConfig, LocalDeployment
 from federation.factory import FactoryRef
+from federation.flower_app import released_manifest
 from federation.job import RoundReport
 from federation.run import train
+from federation.site_runtime import recent_runs
+from tests.federation.attack_apps import foreign_clientapp, shadowing_clientapp
 from tests.federation.conftest import SITES, World
 
 
@@ -55,22 +59,40 @@ def test_simulation_engine_completes_with_a_site_failing_mid_run(
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_deployment_tls_node_auth_permit_bound_training(world: World, tmp_path: Path) -> None:
+@pytest.mark.timeout(1200)
+def test_deployment_tls_node_auth_runs_only_the_permitted_app(world: World, tmp_path: Path) -> None:
+    """One deployment: the permitted job trains; two malicious apps are refused at every site.
+
+    Sites run SuperNodes with ``--isolation process`` and their own executor
+    (the gateway's installed ClientApp). The attacks are the issue's: an app
+    naming another ClientApp module, and one shipping its own
+    ``federation/client_app.py``. Their ServerApp writes what it received.
+    """
     job = world.job(rounds=1)
     config = DeploymentConfig(workdir=tmp_path / "deployment")
     deployment = LocalDeployment(config, job.sites)
+    released = released_manifest().digest
     with deployment:
         pids = [p.popen.pid for p in deployment.procs]
-        assert len(pids) == 4  # one SuperLink, three SuperNodes
+        assert len(pids) == 7  # one SuperLink; per site a SuperNode and its executor
         assert deployment.tls is not None and len(deployment.node_ids) == 3
-        link, *nodes = deployment.procs
+        link = deployment.procs[0]
         assert {"--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth"} <= set(link.args)
         assert "--insecure" not in link.args
-        for node in nodes:
-            assert {"--root-certificates", "--auth-supernode-private-key"} <= set(node.args)
-            assert "--insecure" not in node.args
+        for site in SITES:
+            node = deployment.supernodes[site].args
+            assert {"--root-certificates", "--auth-supernode-private-key"} <= set(node)
+            assert node[node.index("--isolation") + 1] == "process"
+            assert "--superexec-auth-secret-file" in node and "--insecure" not in node
+            executor = deployment.executors[site].args
+            assert "federation.site_executor" in executor and "--insecure" not in executor
         result = deployment.run(job)
+        for name, build, reason in (
+            ("foreign", foreign_clientapp, "app_reference_mismatch"),
+            ("shadowing", shadowing_clientapp, "app_ships_code"),
+        ):
+            _assert_refused_everywhere(world, deployment, tmp_path / name, build, reason)
+        runs = {s: recent_runs(deployment.runtimes[s].runs_file) for s in SITES}
     for pid in pids:  # everything we started is gone
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -81,8 +103,44 @@ def test_deployment_tls_node_auth_permit_bound_training(world: World, tmp_path: 
     assert card["permit"] == world.permit.permit_jti and card["rounds"] == 1
     assert set(result.metrics) == {"auc", "logloss", "accuracy"}
     for site in SITES:
-        types = [e["type"] for e in world.events(site)]
-        assert "access.allowed" in types and "training.round" in types
+        events = world.events(site)
+        allowed = [e for e in events if e["type"] == "access.allowed"]
+        assert allowed and all(e["details"]["app_digest"] == released for e in allowed)
+        assert "training.round" in [e["type"] for e in events]
+        # the site lists which app each Flower run used: the permitted one, then two refused
+        assert len(runs[site]) == 3
+        legit, *attacks = runs[site]
+        assert legit["app_digest"] == released and legit["refused"] == 0
+        assert all(r["refused"] == r["tasks"] == 1 for r in attacks)
+        assert all(r["app_digest"] not in (None, released) for r in attacks)
+
+
+def _assert_refused_everywhere(
+    world: World,
+    deployment: LocalDeployment,
+    folder: Path,
+    build: Callable[[Path, Path, Path], Path],
+    reason: str,
+) -> None:
+    seen = {site: len(world.events(site)) for site in SITES}
+    for site in SITES:
+        (world.root / site / "data-read").unlink(missing_ok=True)
+    out, marker = folder / "received.json", folder / "evil-code-ran"
+    deployment.submit(build(folder / "app", out, marker))
+    received = orjson.loads(out.read_bytes())
+    assert received["sent"] == len(SITES)
+    # the researcher's ServerApp receives one error code per site, and nothing else
+    replies = [(r["flower_error"], r["records"]) for r in received["replies"]]
+    expected = [(None, {"site": {"site-id": site, "error": reason}}) for site in SITES]
+    assert sorted(replies, key=repr) == sorted(expected, key=repr)
+    assert not marker.exists()  # the app's own ClientApp never ran anywhere
+    for site in SITES:
+        assert not (world.root / site / "data-read").exists()
+        new = world.events(site)[seen[site] :]
+        assert [e["type"] for e in new] == ["access.denied"]
+        assert new[0]["details"]["reason"] == reason
+        assert new[0]["details"]["app_digest"].startswith("sha256:")
+        assert new[0]["subject"] == {"site": site, "job": "attack-job"}
 
 
 @pytest.mark.e2e
