@@ -48,9 +48,11 @@ def build_permit_world(
     operations: Sequence[str] = ("train", "evaluate"),
     revoked: bool = False,
     app: Mapping[str, str] | None = None,
+    pin_app: bool = True,
 ) -> DevPermitWorld:
     """``app`` is the permit's authorised Flower app; by default the one this
-    project deploys (:func:`federation.flower_app.released_app`)."""
+    project deploys (:func:`federation.flower_app.released_app`). ``pin_app=False``
+    issues a permit naming no app (every deployment run is then refused)."""
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
     hdab_key = generate_key()
@@ -92,7 +94,7 @@ def build_permit_world(
                     "min_rows_per_leaf": min_rows_per_leaf,
                     "outputs": list(outputs),
                 },
-                "app": dict(app) if app is not None else released_app(),
+                **({"app": dict(app) if app else released_app()} if pin_app else {}),
             },
             "opt_out": {"applied": True},
             "spe": {"id": "spe-dev"},

@@ -6,6 +6,7 @@ and that the denial carries no permit content (see ``World.assert_denied``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import orjson
@@ -13,6 +14,8 @@ import pytest
 from jwcrypto import jwk
 from jwcrypto.jws import JWS, JWSCore
 
+from permits.app_pin import AppObservation
+from permits.guard import AccessRequest
 from permits.jose import b64url_decode, b64url_encode
 from permits.keys import generate_key, thumbprint
 from permits.model import canonical_json
@@ -192,3 +195,61 @@ def test_replayed_request(world: World) -> None:
     world.clock.advance(DAY)  # long after the request's window it is expired, not forgotten
     world.refresh_status()
     world.assert_denied(request, ReasonCode.REQUEST_EXPIRED)
+
+
+# -- the code a data holder runs (issue #20): the permit names the authorised app ----------
+PINNED = {
+    "digest": "sha256:" + "c" * 64,
+    "clientapp": "federation.client_app:app",
+    "clientapp_version": "0.1.0",
+}
+
+
+def _pin_app(world: World) -> None:
+    """Amend the permit to name the authorised app (a new version; the old is superseded)."""
+    body = orjson.loads(_payload(world.issued.token))
+    processing = {**body["processing"], "app": PINNED}
+    world.issued = world.service.amend(world.issued.jti, {"processing": processing})
+    world.refresh_status()
+
+
+def _with_app(request: AccessRequest, **overrides: str) -> AccessRequest:
+    return dataclasses.replace(request, app=AppObservation(**{**PINNED, **overrides}))
+
+
+def test_deployment_run_under_a_permit_naming_no_app(world: World) -> None:
+    world.assert_denied(_with_app(world.request()), ReasonCode.APP_NOT_PINNED)
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"clientapp": "evil:app"}, ReasonCode.APP_REFERENCE_MISMATCH),
+        ({"digest": "sha256:" + "d" * 64}, ReasonCode.APP_DIGEST_MISMATCH),
+        ({"clientapp_version": "0.0.9"}, ReasonCode.CLIENTAPP_VERSION_MISMATCH),
+    ],
+)
+def test_app_other_than_the_permitted_one(
+    world: World, override: dict[str, str], reason: ReasonCode
+) -> None:
+    _pin_app(world)
+    request = world.request()
+    other = _with_app(request, **override)
+    world.assert_denied(other, reason)
+    assert other.app is not None and world.sink.events[-1].details["app_digest"] == other.app.digest
+    # refused before the requester's proof was consumed: the same proof, right app, passes
+    decision = world.decide(_with_app(request))
+    assert decision.allowed
+    assert world.sink.events[-1].details["app_digest"] == PINNED["digest"]
+
+
+def test_app_pin_is_only_changed_by_an_amendment(world: World) -> None:
+    old_token = world.issued.token
+    _pin_app(world)
+    assert world.issued.version == 2
+    pinned = orjson.loads(_payload(world.issued.token))["processing"]["app"]
+    assert pinned == PINNED
+    # the unpinned version 1 is superseded: presenting it is refused
+    world.assert_denied(
+        _with_app(world.request(token=old_token, permit_hash=None)), ReasonCode.PERMIT_SUPERSEDED
+    )
