@@ -248,7 +248,11 @@ def create_node_app(
     app[SUPERNODE_KEY] = (
         supernode
         if supernode is not None
-        else SuperNode(config.node.flower, stop_timeout=config.server.shutdown_timeout)
+        else SuperNode(
+            config.node.flower,
+            stop_timeout=config.server.shutdown_timeout,
+            runtime_dir=config.data_dir / "supernode",
+        )
     )
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-dryrun")
     app[DRY_RUN_SLOTS_KEY] = asyncio.Semaphore(MAX_DRY_RUNS)

@@ -11,8 +11,10 @@ import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from federation.site_runtime import RunRecord, append_run
 from fhir_adapters.testing.synthetic import synthetic_spec_document
 from gateway.config import FlowerSettings
+from gateway.errors import ConfigError
 from gateway.node_service import create_node_app
 from gateway.supernode import SuperNode
 from tests.gateway.conftest import Api, Keys, node_config, start
@@ -249,12 +251,34 @@ async def test_supernode_child_is_started_and_stopped(
         create_node_app(node_config(tmp_path, site_data), keys=keys.ring(), supernode=supernode)
     )
     api = Api(client, "site-a")
+    assert supernode.process is not None and supernode.runtime is not None
+    # the SuperNode launches no ClientApp itself: the gateway's executor serves its tasks
+    cmdline = Path(f"/proc/{supernode.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[cmdline.index(b"--isolation") + 1] == b"process"
+    assert b"--superexec-auth-secret-file" in cmdline
+    digest = "sha256:" + "a" * 64
+    append_run(supernode.runtime.runs_file, RunRecord(7, digest, "train", "ok", 1))
+    append_run(supernode.runtime.runs_file, RunRecord(8, None, "train", "app_malformed", 2))
     status = await (await api.call("GET", "/flower/status", key=keys.operator)).json()
     assert status["running"] is True and isinstance(status["pid"], int)
+    assert status["executor_running"] is True
+    assert [(r["run_id"], r["app_digest"], r["refused"]) for r in status["runs"]] == [
+        (7, digest, 0),
+        (8, None, 1),
+    ]
     assert (await api.call("GET", "/ready")).status == 200
-    assert supernode.process is not None
+    executor = supernode.executor
+    assert executor is not None
     await client.close()
     assert supernode.process.returncode is not None  # stopped on shutdown
+    assert executor.returncode is not None
+
+
+async def test_supernode_command_may_not_choose_its_own_isolation() -> None:
+    settings = FlowerSettings(mode="run", command=("flower-supernode", "--isolation", "subprocess"))
+    with pytest.raises(ConfigError) as err:
+        await SuperNode(settings).start()
+    assert err.value.code == "SUPERNODE_COMMAND"
 
 
 async def test_supernode_connect_reports_reachability(
