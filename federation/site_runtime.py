@@ -35,7 +35,6 @@ OWNED_FLAGS = (
     "--ssl-certfile",
     "--ssl-keyfile",
     "--ssl-ca-certfile",
-    "--trusted-entities",
 )
 SECRET_FILE = "superexec.secret"
 RUNS_FILE = "runs.jsonl"
@@ -65,7 +64,6 @@ class RuntimeEndpoint:
     secret_file: Path
     runs_file: Path
     tls: RuntimeTls | None = None
-    trusted_entities: Path | None = None
 
     @property
     def address(self) -> str:
@@ -78,7 +76,6 @@ def prepare_runtime(
     host: str = "127.0.0.1",
     port: int = 0,
     tls: RuntimeTls | None = None,
-    trusted_entities: Path | None = None,
 ) -> RuntimeEndpoint:
     """A private folder with a fresh SuperExec secret (0600) and the runs file's place."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -93,7 +90,6 @@ def prepare_runtime(
         secret_file=secret,
         runs_file=directory / RUNS_FILE,
         tls=tls,
-        trusted_entities=trusted_entities,
     )
 
 
@@ -118,8 +114,6 @@ def supernode_args(endpoint: RuntimeEndpoint) -> list[str]:
             "--ssl-ca-certfile",
             str(endpoint.tls.ca_file),
         ]
-    if endpoint.trusted_entities is not None:  # Flower's own app signing (hub apps only)
-        args += ["--trusted-entities", str(endpoint.trusted_entities)]
     return args
 
 

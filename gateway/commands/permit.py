@@ -275,6 +275,18 @@ def _decode(token: str) -> dict[str, Any]:
     }
 
 
+def _authorised_app(payload: Mapping[str, Any]) -> str:
+    """The code the permit authorises at data holders, for the case officer (issue #20)."""
+    processing = payload.get("processing")
+    app = processing.get("app") if isinstance(processing, dict) else None
+    if not isinstance(app, dict):
+        return "authorised app: none named (data holders refuse every Flower deployment run)"
+    return (
+        f"authorised app: {app.get('digest')}  ClientApp: {app.get('clientapp')}  "
+        f"gateway ClientApp version: {app.get('clientapp_version')}"
+    )
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     if args.db and (args.register or args.status_list or args.jti):
         service = HdabService.read_only(_url(args.db))
@@ -305,6 +317,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(
             f"issuer: {payload.get('iss')}  signatures: {len(data['headers'])} ({data['serialization']})"
         )
+        print(_authorised_app(payload))
         print(orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
     return 0
 
