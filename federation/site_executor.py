@@ -102,13 +102,9 @@ def _outcome(reply: Message) -> str:
 
 
 def _deny(
-    msg: Message,
-    site: SiteConfig,
-    audit: AuditSink,
-    reason: str,
-    operation: str,
-    digest: str | None,
+    msg: Message, site: SiteConfig, reason: str, operation: str, digest: str | None
 ) -> Answer:
+    """Refuse a task: ``access.denied`` in the site's audit log, an error code to the coordinator."""
     subject = {"site": site.site_id}
     job = _job_id(msg)
     if job is not None:
@@ -116,7 +112,16 @@ def _deny(
     details: dict[str, object] = {"reason": reason, "operation": operation}
     if digest is not None:
         details["app_digest"] = digest
-    audit.record("access.denied", subject=subject, details=details)
+    try:  # a refusal stands even if it cannot be written (as in the permit guard)
+        audit: AuditSink = site.audit.build()
+        try:
+            audit.record("access.denied", subject=subject, details=details)
+        finally:
+            close = getattr(audit, "close", None)
+            if callable(close):
+                close()
+    except Exception as exc:
+        _log.warning("site %s: audit sink failed on deny: %s", site.site_id, type(exc).__name__)
     return Answer(
         wire.site_reply(msg, site_id=site.site_id, error=reason), reason, digest, operation
     )
@@ -143,15 +148,8 @@ def answer(msg: Message, context: Context, fab_content: bytes) -> Answer:
     except AppTrustError as exc:
         refusal = exc
     if refusal is not None or manifest is None:
-        audit: AuditSink = site.audit.build()
-        try:
-            reason = refusal.reason if refusal is not None else "app_malformed"
-            digest = manifest.digest if manifest is not None else None
-            return _deny(msg, site, audit, reason, operation, digest)
-        finally:
-            close = getattr(audit, "close", None)
-            if callable(close):
-                close()
+        reason = refusal.reason if refusal is not None else "app_malformed"
+        return _deny(msg, site, reason, operation, manifest.digest if manifest else None)
     client_app = make_client_app(site_from_node_config, app=manifest.observation())
     try:
         reply = client_app(message=msg, context=context)

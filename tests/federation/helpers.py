@@ -54,3 +54,8 @@ class DyingAuthorizer:
 
 def dying_guard(kill_marker: str, audit: AuditSink, **kwargs: Any) -> DyingAuthorizer:
     return DyingAuthorizer(permit_guard(audit=audit, **kwargs), kill_marker)
+
+
+def broken_sink() -> AuditSink:
+    """An audit log that cannot be opened (disk gone, database down)."""
+    raise OSError("audit store unavailable")

@@ -22,6 +22,7 @@ from flwr.cli.build import build_fab_from_files
 from flwr.clientapp import ClientApp
 
 from federation.app_trust import AppTrustError, check_fab, manifest_from_files, read_fab
+from federation.factory import FactoryRef
 from federation.flower_app import app_files, released_app, released_manifest
 from federation.server_app import run_coordinator
 from federation.site_executor import answer
@@ -113,13 +114,15 @@ def test_unreadable_bundles_are_refused_as_malformed(content: bytes) -> None:
 # ---------------------------------------------------------------- the executor's answers
 
 
-def _executor_grid(world: World, fab: bytes, *, site_config: bool = True) -> InProcessGrid:
+def _executor_grid(
+    world: World, fab: bytes, *, site_config: bool = True, **overrides: FactoryRef
+) -> InProcessGrid:
     """The coordinator's grid where each node is a site's executor serving ``fab``'s run."""
     paths = {}
     for site in SITES:
         path = world.root / "sites" / f"{site}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(orjson.dumps(world.site(site).to_dict()))
+        path.write_bytes(orjson.dumps(world.site(site, **overrides).to_dict()))
         paths[site] = str(path)
 
     def serve(msg: Message, context: Context) -> Message:
@@ -216,3 +219,11 @@ def test_no_reply_tells_the_coordinator_more_than_the_site_id(
     # every path was exercised
     assert {"app_reference_mismatch", "app_ships_code", "job_config", "app_not_pinned"} <= errors
     assert any("error" not in dict(r.content.config_records["site"]) for r in replies)
+
+
+def test_a_refusal_stands_when_the_audit_log_is_unavailable(world: World, tmp_path: Path) -> None:
+    broken = FactoryRef("tests.federation.helpers:broken_sink", {})
+    grid = _executor_grid(world, _attack_fab(shadowing_clientapp, tmp_path), audit=broken)
+    result = run_coordinator(grid, world.job(rounds=1), engine="inprocess")
+    assert result.status == "failed"
+    assert set(result.failed_sites.values()) == {"app_ships_code"}
