@@ -22,7 +22,6 @@ Every refusal is an :class:`AppTrustError` whose ``reason`` is a stable code.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import io
 import re
@@ -33,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-import orjson
-
 from federation.errors import AccessDeniedError
+from trust import canonical_hash, sha256_tag
 
 #: The only ClientApp a gateway runs: its own, installed with the gateway.
 CLIENTAPP_REF = "federation.client_app:app"
@@ -84,8 +82,8 @@ class AppManifest:
 
     @property
     def digest(self) -> str:
-        canonical = orjson.dumps(self.document(), option=orjson.OPT_SORT_KEYS)
-        return "sha256:" + hashlib.sha256(canonical).hexdigest()
+        """The app digest: RFC 8785 canonical JSON of the manifest, hashed (``trust``)."""
+        return canonical_hash(self.document())
 
     def observation(self) -> dict[str, str]:
         """What the site tells its permit guard about the run (see ``permits.app_pin``)."""
@@ -124,7 +122,7 @@ def manifest_from_files(files: Mapping[str, bytes]) -> AppManifest:
         raise AppTrustError("the app has no pyproject.toml")
     client, server = _components(pyproject)
     hashes = {
-        _safe_name(name): "sha256:" + hashlib.sha256(content).hexdigest()
+        _safe_name(name): sha256_tag(content)
         for name, content in files.items()
         if name != CONFIG_FILE and not name.startswith(INFO_DIR)
     }

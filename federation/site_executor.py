@@ -61,11 +61,11 @@ from federation.client_app import make_client_app, reason_of, site_from_node_con
 from federation.job import SiteConfig
 from federation.ports import AuditSink
 from federation.site_runtime import RunRecord, append_run
+from trust import is_identifier
 
 _log = logging.getLogger("federation.site_executor")
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 OPERATIONS = ("train", "evaluate")
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ def _job_id(msg: Message) -> str | None:
         value = record.get("job-id") if isinstance(record, ConfigRecord) else None
     except Exception:
         return None
-    if isinstance(value, str) and 0 < len(value) <= 128 and set(value) <= _ID_CHARS:
-        return value
-    return None
+    return value if isinstance(value, str) and is_identifier(value) else None
 
 
 def _operation(msg: Message) -> str:
