@@ -231,6 +231,11 @@ class FhirClient:
                 connector=aiohttp.TCPConnector(limit=self._connection_limit),
                 headers={"User-Agent": USER_AGENT},
             )
+            # aiohttp silently resends an idempotent request once when a kept-alive
+            # connection drops. A GET kick-off is "idempotent" to aiohttp but starts a
+            # job on the server: every resend decision must be ours (see ``open``).
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:
