@@ -306,6 +306,7 @@ class FhirTestServer:
         self.counts: Counter[str] = Counter()
         self.tombstones: list[tuple[str, str, str]] = []  # (type, id, instant deleted)
         self.poll_throttles = 0
+        self.kickoff_queries: list[dict[str, str]] = []  # parameters of each accepted kick-off
         self.jobs: dict[str, _Job] = {}
         self.tokens: dict[str, tuple[str, float]] = {}
         self.seen_jti: set[str] = set()
@@ -736,6 +737,7 @@ class FhirTestServer:
             if isinstance(parsed, web.Response):
                 return parsed
             query, only = parsed
+        self.kickoff_queries.append({k: str(v) for k, v in query.items()})
         fmt = query.get("_outputFormat", NDJSON)
         if fmt not in (NDJSON, "application/ndjson", "ndjson"):
             return error(400, "not-supported", f"_outputFormat {fmt} is not supported")
