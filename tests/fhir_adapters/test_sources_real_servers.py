@@ -56,6 +56,15 @@ async def test_throttled_polls_with_epoch_retry_after_in_ms_then_s(tmp_path: Pat
     assert all(0.0 <= d <= 5.0 for d in throttle_waits), throttle_waits
 
 
+async def test_cli_shows_every_wait(tmp_path: Path, capsys: Any) -> None:
+    behaviour = ExportBehaviour(throttle_polls=1, throttle_seconds=0.0, polls_before_ready=0)
+    async with _server(behaviour) as srv:
+        argv = ["fhir", "export", "--base", srv.base_url, "--out", str(tmp_path), "--json"]
+        assert await asyncio.to_thread(main, [*argv, "--poll-floor", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "ehds: HTTP 429; retrying in" in err  # a user sees that the server throttled us
+
+
 async def test_epoch_retry_after_on_202_and_the_polling_floor(tmp_path: Path) -> None:
     for unit in ("ms", "s"):
         behaviour = ExportBehaviour(polls_before_ready=2, retry_after="3", retry_after_epoch=unit)
