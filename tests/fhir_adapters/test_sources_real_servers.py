@@ -275,3 +275,32 @@ def test_expired_message_names_both_remedies() -> None:
     from fhir_adapters.sources.bulk_export import EXPIRED_HINT
 
     assert "--restart" in EXPIRED_HINT and "--restart-on-expired" in EXPIRED_HINT
+
+
+async def test_ctrl_c_in_a_terminal_asks_and_cancels(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from fhir_adapters.sources.export_state import ExportState, save_state
+    from gateway.commands import fhir as fhir_cmd
+
+    async with _server(ExportBehaviour(hold=True)) as srv:
+        async with FhirClient(srv.base_url, retry=FAST) as client:
+            status_url = await BulkExporter(client).kick_off(ExportRequest())
+        save_state(tmp_path, ExportState(base_url=srv.base_url, request={}, status_url=status_url))
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        asked: list[str] = []
+        monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "y")
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        fhir_cmd.register(sub)
+        args = parser.parse_args(
+            ["fhir", "export", "--base", srv.base_url, "--out", str(tmp_path), "--retries", "2"]
+        )
+        code = await asyncio.to_thread(fhir_cmd._interrupted, args)
+        assert code == 130
+        assert asked and "Cancel the export job" in asked[0]
+        assert srv.counts["delete"] == 1
+    assert "cancelled on the server" in capsys.readouterr().err

@@ -52,13 +52,12 @@ async def _dry_run(api: Api, keys: Keys) -> dict[str, Any]:
 
 @asynccontextmanager
 async def _node(tmp_path: Path, keys: Keys, **env: str) -> AsyncIterator[Api]:
-    config = node_config(
-        tmp_path,
-        tmp_path,
-        EHDS_NODE_FHIR_SYNC_INTERVAL_SECONDS="0",
-        EHDS_NODE_FHIR_POLL_FLOOR_SECONDS="0.05",
+    settings = {
+        "EHDS_NODE_FHIR_SYNC_INTERVAL_SECONDS": "0",
+        "EHDS_NODE_FHIR_POLL_FLOOR_SECONDS": "0.05",
         **env,
-    )
+    }
+    config = node_config(tmp_path, tmp_path, **settings)
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
         yield Api(client, "site-a")
@@ -236,3 +235,54 @@ def test_build_version_merges_keeps_latest_and_applies_deletions(tmp_path: Path)
     assert meta is not None and meta["version"] == 2 and meta["resources"] == {"Patient": 2}
     with pytest.raises(FileExistsError):  # a version folder is written once, never over
         build_version(old, [changes], set(), tmp_path / "new", {"version": 2})
+
+
+async def test_sync_runs_on_a_schedule_without_any_job(
+    tmp_path: Path, keys: Keys, tiny_site: Path
+) -> None:
+    async with (
+        FhirTestServer(ServerConfig(ndjson_dir=tiny_site)) as srv,
+        _node(
+            tmp_path,
+            keys,
+            EHDS_NODE_FHIR_KIND="export",
+            EHDS_NODE_FHIR_BASE_URL=srv.base_url,
+            EHDS_NODE_FHIR_SYNC_INTERVAL_SECONDS="1",
+        ) as api,
+    ):
+        await _ready(api)
+        srv.delete("Patient", str(srv.by_type["Patient"][0]["id"]))
+        for _ in range(300):
+            detail = (await (await api.client.get("/ready")).json())["checks"]["fhir_source"]
+            if detail["snapshot_version"] >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert detail["snapshot_version"] >= 3
+        assert len(srv.kickoff_queries) >= 3 and "_since" in srv.kickoff_queries[-1]
+    current = (tmp_path / "fhir-snapshot" / "current").resolve()
+    assert len(load_ndjson_dir(current)) == sum(len(v) for v in srv.by_type.values())
+    versions = sorted(p.name for p in (tmp_path / "fhir-snapshot" / "versions").iterdir())
+    assert len(versions) <= 3  # old versions are pruned
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EHDS_NODE_FHIR_KIND": "export"}, "base_url is required"),
+        (
+            {
+                "EHDS_NODE_FHIR_KIND": "export",
+                "EHDS_NODE_FHIR_BASE_URL": "https://fhir.example",
+                "EHDS_NODE_FHIR_CLIENT_ID": "gw",
+            },
+            "go together",
+        ),
+        ({"EHDS_NODE_FHIR_SYNC_INTERVAL_SECONDS": "-1"}, "must be >= 0"),
+    ],
+)
+def test_sync_settings_are_checked(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(service="node", env={"EHDS_DATA_DIR": str(tmp_path), **env})
