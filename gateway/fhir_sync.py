@@ -68,17 +68,9 @@ class SyncError(UnavailableError):
 # ------------------------------------------------------------------ snapshot files (pure I/O)
 def _lines(path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
     """``(line, resource)`` for each FHIR resource line of an NDJSON file; others skipped."""
-    with open(path, "rb") as fh:
-        for raw in fh:
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(value, dict) and isinstance(value.get("resourceType"), str):
-                yield line, value
+    from fhir_adapters.sources.ndjson_lines import read_resource_lines
+
+    return read_resource_lines(path)
 
 
 def _key(resource: dict[str, Any]) -> Key | None:

@@ -61,7 +61,12 @@ from fhir_adapters.sources.http import (
     parse_retry_after,
     read_json,
 )
-from fhir_adapters.sources.ndjson_lines import DEFAULT_MAX_LINE, NdjsonSplitter
+from fhir_adapters.sources.ndjson_lines import (
+    DEFAULT_MAX_LINE,
+    LineStats,
+    NdjsonSplitter,
+    read_resource_lines,
+)
 from fhir_adapters.sources.outcome import (
     is_error_outcome,
     is_operation_outcome,
@@ -948,18 +953,10 @@ def read_export_dir(
         paths = sorted(out.glob("*.ndjson"))
     for path in paths:
         stats.files += 1
-        with open(path, "rb") as fh:
-            for raw in fh:
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    stats.bad_lines += 1
-                    continue
-                if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-                    stats.bad_lines += 1
-                    continue
-                stats.resources += 1
+        counts = LineStats()
+        try:
+            for _line, value in read_resource_lines(path, counts):
                 yield value
+        finally:
+            stats.resources += counts.resources
+            stats.bad_lines += counts.bad_lines
