@@ -145,6 +145,12 @@ class FhirSettings:
     poll_floor_seconds: float = field(
         default=1.0, metadata={"doc": "Never poll an $export status faster than this."}
     )
+    sync_wait_seconds: float = field(
+        default=120.0,
+        metadata={
+            "doc": "A job waits this long for its pre-job sync, then reads the snapshot it has."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -402,8 +408,10 @@ def validate(config: GatewayConfig) -> None:
     f = config.node.fhir
     if f.kind in {"search", "export"} and not f.base_url:
         raise ConfigError(f"node.fhir.base_url is required when node.fhir.kind = {f.kind}")
-    if f.sync_interval_seconds < 0 or f.poll_floor_seconds < 0:
-        raise ConfigError("node.fhir.sync_interval_seconds and poll_floor_seconds must be >= 0")
+    if min(f.sync_interval_seconds, f.poll_floor_seconds, f.sync_wait_seconds) < 0:
+        raise ConfigError(
+            "node.fhir.sync_interval_seconds, poll_floor_seconds and sync_wait_seconds must be >= 0"
+        )
     if bool(f.client_id) != (f.key is not None):
         raise ConfigError("node.fhir.client_id and node.fhir.key go together")
     if config.node.flower.mode not in {"off", "connect", "run"}:

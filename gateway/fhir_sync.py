@@ -224,6 +224,7 @@ class FhirSync:
         self.status = SyncStatus()
         self._lock = asyncio.Lock()
         self._starts = 0
+        self._background: set[asyncio.Future[bool]] = set()
         current = self.current()
         meta = read_meta(current) if current is not None else None
         if meta is not None:
@@ -275,9 +276,18 @@ class FhirSync:
             return self.status.last_error is None
 
     async def before_job(self) -> None:
-        """On-demand sync before a job; a failure leaves the previous snapshot in use."""
-        if self.settings.sync_before_job:
-            await self.sync()
+        """On-demand sync before a job; a failure leaves the previous snapshot in use.
+
+        A slow server must not hold a job for hours: after ``sync_wait_seconds``
+        the job goes on with the snapshot it has, and the sync finishes on its own.
+        """
+        if not self.settings.sync_before_job:
+            return
+        task = asyncio.ensure_future(self.sync())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=self.settings.sync_wait_seconds)
 
     async def run_forever(self) -> None:
         interval = self.settings.sync_interval_seconds
@@ -508,11 +518,14 @@ def install_fhir_sync(app: web.Application, config: GatewayConfig, data: Any) ->
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[FHIR_SYNC_KEY].run_forever(), name="ehds-fhir-sync")
+    sync = app[FHIR_SYNC_KEY]
+    task = asyncio.create_task(sync.run_forever(), name="ehds-fhir-sync")
     yield
-    task.cancel()
+    pending = [task, *sync._background]
+    for t in pending:
+        t.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def before_job(app: web.Application) -> None:

@@ -98,6 +98,9 @@ async def test_gateway_syncs_by_export_with_smart_and_reflects_adds_and_deletes(
         assert before == len(patients)
         version = (await _ready(api))["checks"]["fhir_source"]["snapshot_version"]
 
+        old_version = (tmp_path / "fhir-snapshot" / "current").resolve()
+        old_files = {p.name: p.read_bytes() for p in old_version.iterdir()}
+
         # On the hospital's server: two patients added, one deleted.
         srv.upsert(_new_patient(patients[0], "added-1"))
         srv.upsert(_new_patient(patients[1], "added-2"))
@@ -111,6 +114,8 @@ async def test_gateway_syncs_by_export_with_smart_and_reflects_adds_and_deletes(
         assert ready["checks"]["fhir_source"]["snapshot_version"] == version + 1
         metrics = await (await api.client.get("/metrics")).text()
         assert f"ehds_fhir_snapshot_version {version + 1}" in metrics
+        # A job that resolved the old version before the switch reads it unchanged to the end.
+        assert {p.name: p.read_bytes() for p in old_version.iterdir()} == old_files
         assert "ehds_fhir_sync_last_failed 0" in metrics
     current = tmp_path / "fhir-snapshot" / "current"
     ids = {r["id"] for r in load_ndjson_dir(current.resolve()) if r["resourceType"] == "Patient"}
@@ -286,3 +291,31 @@ def test_sync_settings_are_checked(tmp_path: Path, env: dict[str, str], message:
 
     with pytest.raises(ConfigError, match=message):
         load_config(service="node", env={"EHDS_DATA_DIR": str(tmp_path), **env})
+
+
+async def test_a_hanging_server_does_not_hold_a_job(
+    tmp_path: Path, keys: Keys, tiny_site: Path
+) -> None:
+    behaviour = ExportBehaviour()
+    async with (
+        FhirTestServer(ServerConfig(ndjson_dir=tiny_site, export=behaviour)) as srv,
+        _node(
+            tmp_path,
+            keys,
+            EHDS_NODE_FHIR_KIND="export",
+            EHDS_NODE_FHIR_BASE_URL=srv.base_url,
+            EHDS_NODE_FHIR_SYNC_WAIT_SECONDS="0.5",
+            EHDS_NODE_DISCLOSURE_FLOOR="5",
+        ) as api,
+    ):
+        await _ready(api)
+        behaviour.hold = True  # the next export never finishes
+        resp = await api.call(
+            "POST", "/features/dry-run", key=keys.operator, json={"spec": synthetic_spec_document()}
+        )
+        # The job ran on the snapshot at hand (a tiny cohort: refused below the floor,
+        # which proves it read data instead of waiting on the server).
+        assert resp.status == 422, await resp.text()
+        assert (await resp.json())["code"] == "BELOW_DISCLOSURE_FLOOR"
+        detail = (await (await api.client.get("/ready")).json())["checks"]["fhir_source"]
+        assert detail["snapshot_version"] == 1
