@@ -521,7 +521,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     sync = app[FHIR_SYNC_KEY]
     task = asyncio.create_task(sync.run_forever(), name="ehds-fhir-sync")
     yield
-    pending = [task, *sync._background]
+    pending: list[asyncio.Future[Any]] = [task, *sync._background]
     for t in pending:
         t.cancel()
     with contextlib.suppress(asyncio.CancelledError):
