@@ -297,7 +297,7 @@ class FhirSync:
                 return
             await asyncio.sleep(interval)
 
-    def _client(self) -> FhirClient:
+    async def _client(self) -> FhirClient:
         from fhir_adapters.sources.http import FhirClient, RetryPolicy
         from fhir_adapters.sources.smart_auth import SmartBackendAuth, load_private_jwk
 
@@ -306,19 +306,19 @@ class FhirSync:
         if s.client_id and s.key is not None:
             auth = SmartBackendAuth(
                 client_id=s.client_id,
-                key=load_private_jwk(s.key),
+                key=await asyncio.to_thread(load_private_jwk, s.key),
                 token_url=s.token_url or None,
                 discovery_base=None if s.token_url else s.base_url,
             )
         return FhirClient(s.base_url, auth=auth, retry=RetryPolicy(max_attempts=4))
 
     async def _sync_once(self) -> None:
-        meta = self._meta()
+        meta = await asyncio.to_thread(self._meta)
         since = meta.get("since") if meta else None
         work = self.root / "work"
         await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
         started = datetime.now(UTC)
-        async with self._client() as client:
+        async with await self._client() as client:
             if self.settings.kind == "export":
                 changes, deleted, next_since, full = await self._pull_export(client, work, since)
             else:

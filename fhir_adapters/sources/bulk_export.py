@@ -703,6 +703,8 @@ class BulkExporter:
             ]
 
         todo = await asyncio.to_thread(pending)
+        if any(r.kind == "error" for r in todo):
+            await asyncio.to_thread(self.known_types)  # read once, off the loop
         total = len(plan)
         semaphore = asyncio.Semaphore(self.concurrency)
         save_lock = asyncio.Lock()
