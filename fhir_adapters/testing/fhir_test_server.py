@@ -91,6 +91,9 @@ class ExportBehaviour:
     failures_transient: bool = True
     # Kick-offs whose connection is dropped after the request was read (no answer at all).
     kickoff_dropped: int = 0
+    # The last resource of each output file is repeated at the start of the next one
+    # (servers paging through a table that changes under them do this).
+    repeat_ids_across_files: bool = False
 
 
 @dataclass
@@ -757,6 +760,8 @@ class FhirTestServer:
             size = behaviour.resources_per_file
             for i in range(0, len(lines), size):
                 chunk = lines[i : i + size]
+                if behaviour.repeat_ids_across_files and i > 0:
+                    chunk = [lines[i - 1], *chunk]
                 body = ndjson_bytes(chunk)
                 if not injected and behaviour.bad_lines:
                     body += b"{not json\n" * behaviour.bad_lines

@@ -245,8 +245,10 @@ def test_build_version_merges_keeps_latest_and_applies_deletions(tmp_path: Path)
 async def test_sync_runs_on_a_schedule_without_any_job(
     tmp_path: Path, keys: Keys, tiny_site: Path
 ) -> None:
+    # Small files that overlap by one resource: the same ids arrive twice, kept once.
+    behaviour = ExportBehaviour(resources_per_file=3, repeat_ids_across_files=True)
     async with (
-        FhirTestServer(ServerConfig(ndjson_dir=tiny_site)) as srv,
+        FhirTestServer(ServerConfig(ndjson_dir=tiny_site, export=behaviour)) as srv,
         _node(
             tmp_path,
             keys,
@@ -265,7 +267,8 @@ async def test_sync_runs_on_a_schedule_without_any_job(
         assert detail["snapshot_version"] >= 3
         assert len(srv.kickoff_queries) >= 3 and "_since" in srv.kickoff_queries[-1]
     current = (tmp_path / "fhir-snapshot" / "current").resolve()
-    assert len(load_ndjson_dir(current)) == sum(len(v) for v in srv.by_type.values())
+    keys_seen = [(r["resourceType"], r["id"]) for r in load_ndjson_dir(current)]
+    assert len(keys_seen) == len(set(keys_seen)) == sum(len(v) for v in srv.by_type.values())
     versions = sorted(p.name for p in (tmp_path / "fhir-snapshot" / "versions").iterdir())
     assert len(versions) <= 3  # old versions are pruned
 
