@@ -11,7 +11,7 @@ Entry points:
 - :func:`search` - ``GET [base]/[type]?...`` following ``Bundle.link[next]``.
 - :class:`BulkExporter` - kick-off, poll, download, delete, resume.
 - :class:`SmartBackendAuth` - ``client_credentials`` + ``private_key_jwt``;
-  :func:`generate_client_key` / :func:`client_jwks` make the key and the JWKS to register.
+  (``trust.generate_client_key`` / ``trust.client_jwks`` make its key and the JWKS to register).
 - :func:`parse_retry_after` - every ``Retry-After`` form real servers send.
 """
 
@@ -28,7 +28,6 @@ from fhir_adapters.sources.outcome import summarize_outcome
 from fhir_adapters.sources.retry_after import parse_retry_after
 from fhir_adapters.sources.search import search, search_pages
 from fhir_adapters.sources.smart_auth import SmartBackendAuth, discover_smart_configuration
-from fhir_adapters.sources.smart_keys import client_jwks, generate_client_key
 from fhir_adapters.sources.sync import iterate_sync
 
 __all__ = [
@@ -40,9 +39,7 @@ __all__ = [
     "RetryPolicy",
     "ServerCapability",
     "SmartBackendAuth",
-    "client_jwks",
     "discover_smart_configuration",
-    "generate_client_key",
     "iterate_sync",
     "parse_capability",
     "parse_retry_after",

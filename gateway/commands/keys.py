@@ -19,8 +19,18 @@ from typing import Any
 
 import orjson
 
+from permits import trusted_key
 from permits.errors import PermitKeyError
-from permits.keys import generate_key, load_jwk, public_jwk, thumbprint, trusted_key
+from trust import (
+    CLIENT_KEY_ALGS,
+    client_jwks,
+    client_key_alg,
+    generate_client_key,
+    load_jwk,
+    public_jwk,
+    thumbprint,
+)
+from trust import generate_jwk as generate_key
 
 
 def register(subparsers: Any) -> None:
@@ -80,19 +90,12 @@ def _write(path: Path, data: bytes, *, private: bool, force: bool) -> None:
         os.chmod(path, 0o600)
 
 
-def _smart_keys() -> Any:
-    from fhir_adapters.sources import smart_keys
-
-    return smart_keys
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    smart = _smart_keys()
-    is_smart = args.alg in smart.SMART_ALGS
-    key = smart.generate_client_key(args.alg) if is_smart else generate_key(args.alg)
+    is_client = args.alg in CLIENT_KEY_ALGS
+    key = generate_client_key(args.alg) if is_client else generate_key(args.alg)
     kid = thumbprint(key)
     private = orjson.dumps(key.export_private(as_dict=True), option=orjson.OPT_SORT_KEYS)
-    public = smart.client_jwks([key])["keys"][0] if is_smart else public_jwk(key)
+    public = client_jwks([key])["keys"][0] if is_client else public_jwk(key)
     if args.out:
         _write(args.out, private, private=True, force=args.force)
     if args.public_out:
@@ -121,7 +124,6 @@ def _read_keys(path: Path) -> list[Any]:
     """The key(s) of a JWK or JWKS file, checked to be SMART client keys."""
     from jwcrypto import jwk
 
-    smart = _smart_keys()
     try:
         data = orjson.loads(path.read_bytes())
         items = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
@@ -131,15 +133,13 @@ def _read_keys(path: Path) -> list[Any]:
     except Exception as exc:  # jwcrypto raises several types for bad keys
         raise PermitKeyError(f"{path.name} does not hold a valid JWK") from exc
     for key in keys:
-        smart.smart_alg(key)
+        client_key_alg(key)
     return keys
 
 
 def cmd_jwks(args: argparse.Namespace) -> int:
     keys = [key for path in args.paths for key in _read_keys(path)]
-    document = orjson.dumps(
-        _smart_keys().client_jwks(keys), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-    )
+    document = orjson.dumps(client_jwks(keys), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     if args.out:
         _write(args.out, document, private=False, force=args.force)
         print(f"{len(keys)} public key(s) written to {args.out}")
@@ -149,11 +149,10 @@ def cmd_jwks(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    smart = _smart_keys()
     raw = orjson.loads(args.path.read_bytes()) if args.path.exists() else {}
     if isinstance(raw, dict) and (raw.get("kty") == "RSA" or raw.get("crv") == "P-384"):
         key = _read_keys(args.path)[0]
-        public = smart.client_jwks([key])["keys"][0]
+        public = client_jwks([key])["keys"][0]
     else:
         key = load_jwk(args.path)
         public = public_jwk(key)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jwcrypto import jwk, jws
 
-from audit_chain import schema
+from audit_chain import EventSigner, TrustStore, schema
 from audit_chain.errors import (
     AuditActorError,
     AuditAlgorithmError,
@@ -25,9 +25,8 @@ from audit_chain.events import (
     sign_event,
     verify_event,
 )
-from audit_chain.jws import b64url_encode
-from audit_chain.keys import EventSigner, TrustStore, thumbprint
 from tests.audit_chain.conftest import HASH
+from trust import b64url_encode, thumbprint
 
 
 def _build(type: str = "data.extracted", subject: Any = None, details: Any = None) -> Event:
@@ -235,3 +234,21 @@ def test_non_canonical_payload_refused(actor: EventSigner, trust: TrustStore) ->
         with pytest.raises(AuditSchemaError):
             verify_event(actor.sign(variant, EVENT_TYP), trust)
     assert verify_event(actor.sign(canonical, EVENT_TYP), trust).event == event
+
+
+def test_key_declared_for_another_use_is_refused(actor: EventSigner) -> None:
+    """A witness key (or any non-audit key) cannot sign an audit event, even if trusted."""
+    from audit_chain.errors import AuditKeyUseError
+
+    token = sign_event(actor, "access.allowed", subject={"permit": "p-1"}, details={})
+    witness_only = TrustStore()
+    witness_only.add(actor.org, actor.public_jwk(), uses=["witness"])
+    with pytest.raises(AuditKeyUseError) as err:
+        verify_event(token, witness_only)
+    assert err.value.code == "AUDIT_KEY_USE"
+    audit = TrustStore()
+    audit.add(actor.org, actor.public_jwk())  # entries without uses are audit keys
+    assert verify_event(token, audit).event.type == "access.allowed"
+    # a trust store file keeps the declared use
+    again = TrustStore.from_json(witness_only.to_json())
+    assert next(iter(again)).uses == {"witness"}

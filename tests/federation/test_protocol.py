@@ -104,7 +104,7 @@ def test_denied_permit_reads_no_data(make_world: WorldFactory) -> None:
 
 
 def test_forged_request_is_denied_before_data(world: World, tmp_path: Path) -> None:
-    from permits.keys import generate_key
+    from trust import generate_jwk as generate_key
 
     other = tmp_path / "mallory.jwk"
     other.write_text(generate_key().export_private())
@@ -219,7 +219,7 @@ def test_site_failing_mid_run_is_recorded_and_run_completes(
 
 
 def test_release_cites_the_signed_checkpoint_covering_the_run(world: World) -> None:
-    from audit_chain.keys import EventSigner
+    from audit_chain import EventSigner
     from audit_chain.log import AuditLog
 
     key = world.root / "coordinator-signer.json"

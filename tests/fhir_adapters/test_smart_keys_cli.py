@@ -57,7 +57,7 @@ async def test_jwks_refuses_a_key_smart_servers_do_not_accept(tmp_path: Path, ca
     assert await _ehds("keys", "generate", "--out", str(ed)) == 0
     capsys.readouterr()
     assert await _ehds("keys", "jwks", str(ed)) == 2
-    assert "[SMART_AUTH_KEY]" in capsys.readouterr().err
+    assert "[TRUST_BAD_KEY]" in capsys.readouterr().err
     (tmp_path / "junk.jwk").write_text("{not json")
     assert await _ehds("keys", "jwks", str(tmp_path / "junk.jwk")) == 2
     assert "ehds: error: [" in capsys.readouterr().err

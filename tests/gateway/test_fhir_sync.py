@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_adapters.sources.smart_keys import client_jwks, generate_client_key
 from fhir_adapters.testing.fhir_test_server import (
     ExportBehaviour,
     FhirTestServer,
@@ -30,6 +29,7 @@ from fhir_adapters.testing.synthetic import synthetic_spec_document
 from gateway.fhir_sync import build_version, read_meta
 from gateway.node_service import create_node_app
 from tests.gateway.conftest import Api, Keys, node_config, start
+from trust import client_jwks, generate_client_key
 
 
 async def _ready(api: Api, *, timeout: float = 60.0) -> dict[str, Any]:

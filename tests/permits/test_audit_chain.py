@@ -9,8 +9,8 @@ from tests.permits.helpers import SPEC_B, build_world, train_params
 
 
 def test_lifecycle_and_decisions_in_the_signed_log(tmp_path: Path) -> None:
+    from audit_chain import EventSigner
     from audit_chain.events import parse_event
-    from audit_chain.keys import EventSigner
     from audit_chain.log import AuditLog
     from audit_chain.sink import SignedLogSink
 

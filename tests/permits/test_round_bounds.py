@@ -13,10 +13,10 @@ import pytest
 from federation.state import SqliteGuardState
 from permits.errors import VerificationError
 from permits.guard import MemoryRoundLedger, check_bounds
-from permits.jose import parse_jws
 from permits.model import Permit
 from permits.reasons import ReasonCode
 from tests.permits.helpers import World, build_world, train_params
+from trust import parse_jws
 
 
 def _permit(world: World) -> Permit:
