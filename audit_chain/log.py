@@ -25,7 +25,7 @@ without a signer opens the only log in the database. Listeners registered with
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -34,6 +34,7 @@ from audit_chain.checkpoint import Checkpoint, log_note_signer, parse_checkpoint
 from audit_chain.errors import AuditConfigError, AuditError, AuditPositionError, AuditRangeError
 from audit_chain.events import Event, parse_event, sign_built, verify_event
 from audit_chain.keys import EventSigner, TrustStore
+from audit_chain.note import parse_note, verify_note_signature
 from audit_chain.schema import is_identifier
 from audit_chain.storage import LogStore, StoredEntry, redact_url
 
@@ -230,9 +231,21 @@ class AuditLog:
     # ------------------------------------------------------------ checkpoints
 
     def latest_checkpoint(self) -> Checkpoint | None:
-        """Newest stored checkpoint (signature not re-verified here; see verify_log)."""
+        """Newest stored checkpoint (see verify_log for full verification).
+
+        ``kid`` is set when the note carries a valid signature of this log's signer.
+        """
         row = self.store.latest_checkpoint(self.log_id)
-        return None if row is None else parse_checkpoint(row[2])
+        return None if row is None else self._own(parse_checkpoint(row[2]))
+
+    def _own(self, cp: Checkpoint) -> Checkpoint:
+        if self._note_signer is None or self.signer is None:
+            return cp
+        try:
+            mine = verify_note_signature(parse_note(cp.note), self._note_signer.verifier())
+        except AuditError:
+            return cp
+        return replace(cp, kid=self.signer.kid) if mine is not None else cp
 
     def checkpoint(self) -> Checkpoint:
         """Signed checkpoint of the current tree, signing (and storing) a new one if needed."""
@@ -244,7 +257,7 @@ class AuditLog:
                 return latest
             raise AuditConfigError("log has no checkpoint yet and no signer to make one")
         _, _, token = self.store.add_checkpoint(self.log_id, self._sign)
-        return parse_checkpoint(token)
+        return self._own(parse_checkpoint(token))
 
     def checkpoints(self, since: int = 0) -> list[Checkpoint]:
         """All stored checkpoints with size >= since, smallest first."""

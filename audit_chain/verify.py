@@ -325,6 +325,7 @@ def _stream(
             if zero.root != merkle.EMPTY_ROOT:
                 raise _Failure(0, ROOT_MISMATCH, "checkpoint of size 0 with a non-empty root")
     origin = log.log_id
+    side_bad: int | None = None  # reported last: every cryptographic finding comes first
     computed: list[tuple[int, int, bytes]] = []  # recomputed nodes not yet compared
     try:
         for row in log.store.entries(log.log_id, 0, size, batch=batch):
@@ -337,6 +338,8 @@ def _stream(
                 event = verify_event(row.leaf, trust).event
             except AuditError as exc:
                 raise _Failure(i, exc.code, f"entry {i}: {exc}") from exc
+            computed.extend(merkle.extend(i, state.frontier, (merkle.leaf_hash(row.leaf),)))
+            # after the leaf hash is queued: on failure, a stored-leaf mismatch is named first
             if event.origin != origin or event.index != i:
                 raise _Failure(
                     i,
@@ -344,13 +347,12 @@ def _stream(
                     f"entry {i} was signed for index {event.index} of log {event.origin!r}: "
                     "a copy of an event from elsewhere",
                 )
-            if (row.type, row.org, row.time) != (event.type, event.org, event.time):
-                raise _Failure(
-                    i,
-                    SIDE_COLUMN,
-                    f"entry {i}: the type/org/time columns differ from the signed leaf",
-                )
-            computed.extend(merkle.extend(i, state.frontier, (merkle.leaf_hash(row.leaf),)))
+            if side_bad is None and (row.type, row.org, row.time) != (
+                event.type,
+                event.org,
+                event.time,
+            ):
+                side_bad = i
             state.count = i + 1
             report.entries_checked = state.count
             for kind, cp in checks.get(state.count, ()):
@@ -395,6 +397,12 @@ def _stream(
     beyond = log.store.first_entry_beyond_head(log.log_id)  # one statement: one snapshot
     if beyond is not None:
         raise _Failure(beyond, UNEXPECTED_ENTRY, f"entry {beyond} is stored beyond the log's head")
+    if side_bad is not None:
+        raise _Failure(
+            side_bad,
+            SIDE_COLUMN,
+            f"entry {side_bad}: the type/org/time columns differ from the signed leaf",
+        )
 
 
 def _check_nodes(log: AuditLog, computed: Iterable[tuple[int, int, bytes]]) -> None:
