@@ -96,7 +96,7 @@ class NoteVerifier:
 
 def parse_vkey(text: str) -> NoteVerifier:
     """``name+hexid+base64(type||key)`` -> verifier (Ed25519 types 0x01 and 0x04 only)."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # the base64 key may itself contain '+'
     if len(parts) != 3:
         raise AuditKeyError("a verifier key is <name>+<key ID hex>+<base64 key>")
     name, hexid, material = parts

@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 
 from aiohttp import web
 
@@ -93,7 +96,57 @@ def witness_for(
     return Witness(witness_signer(name, jwk), store, logs_by_origin(logs))
 
 
+class WitnessServers:
+    """Witnesses served on loopback ports from one background thread (demo, bench, tests).
+
+    ``with WitnessServers([w1, w2]) as urls:`` -> submission prefixes
+    ``http://127.0.0.1:<port>/witness``; everything is stopped on exit.
+    """
+
+    def __init__(
+        self, witnesses: Sequence[Witness], audits: Sequence[AuditSink | None] | None = None
+    ) -> None:
+        self.witnesses = list(witnesses)
+        self.audits = list(audits) if audits is not None else [None] * len(self.witnesses)
+        self.urls: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+
+    async def _start(self) -> list[str]:
+        urls = []
+        for witness, audit in zip(self.witnesses, self.audits, strict=True):
+            runner = web.AppRunner(witness_app(witness, audit=audit), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._runners.append(runner)
+            port = runner.addresses[0][1]
+            urls.append(f"http://127.0.0.1:{port}/witness")
+        return urls
+
+    async def _stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+    def __enter__(self) -> list[str]:
+        self._thread.start()
+        self.urls = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self.urls
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+
+
 __all__ = [
+    "WitnessServers",
     "logs_by_origin",
     "open_witness",
     "start_witnessing",

@@ -172,3 +172,12 @@ def test_witness_state_survives_a_restart(
         assert cosign(log, again) == 5  # learns 3 from the 409, proves 3 -> 5
     finally:
         again.store.close()
+
+
+def test_vkeys_round_trip() -> None:
+    from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner, parse_vkey
+
+    for _ in range(20):  # standard base64 keys often contain '+', the vkey separator
+        jwk = EventSigner.generate("x").to_json()["jwk"]
+        verifier = NoteSigner.from_jwk("w.example/w", jwk, SIG_COSIGNATURE_V1).verifier()
+        assert parse_vkey(verifier.vkey()) == verifier
