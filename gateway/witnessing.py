@@ -78,8 +78,10 @@ class Witnessing:
         witnesses: Sequence[WitnessEndpoint],
         *,
         timeout: float = 10.0,
+        min_interval: float = 0.1,
     ) -> None:
         self.log = log
+        self.min_interval = min_interval
         self.witnesses = list(witnesses)
         self.timeout = timeout
         self._cond = threading.Condition()
@@ -170,8 +172,19 @@ class Witnessing:
                     LOG.error("cannot read the log's checkpoint: %s", exc.code)
                     self._finish(wanted)
                     continue
-                await asyncio.gather(*(self._submit(session, w, cp) for w in self.witnesses))
+                got = await asyncio.gather(*(self._submit(session, w, cp) for w in self.witnesses))
+                rows = [r for r in got if r is not None]
+                if rows:  # one write per round: the appender shares the database lock
+                    try:
+                        await asyncio.to_thread(
+                            self.log.store.add_cosignatures, self.log.log_id, cp.size, rows
+                        )
+                    except AuditError as exc:
+                        LOG.error("cannot store cosignatures: %s", exc.code)
+                    for name, _, _ in rows:
+                        self._set(name, size=cp.size)
                 self._finish(max(wanted, cp.size))
+                await asyncio.sleep(self.min_interval)  # let appends accumulate: batched rounds
 
     def _finish(self, size: int) -> None:
         with self._cond:
@@ -180,15 +193,16 @@ class Witnessing:
 
     async def _submit(
         self, session: aiohttp.ClientSession, witness: WitnessEndpoint, cp: Checkpoint
-    ) -> None:
+    ) -> tuple[str, int, str] | None:
+        """One witness's verified cosignature of ``cp`` as a row to store, or None."""
         status = self._state.status[witness.name]
         old = status.size
         for _ in range(2):  # a 409 tells us what the witness holds: one retry from there
             if old > cp.size:
-                self._set(witness, error=f"witness holds size {old}, beyond this log's {cp.size}")
-                return
+                self._set(witness.name, error=f"witness holds {old}, beyond this log's {cp.size}")
+                return None
             if old == cp.size and status.error is None and status.cosignatures:
-                return
+                return None
             try:
                 proof = (
                     await asyncio.to_thread(self.log.consistency_proof, old, cp.size)
@@ -205,42 +219,34 @@ class Witnessing:
                     if resp.status == 409 and resp.content_type == SIZE_CONTENT_TYPE:
                         known = text.strip()
                         if not known.isdigit():
-                            self._set(witness, error="409 without a size")
-                            return
+                            self._set(witness.name, error="409 without a size")
+                            return None
                         old = int(known)
                         continue
                     if resp.status != 200:
-                        self._set(witness, error=f"HTTP {resp.status}")
-                        return
+                        self._set(witness.name, error=f"HTTP {resp.status}")
+                        return None
                 cosig = read_cosignature(cp.body, text, witness.verifier)
-                await asyncio.to_thread(
-                    self.log.store.add_cosignatures,
-                    self.log.log_id,
-                    cp.size,
-                    [(cosig.witness, cosig.timestamp, cosig.line)],
-                )
-                self._set(witness, size=cp.size)
-                return
+                return (cosig.witness, cosig.timestamp, cosig.line)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                self._set(witness, error=f"unreachable: {type(exc).__name__}")
-                return
+                self._set(witness.name, error=f"unreachable: {type(exc).__name__}")
+                return None
             except AuditError as exc:
-                self._set(witness, error=f"[{exc.code}] {exc}")
-                return
-        self._set(witness, error="witness keeps answering 409")
+                self._set(witness.name, error=f"[{exc.code}] {exc}")
+                return None
+        self._set(witness.name, error="witness keeps answering 409")
+        return None
 
-    def _set(
-        self, witness: WitnessEndpoint, *, size: int | None = None, error: str | None = None
-    ) -> None:
+    def _set(self, name: str, *, size: int | None = None, error: str | None = None) -> None:
         with self._cond:
-            st = self._state.status[witness.name]
+            st = self._state.status[name]
             if size is not None:
                 st.size = size
                 st.cosignatures += 1
                 st.error = None
             else:
                 st.error = error
-                LOG.warning("witness %s: %s", witness.name, error)
+                LOG.warning("witness %s: %s", name, error)
 
 
 __all__ = ["WitnessEndpoint", "WitnessStatus", "Witnessing"]
