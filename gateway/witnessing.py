@@ -78,7 +78,7 @@ class Witnessing:
         witnesses: Sequence[WitnessEndpoint],
         *,
         timeout: float = 10.0,
-        min_interval: float = 0.1,
+        min_interval: float = 0.25,
     ) -> None:
         self.log = log
         self.min_interval = min_interval
