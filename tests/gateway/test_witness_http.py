@@ -166,3 +166,57 @@ async def test_http_refusals_follow_the_spec_and_are_audited(setup) -> None:  # 
     with AuditLog.open(wits[0].store.url) as own:
         refused = [e for e in own.entries() if e.type == "witness.refused"]
         assert len(refused) == 2
+
+
+async def test_two_hdab_services_witness_each_other(tmp_path: Path) -> None:
+    """The services' own configuration: ``[audit] witness_logs`` and ``witnesses`` files."""
+    from gateway.hdab_service import create_hdab_app
+    from gateway.keystore import KeyRing, load_or_create_private_key
+    from gateway.witness_wiring import witness_name, witness_signer
+    from tests.gateway.conftest import make_config, start
+
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    b_key = load_or_create_private_key(b_dir / "keys" / "hdab.jwk")  # B's log key, made up front
+    b_signer = EventSigner("hdab-b", b_key.export(private_key=True, as_dict=True))
+    (tmp_path / "a-logs.vkeys").write_text(log_verifier(b_signer, "hdab-b:audit").vkey() + "\n")
+
+    def config(d: Path, org: str, **env: str):  # type: ignore[no-untyped-def]
+        return make_config(
+            d, "hdab", EHDS_HDAB_ID=org, EHDS_HDAB_DATABASE=f"sqlite:///{d}/hdab.sqlite",
+            EHDS_AUDIT_DATABASE=str(d / "audit.sqlite"), **env,
+        )  # fmt: skip
+
+    a = await start(
+        create_hdab_app(
+            config(a_dir, "hdab-a", EHDS_AUDIT_WITNESS_LOGS=str(tmp_path / "a-logs.vkeys")),
+            keys=KeyRing(),
+        )
+    )
+    try:
+        info = await (await a.get("/witness")).json()
+        a_key = load_or_create_private_key(a_dir / "keys" / "hdab-witness.jwk")
+        vkey = witness_signer(witness_name("hdab-a"), a_key.export(private_key=True, as_dict=True))
+        assert info["vkey"] == vkey.verifier().vkey() and info["logs"] == ["hdab-b:audit"]
+        (tmp_path / "b-witnesses").write_text(f"{info['vkey']} {a.make_url('/witness')}\n")
+        b = await start(
+            create_hdab_app(
+                config(b_dir, "hdab-b", EHDS_AUDIT_WITNESSES=str(tmp_path / "b-witnesses")),
+                keys=KeyRing(),
+            )
+        )
+        try:
+            held = None
+            for _ in range(
+                100
+            ):  # B published its status list at start: A cosigns in the background
+                r = await a.get("/witness/checkpoint", params={"origin": "hdab-b:audit"})
+                if r.status == 200:
+                    held = await r.text()
+                    break
+                await asyncio.sleep(0.1)
+            assert held is not None and held.startswith("hdab-b:audit\n")
+            assert "\u2014 hdab-a/witness " in held
+        finally:
+            await b.close()
+    finally:
+        await a.close()
