@@ -260,6 +260,36 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_witness(args: argparse.Namespace) -> int:
+    """Ask the witnesses to cosign the newest checkpoint now (e.g. the coordinator's log, from cron)."""
+    from gateway.witnessing import WitnessEndpoint, Witnessing
+
+    try:
+        lines = Path(args.witnesses).read_text(encoding="utf-8").splitlines()
+        endpoints = [WitnessEndpoint.parse(x) for x in lines if x.strip() and not x.startswith("#")]
+    except (OSError, ValueError) as exc:
+        raise AuditConfigError(f"cannot read witnesses from {args.witnesses}: {exc}") from exc
+    with _open(args) as log:
+        witnessing = Witnessing(log, endpoints).start()
+        try:
+            done = witnessing.flush(args.timeout)
+            status = witnessing.status()
+        finally:
+            witnessing.close()
+        size = log.size()
+    data = {
+        "log_id": log.log_id,
+        "size": size,
+        "witnesses": {k: {"size": v.size, "error": v.error} for k, v in status.items()},
+    }
+    lines_out = [f"log {log.log_id!r}: size {size}"] + [
+        f"  {k}: cosigned up to {v.size}" + (f" ({v.error})" if v.error else "")
+        for k, v in sorted(status.items())
+    ]
+    _emit(args, data, lines_out)
+    return 0 if done else EXIT_BAD_LOG
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     trust = TrustStore.load(args.trust) if args.trust else None
     with _open(args) as log:
@@ -354,6 +384,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--index", type=int, default=None, help="show one entry with its JWS")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("witness", help="ask the witnesses to cosign the newest checkpoint now")
+    common(p)
+    p.add_argument("--witnesses", required=True, help="file of '<vkey> <url>' lines")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for all")
+    p.set_defaults(func=_cmd_witness)
 
     p = sub.add_parser("export-fhir", help="entries as FHIR R4 AuditEvent NDJSON")
     common(p)

@@ -220,3 +220,21 @@ async def test_two_hdab_services_witness_each_other(tmp_path: Path) -> None:
             await b.close()
     finally:
         await a.close()
+
+
+def test_cli_asks_the_witnesses_now(
+    setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from gateway.cli import main
+
+    log, wits, endpoints, _ = setup
+    _fill(log, 7)
+    listing = tmp_path / "witnesses.txt"
+    listing.write_text("\n".join(endpoints) + "\n")
+    db = str(tmp_path / "site-a.db")
+    code = main(["audit", "witness", "--db", db, "--witnesses", str(listing), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and {v["size"] for v in out["witnesses"].values()} == {7}
+    assert all(w.latest(ORIGIN).split("\n")[1] == "7" for w in wits)  # type: ignore[union-attr]
