@@ -32,11 +32,11 @@ from audit_chain.checkpoint import (
 )
 from audit_chain.errors import AuditError, AuditSchemaError
 from audit_chain.events import EVENT_TYP, Event, build_event, sign_event, verify_event
-from audit_chain.keys import EventSigner, TrustedKey, TrustStore
 from audit_chain.log import AuditLog, Entry
 from audit_chain.merkle import verify_consistency, verify_inclusion
 from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner, NoteVerifier, parse_vkey
 from audit_chain.schema import EVENT_SCHEMAS
+from audit_chain.signers import EventSigner, TrustedKey, TrustStore
 from audit_chain.sink import SignedLogSink
 from audit_chain.verify import VerifyReport, WitnessPolicy, verify_log
 from audit_chain.witness import Witness, add_checkpoint_request, read_cosignature

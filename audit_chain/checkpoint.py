@@ -43,7 +43,6 @@ from audit_chain.errors import (
     AuditProofError,
     AuditRollbackError,
 )
-from audit_chain.keys import EventSigner, TrustedKey, TrustStore
 from audit_chain.note import (
     SIG_ED25519,
     NoteSigner,
@@ -54,6 +53,7 @@ from audit_chain.note import (
     verify_note_signature,
 )
 from audit_chain.schema import HASH, MAX_COUNT, is_identifier
+from audit_chain.signers import EventSigner, TrustedKey, TrustStore
 
 
 def root_text(root: bytes) -> str:

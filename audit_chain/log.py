@@ -33,9 +33,9 @@ from audit_chain import merkle
 from audit_chain.checkpoint import Checkpoint, log_note_signer, parse_checkpoint, sign_checkpoint
 from audit_chain.errors import AuditConfigError, AuditError, AuditPositionError, AuditRangeError
 from audit_chain.events import Event, parse_event, sign_built, verify_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.note import parse_note, verify_note_signature
 from audit_chain.schema import is_identifier
+from audit_chain.signers import EventSigner, TrustStore
 from audit_chain.storage import LogStore, StoredEntry, redact_url
 
 

@@ -31,8 +31,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from audit_chain.errors import AuditCheckpointError, AuditKeyError, AuditSignatureError
+from audit_chain.errors import (
+    AuditCheckpointError,
+    AuditKeyError,
+    AuditKeyUseError,
+    AuditSignatureError,
+)
 
+USES_MEMBER = "ehds_uses"
 SIG_ED25519 = 0x01
 SIG_COSIGNATURE_V1 = 0x04
 COSIGNATURE_HEADER = "cosignature/v1\n"
@@ -128,6 +134,10 @@ class NoteSigner:
         """From a private Ed25519 JWK (``{"kty": "OKP", "crv": "Ed25519", "d": ...}``)."""
         if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or "d" not in jwk:
             raise AuditKeyError("C2SP notes are signed with Ed25519 keys (OKP/Ed25519)")
+        uses = jwk.get(USES_MEMBER)  # declared uses (trust.keys): a log key or a witness key
+        need = "witness" if sig_type == SIG_COSIGNATURE_V1 else "audit"
+        if isinstance(uses, list) and need not in uses:
+            raise AuditKeyUseError(f"key is not declared for {need} (declares {sorted(uses)})")
         d = str(jwk["d"])
         raw = base64.urlsafe_b64decode(d + "=" * (-len(d) % 4))
         return cls(name, ed25519.Ed25519PrivateKey.from_private_bytes(raw), sig_type)

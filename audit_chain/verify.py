@@ -43,7 +43,6 @@ from audit_chain import merkle
 from audit_chain.checkpoint import Checkpoint, verify_checkpoint
 from audit_chain.errors import AuditError
 from audit_chain.events import verify_event
-from audit_chain.keys import TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.note import (
     NoteVerifier,
@@ -53,6 +52,7 @@ from audit_chain.note import (
     parse_note,
     parse_signature_lines,
 )
+from audit_chain.signers import TrustStore
 
 OK = "OK"
 MISSING_ENTRY = "AUDIT_MISSING_ENTRY"

@@ -40,9 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audit_chain import merkle
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.events import sign_event, verify_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import LogStore
@@ -353,6 +352,7 @@ def bench_cosign_rate(tmp: Path, per_log: int, logs: int = 4) -> dict[str, Any]:
 
     import aiohttp
 
+    import trust
     from audit_chain.checkpoint import log_verifier, sign_checkpoint
     from audit_chain.witness import add_checkpoint_request
     from gateway.witness_wiring import WitnessServers, witness_for
@@ -370,7 +370,8 @@ def bench_cosign_rate(tmp: Path, per_log: int, logs: int = 4) -> dict[str, Any]:
             out.append(add_checkpoint_request(size - 1, proof, cp.note))
         bodies[origin] = out
     store = LogStore(tmp / "cosign-witness.db")
-    witness = witness_for("w.bench/witness", EventSigner.generate("w").to_json()["jwk"], store,
+    wkey = trust.SigningKey.generate("EdDSA", uses=[trust.KeyUse.WITNESS]).private_jwk()
+    witness = witness_for("w.bench/witness", wkey, store,
                           [log_verifier(key, o) for o in origins])  # fmt: skip
 
     async def submit(base: str) -> int:

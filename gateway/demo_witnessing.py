@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit_chain import EventSigner, TrustStore
 from audit_chain.checkpoint import log_verifier
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import LogStore
 from audit_chain.verify import VerifyReport, WitnessPolicy, verify_log
 from audit_chain.witness import Witness
-from gateway.witness_wiring import WitnessServers, witness_for, witness_name
+from gateway.witness_wiring import WitnessServers, load_witness_key, witness_for, witness_name
 from gateway.witnessing import WitnessEndpoint, Witnessing
 
 QUORUM = 3
@@ -96,10 +96,8 @@ def witness_each_other(
     witnesses: dict[str, Witness] = {}
     for org in orgs:
         known = [log_verifier(log_keys[o], o) for o in orgs if o != org]
-        witness_key = _signer(keys_dir, f"{org}-witness")
-        witnesses[org] = witness_for(
-            witness_name(org), witness_key.to_json()["jwk"], stores[org], known
-        )
+        witness_key = load_witness_key(keys_dir / f"{org}-witness.jwk")
+        witnesses[org] = witness_for(witness_name(org), witness_key, stores[org], known)
     results: list[WitnessedLog] = []
     try:
         with WitnessServers([witnesses[o] for o in orgs]) as urls:

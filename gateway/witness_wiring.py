@@ -19,6 +19,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+import trust
 from audit_chain.log import AuditLog
 from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner, NoteVerifier
 from audit_chain.storage import LogStore
@@ -28,8 +29,8 @@ from gateway.errors import ConfigError
 from gateway.http.middleware import MAX_BODY_KEY, SERVICE_KEY, guard, observe
 from gateway.http.routing import SPECS_KEY, install
 from gateway.http.witness_routes import AuditSink, install_witness
-from gateway.keystore import load_or_create_private_key
 from gateway.witnessing import WitnessEndpoint, Witnessing
+from trust import KeyUse
 
 
 def witness_name(org: str) -> str:
@@ -54,9 +55,17 @@ def _lines(path: Path) -> list[str]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def load_witness_key(path: Path) -> dict[str, object]:
+    """The witness's private Ed25519 JWK (created 0600, declared for the witness use only)."""
+    try:
+        return trust.SigningKey.load_or_create(path, uses={KeyUse.WITNESS}).private_jwk()
+    except trust.TrustError as exc:
+        raise ConfigError(f"witness key {path}: {exc}") from None
+
+
 def open_witness(config: GatewayConfig, store: LogStore) -> Witness:
-    key = load_or_create_private_key(config.audit_witness_key)
-    signer = witness_signer(witness_name(config.org), key.export(private_key=True, as_dict=True))
+    key = load_witness_key(config.audit_witness_key)
+    signer = witness_signer(witness_name(config.org), key)
     logs = config.audit.witness_logs
     known = logs_by_origin(load_vkeys(_lines(logs))) if logs is not None else {}
     return Witness(signer, store, known)
@@ -147,6 +156,7 @@ class WitnessServers:
 
 __all__ = [
     "WitnessServers",
+    "load_witness_key",
     "logs_by_origin",
     "open_witness",
     "start_witnessing",

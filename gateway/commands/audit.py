@@ -29,10 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from audit_chain import EventSigner, TrustStore
 from audit_chain.checkpoint import CheckpointVerifier
 from audit_chain.errors import AuditConfigError, AuditError
 from audit_chain.fhir_export import export_audit_events
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.note import parse_vkey
 from audit_chain.storage import LogStore

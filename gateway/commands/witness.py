@@ -25,9 +25,9 @@ from typing import Any
 
 
 def _signer_jwk(path: str) -> dict[str, Any]:
-    from gateway.keystore import load_or_create_private_key
+    from gateway.witness_wiring import load_witness_key
 
-    return dict(load_or_create_private_key(Path(path)).export(private_key=True, as_dict=True))
+    return dict(load_witness_key(Path(path)))
 
 
 def _key(args: argparse.Namespace) -> int:

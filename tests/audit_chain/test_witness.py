@@ -14,8 +14,9 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import trust
+from audit_chain import EventSigner
 from audit_chain.errors import AuditWitnessError
-from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.witness import add_checkpoint_request, parse_add_checkpoint
@@ -178,6 +179,6 @@ def test_vkeys_round_trip() -> None:
     from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner, parse_vkey
 
     for _ in range(20):  # standard base64 keys often contain '+', the vkey separator
-        jwk = EventSigner.generate("x").to_json()["jwk"]
+        jwk = trust.SigningKey.generate("EdDSA", uses=[trust.KeyUse.WITNESS]).private_jwk()
         verifier = NoteSigner.from_jwk("w.example/w", jwk, SIG_COSIGNATURE_V1).verifier()
         assert parse_vkey(verifier.vkey()) == verifier

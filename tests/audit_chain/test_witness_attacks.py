@@ -13,10 +13,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import and_, delete, update
 
-from audit_chain import merkle
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.errors import AuditHeadError, AuditWitnessError
 from audit_chain.events import parse_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import CHECKPOINTS, COSIGNATURES, ENTRIES, HEADS, NODES

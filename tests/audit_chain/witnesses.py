@@ -8,9 +8,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import trust
+from audit_chain import EventSigner
 from audit_chain.checkpoint import log_verifier
 from audit_chain.errors import AuditWitnessError
-from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
 from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner
 from audit_chain.storage import LogStore
@@ -26,8 +27,11 @@ class Party:
 
 def make_witness(name: str, url: str, log_key: EventSigner, origin: str) -> Party:
     store = LogStore(url)
-    key = EventSigner.generate("witness-key")
-    signer = NoteSigner.from_jwk(name, key.to_json()["jwk"], SIG_COSIGNATURE_V1)
+    signer = NoteSigner.from_jwk(
+        name,
+        trust.SigningKey.generate("EdDSA", uses=[trust.KeyUse.WITNESS]).private_jwk(),
+        SIG_COSIGNATURE_V1,
+    )
     return Party(Witness(signer, store, {origin: [log_verifier(log_key, origin)]}), store)
 
 

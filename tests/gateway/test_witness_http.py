@@ -14,8 +14,9 @@ import aiohttp
 import pytest
 from sqlalchemy import delete
 
+import trust
+from audit_chain import EventSigner, TrustStore
 from audit_chain.checkpoint import log_verifier
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.note import parse_vkey
 from audit_chain.sink import SignedLogSink
@@ -44,7 +45,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[AuditLog, list, list[str], TrustStor
     wits = [
         witness_for(
             f"org-{i}/witness",
-            EventSigner.generate(f"org-{i}").to_json()["jwk"],
+            trust.SigningKey.generate("EdDSA", uses=[trust.KeyUse.WITNESS]).private_jwk(),
             stores[i],
             [log_verifier(log_key, ORIGIN)],
         )
@@ -170,14 +171,16 @@ async def test_http_refusals_follow_the_spec_and_are_audited(setup) -> None:  # 
 
 async def test_two_hdab_services_witness_each_other(tmp_path: Path) -> None:
     """The services' own configuration: ``[audit] witness_logs`` and ``witnesses`` files."""
+    from gateway.client_keys import KeyRing
     from gateway.hdab_service import create_hdab_app
-    from gateway.keystore import KeyRing, load_or_create_private_key
-    from gateway.witness_wiring import witness_name, witness_signer
+    from gateway.witness_wiring import load_witness_key, witness_name, witness_signer
     from tests.gateway.conftest import make_config, start
 
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    b_key = load_or_create_private_key(b_dir / "keys" / "hdab.jwk")  # B's log key, made up front
-    b_signer = EventSigner("hdab-b", b_key.export(private_key=True, as_dict=True))
+    b_key = trust.SigningKey.load_or_create(  # B's log (and permit) key, made up front
+        b_dir / "keys" / "hdab.jwk", uses={"audit", "permit", "status"}
+    )
+    b_signer = EventSigner("hdab-b", b_key.private_jwk())
     (tmp_path / "a-logs.vkeys").write_text(log_verifier(b_signer, "hdab-b:audit").vkey() + "\n")
 
     def config(d: Path, org: str, **env: str):  # type: ignore[no-untyped-def]
@@ -194,8 +197,8 @@ async def test_two_hdab_services_witness_each_other(tmp_path: Path) -> None:
     )
     try:
         info = await (await a.get("/witness")).json()
-        a_key = load_or_create_private_key(a_dir / "keys" / "hdab-witness.jwk")
-        vkey = witness_signer(witness_name("hdab-a"), a_key.export(private_key=True, as_dict=True))
+        a_key = load_witness_key(a_dir / "keys" / "hdab-witness.jwk")
+        vkey = witness_signer(witness_name("hdab-a"), a_key)
         assert info["vkey"] == vkey.verifier().vkey() and info["logs"] == ["hdab-b:audit"]
         (tmp_path / "b-witnesses").write_text(f"{info['vkey']} {a.make_url('/witness')}\n")
         b = await start(
