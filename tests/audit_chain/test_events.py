@@ -261,7 +261,9 @@ def test_key_declared_for_another_use_is_refused(actor: EventSigner) -> None:
     """A witness key (or any non-audit key) cannot sign an audit event, even if trusted."""
     from audit_chain.errors import AuditKeyUseError
 
-    token = sign_event(actor, "access.allowed", subject={"permit": "p-1"}, details={})
+    token = sign_event(
+        actor, "access.allowed", subject={"permit": "p-1"}, details={}, origin="o", index=0
+    )
     witness_only = TrustStore()
     witness_only.add(actor.org, actor.public_jwk(), uses=["witness"])
     with pytest.raises(AuditKeyUseError) as err:

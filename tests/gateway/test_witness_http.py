@@ -52,11 +52,11 @@ def setup(tmp_path: Path) -> Iterator[tuple[AuditLog, list, list[str], TrustStor
         for i in range(3)
     ]
     sinks = [SignedLogSink(al, al.signer) for al in audit_logs]  # type: ignore[arg-type]
-    trust = TrustStore([log_key.trusted_key(), *(al.signer.trusted_key() for al in audit_logs)])  # type: ignore[union-attr]
+    trusted = TrustStore([log_key.trusted_key(), *(al.signer.trusted_key() for al in audit_logs)])  # type: ignore[union-attr]
     with WitnessServers(wits, sinks) as urls:
         endpoints = [f"{w.verifier().vkey()} {u}" for w, u in zip(wits, urls, strict=True)]
         try:
-            yield log, wits, endpoints, trust
+            yield log, wits, endpoints, trusted
         finally:
             log.close()
             for s in stores:
