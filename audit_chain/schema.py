@@ -39,7 +39,9 @@ MAX_COUNT = 2**53 - 1  # stays exact in every JSON reader
 
 PAYLOAD_KEYS = frozenset({"v", "type", "actor", "subject", "time", "details"})
 ACTOR_KEYS = frozenset({"org", "kid"})
-SUBJECT_KEYS = frozenset({"permit", "job", "application", "model", "site", "node", "request"})
+SUBJECT_KEYS = frozenset(
+    {"permit", "job", "application", "model", "site", "node", "request", "staff"}
+)
 
 
 class Kind(Enum):
@@ -78,6 +80,8 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "bytes_sent": (Kind.COUNT,),
     "trees": (Kind.COUNT,),
     "checkpoint_size": (Kind.COUNT,),
+    "role": (Kind.CODE,),
+    "failures": (Kind.COUNT,),
 }
 
 EVENT_SCHEMAS: dict[str, frozenset[str]] = {
@@ -100,6 +104,15 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "model.released": frozenset(
         {"model_hash", "rounds", "sites", "checkpoint_size", "checkpoint_root"}
     ),
+    # HDAB staff console (gateway.console): subject.staff names the staff member.
+    "permit.signed": frozenset({"permit_hash", "signatures"}),
+    "permit.cosigned": frozenset({"permit_hash", "signatures"}),
+    "staff.changed": frozenset({"operation", "role"}),
+    "staff.signed_in": frozenset({"role"}),
+    "staff.signed_out": frozenset({"reason"}),
+    "staff.signin_failed": frozenset({"reason", "failures"}),
+    "staff.locked": frozenset({"reason", "failures"}),
+    "staff.refused": frozenset({"reason", "operation"}),
 }
 """Event type -> the detail keys it may carry (all optional), as in DEVELOPERS.md."""
 
