@@ -22,7 +22,9 @@ from jwcrypto import jwk
 from gateway.errors import ConfigError
 
 ALLOWED_ALGS: frozenset[str] = frozenset({"EdDSA", "ES256"})
-ROLES: frozenset[str] = frozenset({"hdab_staff", "data_user", "operator", "auditor"})
+# hdab_peer: a co-issuing HDAB's permit key; the console checks its co-signatures with it
+# (no API route grants it anything).
+ROLES: frozenset[str] = frozenset({"hdab_staff", "data_user", "operator", "auditor", "hdab_peer"})
 ORG_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 
