@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, Index, func
 from sqlmodel import Session, col, select
 
 from permits.hdab import ApplicationRow, PermitRow, StatusListRow
@@ -90,6 +90,27 @@ def _permit(row: PermitRow) -> PermitSummary:
     )
 
 
+# Covering indexes for the listing orders: a page is then read from the index, and only
+# its 50 rows are fetched (created on existing databases too, if missing).
+_INDEXES = (
+    Index("ix_hdabq_app_created", ApplicationRow.created_at, ApplicationRow.id),
+    Index(
+        "ix_hdabq_app_status_created",
+        ApplicationRow.status,
+        ApplicationRow.created_at,
+        ApplicationRow.id,
+    ),
+    Index("ix_hdabq_permit_iat", PermitRow.iat, PermitRow.jti, PermitRow.version, PermitRow.status),
+    Index("ix_hdabq_permit_status_exp", PermitRow.status, PermitRow.exp),
+)
+
+
+def ensure_indexes(engine: Engine) -> None:
+    """Create the listing indexes if they are missing (idempotent)."""
+    for index in _INDEXES:
+        index.create(engine, checkfirst=True)
+
+
 def application_counts(engine: Engine) -> dict[str, int]:
     """Applications by state (every state present, zero when none)."""
     with Session(engine) as session:
@@ -106,18 +127,24 @@ def list_applications(
 ) -> tuple[list[ApplicationSummary], int]:
     """One page of applications, newest first, and the total matching."""
     with Session(engine) as session:
-        query = select(ApplicationRow)
+        query = select(ApplicationRow.id)
         count = select(func.count()).select_from(ApplicationRow)
         if status is not None:
             query = query.where(ApplicationRow.status == status)
             count = count.where(ApplicationRow.status == status)
         total = int(session.exec(count).one())
-        rows = session.exec(
-            query.order_by(col(ApplicationRow.created_at).desc(), col(ApplicationRow.id))
+        ids = session.exec(
+            query.order_by(col(ApplicationRow.created_at).desc(), col(ApplicationRow.id).desc())
             .offset(offset)
             .limit(limit)
         ).all()
-        return [_app(r) for r in rows], total
+        rows = {
+            r.id: r
+            for r in session.exec(
+                select(ApplicationRow).where(col(ApplicationRow.id).in_(list(ids)))
+            ).all()
+        }
+        return [_app(rows[i]) for i in ids if i in rows], total
 
 
 def get_application(engine: Engine, application_id: str) -> ApplicationSummary | None:
@@ -140,18 +167,31 @@ def list_permits(
 ) -> tuple[list[PermitSummary], int]:
     """One page of permits, newest first; ``current_only`` hides superseded versions."""
     with Session(engine) as session:
-        query = select(PermitRow)
+        query = select(PermitRow.jti, PermitRow.version)
         count = select(func.count()).select_from(PermitRow)
         if current_only:
             query = query.where(PermitRow.status != "superseded")
             count = count.where(PermitRow.status != "superseded")
         total = int(session.exec(count).one())
-        rows = session.exec(
-            query.order_by(col(PermitRow.iat).desc(), col(PermitRow.jti), col(PermitRow.version))
-            .offset(offset)
-            .limit(limit)
-        ).all()
-        return [_permit(r) for r in rows], total
+        keys = [
+            (str(jti), int(version))
+            for jti, version in session.exec(
+                query.order_by(
+                    col(PermitRow.iat).desc(),
+                    col(PermitRow.jti).desc(),
+                    col(PermitRow.version).desc(),
+                )
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        ]
+        rows = {
+            (r.jti, r.version): r
+            for r in session.exec(
+                select(PermitRow).where(col(PermitRow.jti).in_([k[0] for k in keys]))
+            ).all()
+        }
+        return [_permit(rows[k]) for k in keys if k in rows], total
 
 
 def expiring_permits(
@@ -182,6 +222,7 @@ __all__ = [
     "ApplicationSummary",
     "PermitSummary",
     "application_counts",
+    "ensure_indexes",
     "expiring_permits",
     "get_application",
     "latest_status_list",

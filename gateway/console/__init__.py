@@ -50,7 +50,10 @@ def install_console(
     clock: Callable[[], float] | None = None,
 ) -> ConsoleState:
     """Mount the console on the HDAB application and tag the HDAB's audit events with staff ids."""
+    from permits.hdab_queries import ensure_indexes
+
     engine = hdab.engine  # type: ignore[attr-defined]
+    ensure_indexes(engine)
     hdab.sink = StaffSubjectSink(hdab.sink)  # type: ignore[attr-defined]
     state = ConsoleState(hdab, ConsoleStore(engine), audit, keys, settings, org)
     if clock is not None:
