@@ -93,15 +93,21 @@ def _permit(row: PermitRow) -> PermitSummary:
 # Covering indexes for the listing orders: a page is then read from the index, and only
 # its 50 rows are fetched (created on existing databases too, if missing).
 _INDEXES = (
-    Index("ix_hdabq_app_created", ApplicationRow.created_at, ApplicationRow.id),
+    Index("ix_hdabq_app_created", col(ApplicationRow.created_at), col(ApplicationRow.id)),
     Index(
         "ix_hdabq_app_status_created",
-        ApplicationRow.status,
-        ApplicationRow.created_at,
-        ApplicationRow.id,
+        col(ApplicationRow.status),
+        col(ApplicationRow.created_at),
+        col(ApplicationRow.id),
     ),
-    Index("ix_hdabq_permit_iat", PermitRow.iat, PermitRow.jti, PermitRow.version, PermitRow.status),
-    Index("ix_hdabq_permit_status_exp", PermitRow.status, PermitRow.exp),
+    Index(
+        "ix_hdabq_permit_iat",
+        col(PermitRow.iat),
+        col(PermitRow.jti),
+        col(PermitRow.version),
+        col(PermitRow.status),
+    ),
+    Index("ix_hdabq_permit_status_exp", col(PermitRow.status), col(PermitRow.exp)),
 )
 
 
