@@ -9,6 +9,7 @@ import pytest
 
 from permits.jose import parse_jws
 from permits.signing import cosign_permit
+from tests.gateway.conftest import application_body
 from tests.gateway.console.conftest import PASSWORD, Env
 
 
@@ -257,3 +258,34 @@ async def test_public_pages_need_no_sign_in(env: Env, path: str) -> None:
     resp = await env.client.get(path, allow_redirects=False)
     assert resp.status == 200
     assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_the_feature_specification_is_attached_checked_and_shown(
+    env: Env, staff_session: Any
+) -> None:
+    from pathlib import Path
+
+    from fhir_adapters.features import FeatureSpec
+
+    path = Path(__file__).resolve().parents[3] / "docs" / "examples" / "diabetes.spec.json"
+    text = path.read_text(encoding="utf-8")
+    pinned = FeatureSpec.from_json(text).canonical_hash()
+    body = application_body(env.keys.user, env.keys.person)
+    body["data"][0]["feature_spec_hash"] = pinned
+    app_id = await env.apply(data=body["data"])
+    rita = await staff_session("rita")
+    page = await (await rita.client.get(f"/console/applications/{app_id}")).text()
+    assert "Not on file" in page
+    wrong = await rita.post(
+        f"/console/applications/{app_id}/spec",
+        {"hash": pinned, "spec": text.replace("1.0", "1.1", 1)},
+    )
+    assert wrong.status == 422
+    ok = await rita.post(f"/console/applications/{app_id}/spec", {"hash": pinned, "spec": text})
+    assert ok.status == 303
+    page = await (await rita.client.get(f"/console/applications/{app_id}")).text()
+    spec = FeatureSpec.from_json(text)
+    for feature in spec.features:
+        assert f"<td>{feature.name}</td>" in page
+    assert "Body mass index" in page  # a code's display text
+    assert "Not on file" not in page and "<th>window</th>" in page and "<th>unit</th>" in page
