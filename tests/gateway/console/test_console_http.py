@@ -289,3 +289,20 @@ async def test_the_feature_specification_is_attached_checked_and_shown(
         assert f"<td>{feature.name}</td>" in page
     assert "Body mass index" in page  # a code's display text
     assert "Not on file" not in page and "<th>window</th>" in page and "<th>unit</th>" in page
+
+
+async def test_verify_the_log_reports_a_tampered_entry(env: Env, staff_session: Any) -> None:
+    import sqlite3
+
+    await env.apply()
+    rita = await staff_session("rita")
+    conn = sqlite3.connect(env.tmp / "hdab-audit.sqlite")
+    (leaf,) = conn.execute("SELECT leaf FROM audit_entry WHERE idx = 1").fetchone()
+    tampered = bytearray(leaf)
+    pos = tampered.index(b".") + 20  # a byte inside the signed payload
+    tampered[pos] = ord("B") if tampered[pos] != ord("B") else ord("C")
+    conn.execute("UPDATE audit_entry SET leaf = ? WHERE idx = 1", (bytes(tampered),))
+    conn.commit()
+    conn.close()
+    page = await (await rita.client.get("/console/audit/verify")).text()
+    assert 'id="verify-result" class="bad">FAILED' in page and "at entry 1" in page
