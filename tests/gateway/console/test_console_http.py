@@ -175,7 +175,27 @@ async def test_cross_border_waits_for_the_cosigner(env: Env, staff_session: Any)
     stranger = cosign_permit(draft, generate_key())
     resp = await sam.post(f"/console/applications/{app_id}/cosign", {"token": stranger})
     assert resp.status == 422 and "not a co-issuer" in await resp.text()
-    cosigned = cosign_permit(draft, env.peer)
+    # the co-issuer signs with `ehds permit cosign` in its own system
+    from gateway.cli import main
+
+    (env.tmp / "draft.json").write_text(draft)
+    (env.tmp / "peer.jwk").write_text(env.peer.export(private_key=True))
+    out = env.tmp / "cosigned.json"
+    assert (
+        main(
+            [
+                "permit",
+                "cosign",
+                str(env.tmp / "draft.json"),
+                "--key",
+                str(env.tmp / "peer.jwk"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    cosigned = out.read_text()
     resp = await sam.post(f"/console/applications/{app_id}/cosign", {"token": cosigned})
     assert resp.status == 303 and "/console/permits/" in resp.headers["Location"]
     (issued,) = await env.events("permit.issued")
