@@ -81,7 +81,7 @@ def _fill(hdab: Any, n: int, now: int) -> tuple[str, str]:
 
 
 def _keys() -> tuple[Any, Any]:
-    from gateway.keystore import generate_key
+    from trust import generate_jwk as generate_key
 
     return generate_key(), generate_key()
 
@@ -117,11 +117,11 @@ async def run(n: int, audit_entries: int, loads: int) -> dict[str, Any]:
     from aiohttp import CookieJar
     from aiohttp.test_utils import TestClient, TestServer
 
+    from gateway.client_keys import KeyRing
     from gateway.config import load_config
     from gateway.console.passwords import hash_password
     from gateway.console.state import CONSOLE_KEY
     from gateway.hdab_service import create_hdab_app
-    from gateway.keystore import KeyRing
 
     tmp = Path(tempfile.mkdtemp(prefix="console-bench-"))
     config = load_config(

@@ -98,6 +98,13 @@ class ConsoleSettings:
         default=True,
         metadata={"doc": "The staff member who approved an application may not sign its permit."},
     )
+    peer_keys: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Trust list (JSON, as for `ehds permit verify --trust`) of co-issuing HDABs' "
+            "permit keys; a cross-border co-signature must verify with one. Empty = none accepted."
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -28,23 +28,15 @@ from sqlalchemy.orm import registry
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+import trust
 from permits.audit import AuditSink
 from permits.errors import HdabNotFoundError, HdabPolicyError, HdabStateError, PermitModelError
-from permits.jose import parse_jws, verify_one
-from permits.keys import thumbprint
-from permits.model import (
-    Fees,
-    Issuer,
-    Permit,
-    PermitApplication,
-    PermitBody,
-    canonical_json,
-    parse_permit,
-    sha256_tag,
-)
+from permits.model import Fees, Issuer, Permit, PermitApplication, PermitBody, parse_permit
 from permits.purposes import purpose_violations
-from permits.signing import sign_permit
+from permits.signing import PERMIT_TYP, sign_permit
 from permits.statuslist import StatusEntry, StatusList, sign_status_list
+from permits.tokens import reasons
+from trust import KeyUse, canonical_json, parse_jws, sha256_tag, thumbprint
 
 _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 DAY = 86400
@@ -277,9 +269,12 @@ class HdabService:
             if len(kids) != wanted or len(set(kids)) != wanted:
                 raise HdabStateError(f"{wanted} signatures from distinct keys are required")
             lead = parsed.signatures[0]
-            if kids[0] != thumbprint(self.key):
+            ours = _public_permit_key(self.key)
+            if kids[0] != ours.kid:
                 raise HdabStateError("the first signature must be this HDAB's")
-            verify_one(lead, parsed.payload, self.key, str(lead.header.get("alg")))
+            with reasons():
+                trust.check_header(lead.header, PERMIT_TYP)
+                trust.verify_signature(parsed, lead, ours, use=KeyUse.PERMIT)
             return self._store_issued(session, row, permit, token, wanted)
 
     def _approved(self, session: Session, application_id: str) -> tuple[ApplicationRow, Any]:
@@ -541,6 +536,12 @@ class HdabService:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _public_permit_key(key: Any) -> trust.PublicKey:
+    if isinstance(key, trust.SigningKey):
+        return key.public
+    return trust.PublicKey.from_jwk(key, uses={KeyUse.PERMIT})
+
+
 class _ReadOnlySink:
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]

@@ -21,7 +21,7 @@ from gateway.console.security import console_guard
 from gateway.console.state import CONSOLE_KEY, STATE_KEY, ConsoleState, StaffSubjectSink
 from gateway.console.store import ConsoleStore
 from gateway.http.middleware import OWN_ACCESS_POLICY_KEY
-from gateway.keystore import KeyRing
+from permits.trust_list import TrustList
 
 
 def create_console(state: ConsoleState, *, max_body: int = 1_048_576) -> web.Application:
@@ -44,7 +44,6 @@ def install_console(
     *,
     hdab: object,
     audit: AuditComponents,
-    keys: KeyRing,
     settings: ConsoleSettings,
     org: str,
     clock: Callable[[], float] | None = None,
@@ -55,7 +54,8 @@ def install_console(
     engine = hdab.engine  # type: ignore[attr-defined]
     ensure_indexes(engine)
     hdab.sink = StaffSubjectSink(hdab.sink)  # type: ignore[attr-defined]
-    state = ConsoleState(hdab, ConsoleStore(engine), audit, keys, settings, org)
+    peers = TrustList.from_file(settings.peer_keys) if settings.peer_keys else TrustList()
+    state = ConsoleState(hdab, ConsoleStore(engine), audit, peers, settings, org)
     if clock is not None:
         state.clock = clock
     app[CONSOLE_KEY] = state

@@ -41,8 +41,8 @@ from gateway.console.spec_view import parse_spec, spec_table
 from gateway.errors import NotFoundError, ValidationError
 from gateway.permit_render import esc, iso_time, permit_html, purposes_in_words
 from permits import hdab_queries as q
-from permits.jose import parse_jws
 from permits.signing import sign_permit
+from trust import parse_jws
 
 PER_PAGE = 50
 DAY = 86400
@@ -380,7 +380,7 @@ async def sign_page(request: web.Request) -> web.StreamResponse:
             + "</section>"
         )
     else:
-        s = signing_state(pending.token, a.body, st.hdab.issuer.id, st.keys)
+        s = signing_state(pending.token, a.body, st.hdab.issuer.id, st.peers)
         payload = orjson.loads(parse_jws(pending.token).payload)
         parts.append(
             '<section class="card"><h2>Signatures so far</h2>'
@@ -450,8 +450,8 @@ async def post_cosign(request: web.Request) -> web.StreamResponse:
     pending = await st.db(lambda: st.store.pending(a.id))
     if pending is None:
         raise ValidationError("nothing waits for a co-signature here", code="HDAB_BAD_STATE")
-    merged = add_cosignatures(pending.token, form_value(request, "token"), a.body, st.keys)
-    s = signing_state(merged, a.body, st.hdab.issuer.id, st.keys)
+    merged = add_cosignatures(pending.token, form_value(request, "token"), a.body, st.peers)
+    s = signing_state(merged, a.body, st.hdab.issuer.id, st.peers)
 
     def run() -> str:
         st.record(

@@ -18,7 +18,7 @@ from gateway.console.security import page_param, public, render, state
 from gateway.errors import NotFoundError
 from gateway.permit_render import esc, iso_time, purposes_in_words
 from permits import hdab_queries as q
-from permits.jose import parse_jws
+from trust import parse_jws
 
 PER_PAGE = 50
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}

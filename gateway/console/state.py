@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, AuditSink
 from gateway.config import ConsoleSettings
 from gateway.console.store import ConsoleStore
-from gateway.keystore import KeyRing
+from permits.trust_list import TrustList
 
 T = TypeVar("T")
 ACTING_STAFF: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -48,7 +48,7 @@ class ConsoleState:
     hdab: Any  # permits.hdab.HdabService
     store: ConsoleStore
     audit: AuditComponents
-    keys: KeyRing
+    peers: TrustList
     settings: ConsoleSettings
     org: str
     clock: Callable[[], float] = field(default=time.time)

@@ -10,7 +10,7 @@ from tests.gateway.conftest import application_body
 
 
 def permit_doc(**overrides: Any) -> dict[str, Any]:
-    from gateway.keystore import generate_key
+    from trust import generate_jwk as generate_key
 
     body = application_body(generate_key(), generate_key(), **overrides)
     body.pop("duration_days")

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from jwcrypto import jwk
 
 from gateway.console.state import CONSOLE_KEY, ConsoleState
-from gateway.keystore import generate_key
 from tests.gateway.conftest import Api, Keys, application_body, make_config, start
+from trust import generate_jwk as generate_key
 
 PASSWORD = "correct horse battery staple"
 STAFF = {"rita": "reviewer", "sam": "signer", "sue": "signer", "ada": "admin"}
@@ -106,17 +107,19 @@ async def env(
     tmp_path: Path, keys: Keys, password_hash: str, peer_key: jwk.JWK
 ) -> AsyncIterator[Env]:
     from gateway.hdab_service import create_hdab_app
+    from permits.trust_list import TrustList, trusted_key
 
+    peers = tmp_path / "peers.json"
+    peers.write_bytes(orjson.dumps(TrustList([trusted_key(peer_key, "hdab-se", "SE")]).to_dict()))
     config = make_config(
         tmp_path,
         "hdab",
         EHDS_HDAB_DATABASE=f"sqlite:///{tmp_path}/hdab.sqlite",
         EHDS_AUDIT_DATABASE=str(tmp_path / "hdab-audit.sqlite"),
         EHDS_SERVER_MAX_BODY_BYTES="262144",
+        EHDS_HDAB_CONSOLE_PEER_KEYS=str(peers),
     )
-    ring = keys.ring()
-    ring.add(peer_key, org="hdab-se", roles=["hdab_peer"])
-    app = create_hdab_app(config, keys=ring)
+    app = create_hdab_app(config, keys=keys.ring())
     state = app[CONSOLE_KEY]
     for staff_id, role in STAFF.items():
         state.store.add_staff(staff_id, role, password_hash, now=state.now())

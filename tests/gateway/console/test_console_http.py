@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from permits.jose import parse_jws
 from permits.signing import cosign_permit
 from tests.gateway.conftest import application_body
 from tests.gateway.console.conftest import PASSWORD, Env
+from trust import parse_jws
 
 
 def cookie_header(resp: Any, name: str) -> str:
@@ -84,7 +84,7 @@ async def test_script_in_an_application_renders_as_text(env: Env, staff_session:
         "name": '"><img src=x onerror=alert(1)>',
         "country": "FI",
         "sector": "private",
-        "kid": __import__("gateway.keystore", fromlist=["thumbprint"]).thumbprint(env.keys.user),
+        "kid": __import__("trust").thumbprint(env.keys.user),
     }
     app_id = await env.apply(purpose=body, holder_of_permit=holder)
     rita = await staff_session("rita")
@@ -170,7 +170,7 @@ async def test_cross_border_waits_for_the_cosigner(env: Env, staff_session: Any)
     assert register["permits"] == []  # not issued while a co-signature is missing
     draft = await (await sam.client.get(f"/console/applications/{app_id}/draft.jws")).text()
     # a signature by a key that is not the co-issuer's is refused
-    from gateway.keystore import generate_key
+    from trust import generate_jwk as generate_key
 
     stranger = cosign_permit(draft, generate_key())
     resp = await sam.post(f"/console/applications/{app_id}/cosign", {"token": stranger})
