@@ -487,6 +487,15 @@ async def draft_jws(request: web.Request) -> web.StreamResponse:
 
 
 # -------------------------------------------------------------------------------- permits
+async def _versions(request: web.Request, jti: str) -> list[q.PermitSummary]:
+    """Every version of the permit, newest first; 404 when there is none."""
+    st = state(request)
+    versions = await st.db(lambda: q.permit_versions(st.hdab.engine, jti))
+    if not versions:
+        raise NotFoundError(f"permit {jti} not found", code="HDAB_NOT_FOUND")
+    return versions
+
+
 @staff_only(operation="permits")
 async def permits_list(request: web.Request) -> web.StreamResponse:
     st = state(request)
@@ -517,9 +526,7 @@ async def permit_page(request: web.Request) -> web.StreamResponse:
     st = state(request)
     v: Viewer = viewer(request)
     jti = request.match_info["id"]
-    versions = await st.db(lambda: q.permit_versions(st.hdab.engine, jti))
-    if not versions:
-        raise NotFoundError(f"permit {jti} not found", code="HDAB_NOT_FOUND")
+    versions = await _versions(request, jti)
     current = versions[0]
     decisions = await st.db(lambda: st.store.decisions(application_id=current.application_id))
     payload = orjson.loads(parse_jws(current.token).payload)
@@ -593,9 +600,7 @@ async def post_revoke(request: web.Request) -> web.StreamResponse:
     reason = form_value(request, "reason")
     if not _CODE.match(reason):
         raise ValidationError("choose a reason", code="REASON_INVALID")
-    versions = await st.db(lambda: q.permit_versions(st.hdab.engine, jti))
-    if not versions:
-        raise NotFoundError(f"permit {jti} not found", code="HDAB_NOT_FOUND")
+    versions = await _versions(request, jti)
 
     def run() -> None:
         st.hdab.revoke(jti, reason)
@@ -612,9 +617,7 @@ async def post_amend(request: web.Request) -> web.StreamResponse:
     st = state(request)
     staff = current_staff(request)
     jti = request.match_info["id"]
-    versions = await st.db(lambda: q.permit_versions(st.hdab.engine, jti))
-    if not versions:
-        raise NotFoundError(f"permit {jti} not found", code="HDAB_NOT_FOUND")
+    versions = await _versions(request, jti)
     current = versions[0]
     payload = orjson.loads(parse_jws(current.token).payload)
     changes: dict[str, Any] = {}
