@@ -132,12 +132,11 @@ async def _load_session(request: web.Request, st: ConsoleState) -> str:
     if not token or len(token) > 200:
         return "no_session"
     idle = st.settings.idle_minutes * 60
-    sess, why = await st.db(lambda: st.store.session(token, now=st.now(), idle=idle))
+    sess, why, staff_id = await st.db(lambda: st.store.session(token, now=st.now(), idle=idle))
     if sess is not None:
         request[SESSION_KEY] = sess
     elif why == "idle_timeout":
-        # who it was is gone with the row; the event still shows the timeout happened
-        await st.audit_event("staff.signed_out", staff=None, details={"reason": "idle_timeout"})
+        await st.audit_event("staff.signed_out", staff=staff_id, details={"reason": "idle_timeout"})
     return why
 
 

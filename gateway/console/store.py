@@ -220,29 +220,31 @@ class ConsoleStore:
             s.commit()
         return token, csrf
 
-    def session(self, token: str, *, now: int, idle: int) -> tuple[StaffSession | None, str]:
-        """The live session for ``token`` and ``"ok"``, or ``None`` and why (``idle_timeout``...).
+    def session(
+        self, token: str, *, now: int, idle: int
+    ) -> tuple[StaffSession | None, str, str | None]:
+        """(live session, ``"ok"``, staff id), or (``None``, why, staff id if known).
 
         An idle or disabled session is deleted here: it can never come back.
         """
         with Session(self.engine) as s:
             row = s.get(SessionRow, token_hash(token))
             if row is None:
-                return None, "no_session"
+                return None, "no_session", None
             staff = s.get(StaffRow, row.staff_id)
             if staff is None or staff.disabled or staff.locked:
                 s.delete(row)
                 s.commit()
-                return None, "account_unavailable"
+                return None, "account_unavailable", row.staff_id
             if now - row.last_seen > idle:
                 s.delete(row)
                 s.commit()
-                return None, "idle_timeout"
+                return None, "idle_timeout", row.staff_id
             if now - row.last_seen >= 5:  # fewer writes; the idle limit is in minutes
                 row.last_seen = now
                 s.add(row)
                 s.commit()
-            return StaffSession(_staff(staff), row.csrf, row.token_hash), "ok"
+            return StaffSession(_staff(staff), row.csrf, row.token_hash), "ok", staff.id
 
     def close_session(self, token_hash_value: str) -> None:
         with Session(self.engine) as s:

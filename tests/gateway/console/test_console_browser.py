@@ -131,6 +131,7 @@ async def test_cross_border_permit_waits_for_the_cosigner(
     assert "Permit signed and issued" in await sam.inner_text("main")
     (issued,) = await env.events("permit.issued")
     assert issued["details"]["signatures"] == 2
+    await shot(sam, tmp_path, "cross-border-issued")
 
 
 async def test_revoke_and_the_register_shows_the_permit(

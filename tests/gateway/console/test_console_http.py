@@ -270,7 +270,8 @@ async def test_idle_session_ends(env: Env, staff_session: Any) -> None:
     env.state.clock = lambda: float(later)
     resp = await rita.client.get("/console/", allow_redirects=False)
     assert resp.status == 303 and "expired=1" in resp.headers["Location"]
-    assert (await env.events("staff.signed_out"))[-1]["details"] == {"reason": "idle_timeout"}
+    (event,) = await env.events("staff.signed_out")
+    assert event["subject"] == {"staff": "rita"} and event["details"] == {"reason": "idle_timeout"}
 
 
 @pytest.mark.parametrize("path", ["/console/register", "/console/register.json", "/console/login"])
