@@ -106,6 +106,7 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "staff.signin_failed": frozenset({"reason", "failures"}),
     "staff.locked": frozenset({"reason", "failures"}),
     "staff.refused": frozenset({"reason", "operation"}),
+    "application.spec_attached": frozenset({"spec_hash"}),
 }
 """Event type -> the detail keys it may carry (all optional), as in DEVELOPERS.md."""
 

@@ -311,7 +311,17 @@ async def post_spec(request: web.Request) -> web.StreamResponse:
         )
     spec = parse_spec(form_value(request, "spec"), pinned)
     text = spec.to_json(indent=False).decode()
-    await st.db(lambda: st.store.put_spec(pinned, text, staff.id, now=st.now()))
+
+    def attach() -> None:
+        st.store.put_spec(pinned, text, staff.id, now=st.now())
+        st.record(
+            "application.spec_attached",
+            staff=staff.id,
+            subject={"application": a.id},
+            details={"spec_hash": pinned},
+        )
+
+    await st.db(attach)
     return see_other(f"/applications/{a.id}?done=spec")
 
 

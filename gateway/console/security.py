@@ -9,6 +9,7 @@ role, four-eyes) is written to the audit log as ``staff.refused``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -157,6 +158,20 @@ def _error_page(request: web.Request, status: int, message: str) -> web.Response
     )
 
 
+async def _audit_refused_post(request: web.Request, code: str) -> None:
+    """A staff member's form that the HDAB refused (bad state, policy, bad input) is audited."""
+    sess = request.get(SESSION_KEY)
+    if request.method != "POST" or sess is None:
+        return
+    operation = getattr(request.match_info.handler, "console_operation", "form")
+    with contextlib.suppress(Exception):  # the refusal is shown even if the log is unavailable
+        await state(request).audit_event(
+            "staff.refused",
+            staff=sess.staff.id,
+            details={"reason": code.lower()[:64], "operation": operation},
+        )
+
+
 @web.middleware
 async def console_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -176,6 +191,7 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
         )
         response = _error_page(request, 403, str(exc))
     except GatewayError as exc:
+        await _audit_refused_post(request, exc.code)
         response = _error_page(request, exc.status, str(exc))
     except Exception as exc:
         code = getattr(exc, "code", None)
@@ -183,6 +199,7 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
             declared = getattr(exc, "http_status", None)
             status = declared if isinstance(declared, int) else status_for_code(code)
             message = f"[{code}] {exc}" if status < 500 else "internal error (see the service log)"
+            await _audit_refused_post(request, code)
             response = _error_page(request, status, message)
         else:
             LOG.error("console error %s", type(exc).__name__)

@@ -47,6 +47,7 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
         "training.site_failed", "model.released",
         "permit.signed", "permit.cosigned", "staff.changed", "staff.signed_in",
         "staff.signed_out", "staff.signin_failed", "staff.locked", "staff.refused",
+        "application.spec_attached",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
         "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"

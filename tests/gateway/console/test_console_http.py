@@ -302,8 +302,16 @@ async def test_the_feature_specification_is_attached_checked_and_shown(
         {"hash": pinned, "spec": text.replace("1.0", "1.1", 1)},
     )
     assert wrong.status == 422
+    refused = (await env.events("staff.refused"))[-1]
+    assert refused["details"] == {
+        "reason": "feature_spec_hash_mismatch",
+        "operation": "attach_spec",
+    }
     ok = await rita.post(f"/console/applications/{app_id}/spec", {"hash": pinned, "spec": text})
     assert ok.status == 303
+    (attached,) = await env.events("application.spec_attached")
+    assert attached["subject"] == {"application": app_id, "staff": "rita"}
+    assert attached["details"] == {"spec_hash": pinned}
     page = await (await rita.client.get(f"/console/applications/{app_id}")).text()
     spec = FeatureSpec.from_json(text)
     for feature in spec.features:
