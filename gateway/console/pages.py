@@ -241,7 +241,7 @@ async def application_page(request: web.Request) -> web.StreamResponse:
                 )
     parts.append("</section>")
     parts.append(f'<section class="card"><h2>History</h2>{_history(a, decisions)}</section>')
-    if a.status == "pending":
+    if a.status == "pending" and v.role in ("reviewer", "admin"):
         parts.append('<section class="card"><h2>Decide</h2>')
         parts.append(form(f"/applications/{a.id}/approve", v, "", "Approve", cls="inline"))
         parts.append(
