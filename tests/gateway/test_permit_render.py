@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gateway.permit_render import iso_time, permit_html, purpose_title
@@ -66,3 +67,12 @@ def test_the_demo_report_uses_the_shared_rendering() -> None:
     html = render_report(data)
     assert permit_html(doc) in html
     assert "file://" not in html and 'href="/' not in html
+
+
+def test_the_demo_report_names_files_relative_to_its_folder(tmp_path: Path) -> None:
+    from gateway.demo import _relative
+
+    card = tmp_path / "models" / "model_card.json"
+    assert _relative(str(card), tmp_path.resolve()) == "models/model_card.json"
+    assert _relative("/elsewhere/model_card.json", tmp_path.resolve()) == "model_card.json"
+    assert _relative(None, tmp_path) == "none"
