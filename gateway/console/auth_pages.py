@@ -75,7 +75,7 @@ async def post_login(request: web.Request) -> web.StreamResponse:
     st = state(request)
     staff_id = form_value(request, "staff_id").strip()
     password = form_value(request, "password")
-    known = bool(STAFF_ID.match(staff_id))
+    known = bool(STAFF_ID.fullmatch(staff_id))
     stored = await st.db(lambda: st.store.password_hash(staff_id)) if known else None
     ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, stored, password)
 

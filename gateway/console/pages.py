@@ -288,7 +288,7 @@ async def post_refuse(request: web.Request) -> web.StreamResponse:
     staff = current_staff(request)
     app_id = request.match_info["id"]
     reason = form_value(request, "reason")
-    if not _CODE.match(reason):
+    if not _CODE.fullmatch(reason):
         raise ValidationError("choose a reason", code="REASON_INVALID")
 
     def run() -> None:
@@ -608,7 +608,7 @@ async def post_revoke(request: web.Request) -> web.StreamResponse:
     staff = current_staff(request)
     jti = request.match_info["id"]
     reason = form_value(request, "reason")
-    if not _CODE.match(reason):
+    if not _CODE.fullmatch(reason):
         raise ValidationError("choose a reason", code="REASON_INVALID")
     versions = await _versions(request, jti)
 

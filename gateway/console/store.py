@@ -108,7 +108,7 @@ def token_hash(token: str) -> str:
 
 
 def check_staff_id(staff_id: str) -> str:
-    if not STAFF_ID.match(staff_id):
+    if not STAFF_ID.fullmatch(staff_id):
         raise ValidationError(
             "a staff id is 2-64 characters: lower-case letters, digits, '.', '_' or '-'",
             code="STAFF_ID_INVALID",
