@@ -26,7 +26,14 @@ from permits.trust_list import TrustList
 
 def create_console(state: ConsoleState, *, max_body: int = 1_048_576) -> web.Application:
     """The console as an aiohttp sub-application (mounted at ``/console``)."""
-    from gateway.console import audit_pages, auth_pages, pages, public_pages
+    from gateway.console import (
+        audit_pages,
+        auth_pages,
+        permit_pages,
+        public_pages,
+        review_pages,
+        signing_pages,
+    )
 
     app = web.Application(middlewares=[console_guard], client_max_size=max_body)
     app[STATE_KEY] = state
@@ -34,7 +41,8 @@ def create_console(state: ConsoleState, *, max_body: int = 1_048_576) -> web.App
     app.router.add_get("/login", auth_pages.get_login)
     app.router.add_post("/login", auth_pages.post_login)
     app.router.add_post("/logout", auth_pages.post_logout)
-    for method, path, handler in pages.routes() + public_pages.routes() + audit_pages.routes():
+    pages = review_pages.routes() + signing_pages.routes() + permit_pages.routes()
+    for method, path, handler in pages + public_pages.routes() + audit_pages.routes():
         app.router.add_route(method, path, handler)
     return app
 
