@@ -335,3 +335,22 @@ async def test_verify_the_log_reports_a_tampered_entry(env: Env, staff_session: 
     conn.close()
     page = await (await rita.client.get("/console/audit/verify")).text()
     assert 'id="verify-result" class="bad">FAILED' in page and "at entry 1" in page
+
+
+def test_the_session_cookie_is_secure_when_the_request_came_over_tls() -> None:
+    import ssl
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway.console.security import SESSION_COOKIE, set_cookie
+
+    for context, secure in ((ssl.create_default_context(), True), (None, False)):
+        request = make_mocked_request("POST", "/console/login", sslcontext=context)
+        response = web.Response()
+        set_cookie(request, response, SESSION_COOKIE, "token")
+        morsel = response.cookies[SESSION_COOKIE]
+        assert bool(morsel["secure"]) is secure
+        assert (
+            morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/console"
+        )
