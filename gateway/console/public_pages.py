@@ -61,6 +61,27 @@ async def _page(request: web.Request) -> tuple[list[dict[str, Any]], int, int]:
     return [register_entry(p) for p in rows], total, page_no
 
 
+def refusal_entry(a: q.ApplicationSummary) -> dict[str, Any]:
+    """A refused application as the register lists it: organisation, purposes, reason code."""
+    return {
+        "application": a.id,
+        "applicant": a.applicant,
+        "purposes": list(a.purposes),
+        "purposes_in_words": purposes_in_words(a.purposes),
+        "reason": a.reason,
+        "decided": iso_time(a.decided_at) if a.decided_at else None,
+    }
+
+
+async def _refusals(request: web.Request) -> list[dict[str, Any]]:
+    """The newest refusals (first page only: the register is about permits first)."""
+    st = state(request)
+    rows, _ = await st.db(
+        lambda: q.list_applications(st.hdab.engine, status="refused", limit=PER_PAGE)
+    )
+    return [refusal_entry(a) for a in rows]
+
+
 @public
 async def register_page(request: web.Request) -> web.StreamResponse:
     entries, total, page_no = await _page(request)
@@ -97,10 +118,28 @@ async def register_page(request: web.Request) -> web.StreamResponse:
         + link("/register.json" + (f"?page={page_no}" if page_no else ""), "JSON")
         + ".</p>"
     )
+    refusals = await _refusals(request)
+    refused = "<h2>Refused applications (newest)</h2>" + (
+        table(
+            ["application", "applicant", "purpose", "reason", "decided"],
+            [
+                [
+                    f"<code>{esc(r['application'])}</code>",
+                    esc(r["applicant"]),
+                    "<br>".join(esc(w) for w in r["purposes_in_words"]),
+                    esc(r["reason"] or ""),
+                    esc(r["decided"] or ""),
+                ]
+                for r in refusals
+            ],
+        )
+        if refusals
+        else "<p>None.</p>"
+    )
     return render(
         request,
         "Public register of data permits",
-        intro + listing + pager("/register", page_no, total, PER_PAGE),
+        intro + listing + pager("/register", page_no, total, PER_PAGE) + refused,
     )
 
 
@@ -113,6 +152,7 @@ async def register_json(request: web.Request) -> web.StreamResponse:
         "page": page_no,
         "per_page": PER_PAGE,
         "permits": entries,
+        "refusals": await _refusals(request),
     }
     return web.Response(
         body=orjson.dumps(body),

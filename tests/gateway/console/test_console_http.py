@@ -227,6 +227,12 @@ async def test_revoke_with_reason_and_the_public_register(env: Env, staff_sessio
     assert entry["permit"] == jti and entry["status"] == "revoked"
     assert entry["valid_from"].endswith("Z") and entry["data"][0]["datasets"] == ["ehr-2020-2024"]
     assert "person-7f3a" not in str(data)  # authorised persons are people: not published
+    other = await env.apply()
+    await rita.post(f"/console/applications/{other}/refuse", {"reason": "not_proportionate"})
+    data = orjson.loads(await (await env.client.get("/console/register.json")).read())
+    (refusal,) = data["refusals"]
+    assert refusal["application"] == other and refusal["reason"] == "not_proportionate"
+    assert refusal["applicant"] == "org-research-1" and refusal["decided"].endswith("Z")
 
 
 async def test_amend_signs_a_new_version(env: Env, staff_session: Any) -> None:
