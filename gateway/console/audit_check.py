@@ -111,7 +111,7 @@ def _verify_by_entries(backend: Any, trust: TrustStore, org: str) -> VerifyResul
     size = int(checkpoint["size"])
     nodes = MemoryNodes()
     try:
-        signed = verify_checkpoint(checkpoint["jws"], trust, log_org=org)
+        signed = verify_checkpoint(checkpoint["note"], trust, log_org=org)
         for start in range(0, size, 1000):
             batch = backend.entries(start, min(size, start + 1000))
             for entry in batch:
@@ -129,11 +129,28 @@ def _verify_by_entries(backend: Any, trust: TrustStore, org: str) -> VerifyResul
     return VerifyResult(True, size, "OK", None, f"{size} entries verify against the signed root")
 
 
+def newest_cosignatures(components: AuditComponents) -> list[tuple[str, int, int]]:
+    """(witness, tree size, timestamp) of each witness's newest cosignature of this log.
+
+    Empty when no witness has cosigned (or the log is in memory). Synchronous: run it
+    on the database thread.
+    """
+    log = getattr(components.view.backend, "log", None)
+    if log is None:
+        return []
+    newest: dict[str, tuple[int, int]] = {}
+    for size, witness, timestamp, _line in log.store.cosignatures(log.log_id):
+        if witness not in newest or size >= newest[witness][0]:
+            newest[witness] = (size, timestamp)
+    return sorted((w, s, t) for w, (s, t) in newest.items())
+
+
 __all__ = [
     "AuditFilter",
     "ProofResult",
     "VerifyResult",
     "check_inclusion",
+    "newest_cosignatures",
     "select_entries",
     "trust_for",
     "verify_audit",

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.console.audit_check import newest_cosignatures
 from gateway.console.html import (
     badge,
     form,
@@ -77,14 +78,17 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             f"<p>Version <strong>{version}</strong>, signed {esc(iso_time(iat))} "
             f"({max(0, now - iat)} s ago), {revoked} revoked.</p>"
         )
-    cosigs = checkpoint.get("cosignatures") or []
+    cosigs = await st.db(lambda: newest_cosignatures(st.audit))
     witnesses = (
-        "".join(f"<li>{esc(c.get('witness', c))}</li>" for c in cosigs)
+        "".join(
+            f"<li>cosigned by <strong>{esc(w)}</strong> at size {size}, {esc(iso_time(ts))}</li>"
+            for w, size, ts in cosigs
+        )
         if cosigs
-        else "<li>no witness cosignatures (none configured)</li>"
+        else "<li>no witness cosignatures yet</li>"
     )
     cp = (
-        f"<p>Size <strong>{int(checkpoint['size'])}</strong>, signed {esc(checkpoint.get('time', ''))}"
+        f"<p>Size <strong>{int(checkpoint['size'])}</strong> (origin {esc(checkpoint.get('origin', ''))})"
         f"<br>root <code>{esc(checkpoint.get('root', ''))}</code></p><ul>{witnesses}</ul>"
         + link("/audit", "Open the audit log")
     )
