@@ -53,6 +53,7 @@ bench: env
 	$(BIN)/python bench/fhir_bench.py --quick
 	$(BIN)/python bench/federated_bench.py --quick
 	$(BIN)/python bench/gateway_load.py --quick
+	$(BIN)/python bench/console_bench.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -38,7 +38,7 @@ PAYLOAD_KEYS = frozenset({"v", "type", "actor", "log", "subject", "time", "detai
 ACTOR_KEYS = frozenset({"org", "kid"})
 LOG_KEYS = frozenset({"origin", "index"})
 SUBJECT_KEYS = frozenset(
-    {"permit", "job", "application", "model", "site", "node", "request", "log"}
+    {"permit", "job", "application", "model", "site", "node", "request", "log", "staff"}
 )
 
 
@@ -80,6 +80,8 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "trees": (Kind.COUNT,),
     "checkpoint_size": (Kind.COUNT,),
     "known_size": (Kind.COUNT,),
+    "role": (Kind.CODE,),
+    "failures": (Kind.COUNT,),
 }
 
 EVENT_SCHEMAS: dict[str, frozenset[str]] = {
@@ -103,6 +105,16 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "model.released": frozenset(
         {"model_hash", "rounds", "sites", "checkpoint_size", "checkpoint_root"}
     ),
+    # HDAB staff console (gateway.console): subject.staff names the staff member.
+    "permit.signed": frozenset({"permit_hash", "signatures"}),
+    "permit.cosigned": frozenset({"permit_hash", "signatures"}),
+    "staff.changed": frozenset({"operation", "role"}),
+    "staff.signed_in": frozenset({"role"}),
+    "staff.signed_out": frozenset({"reason"}),
+    "staff.signin_failed": frozenset({"reason", "failures"}),
+    "staff.locked": frozenset({"reason", "failures"}),
+    "staff.refused": frozenset({"reason", "operation"}),
+    "application.spec_attached": frozenset({"spec_hash"}),
 }
 """Event type -> the detail keys it may carry (all optional), as in DEVELOPERS.md."""
 

@@ -105,6 +105,30 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console for HDAB staff (``/console``, served by ``ehds hdab serve``)."""
+
+    idle_minutes: int = field(
+        default=15, metadata={"doc": "A staff session ends after this long without a request."}
+    )
+    lockout_failures: int = field(
+        default=5,
+        metadata={"doc": "Consecutive wrong passwords that lock an account until staff reset."},
+    )
+    four_eyes: bool = field(
+        default=True,
+        metadata={"doc": "The staff member who approved an application may not sign its permit."},
+    )
+    peer_keys: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Trust list (JSON, as for `ehds permit verify --trust`) of co-issuing HDABs' "
+            "permit keys; a cross-border co-signature must verify with one. Empty = none accepted."
+        },
+    )
+
+
+@dataclass(frozen=True)
 class HdabSettings:
     """The health data access body this service runs for."""
 
@@ -125,6 +149,7 @@ class HdabSettings:
             "one older than their max age (default 3600 s) and fail closed."
         },
     )
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 @dataclass(frozen=True)
@@ -421,6 +446,10 @@ def validate(config: GatewayConfig) -> None:
         raise ConfigError("auth.replay_cache_size must be at least 1000")
     if not 1 <= config.hdab.status_list_refresh_seconds <= 86_400:
         raise ConfigError("hdab.status_list_refresh_seconds must be between 1 and 86400")
+    if not 1 <= config.hdab.console.idle_minutes <= 720:
+        raise ConfigError("hdab.console.idle_minutes must be between 1 and 720")
+    if not 3 <= config.hdab.console.lockout_failures <= 20:
+        raise ConfigError("hdab.console.lockout_failures must be between 3 and 20")
     if config.node.disclosure_floor < 5:
         raise ConfigError("node.disclosure_floor must be at least 5")
     bad_roles = set(config.node.dry_run_roles) - {"operator", "data_user", "auditor"}
@@ -486,6 +515,7 @@ def _show(value: object) -> str:
 __all__ = [
     "AuditSettings",
     "AuthSettings",
+    "ConsoleSettings",
     "FhirSettings",
     "FlowerSettings",
     "GatewayConfig",

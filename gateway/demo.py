@@ -462,7 +462,7 @@ def run_demo(
                 ("contributing sites", ", ".join(result.contributing_sites)),
                 ("failed sites", ", ".join(result.failed_sites) or "none"),
                 ("model hash", str(result.model_hash)),
-                ("model card", str(result.model_card)),
+                ("model card", _relative(result.model_card, out_dir)),
             ],
             refusals=[
                 ("request", f"{MAX_ROUNDS + 4} rounds (permit allows {MAX_ROUNDS})"),
@@ -492,3 +492,14 @@ def _predict_model(model_path: str | None, X: np.ndarray, names: Any) -> np.ndar
     booster = xgb.Booster()
     booster.load_model(model_path)
     return np.asarray(booster.predict(xgb.DMatrix(X, feature_names=list(names))))
+
+
+def _relative(path: str | None, folder: Path) -> str:
+    """A file of the demo as a path relative to the report's folder: no local paths in the page."""
+    if not path:
+        return "none"
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(folder))
+    except ValueError:
+        return p.name

@@ -409,6 +409,9 @@ def create_hdab_app(
             jwks.append(entry)
     app[JWKS_KEY] = jwks
     install(app, hdab_routes() + audit_routes() + service_witness_routes(app, components))
+    from gateway.console import install_console  # the staff console, at /console
+
+    install_console(app, hdab=hdab, audit=components, settings=config.hdab.console, org=config.org)
 
     async def audit_ready() -> None:
         await components.view.checkpoint()

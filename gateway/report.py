@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.permit_render import permit_html
+
 # A palette readable for the common colour-vision deficiencies (Okabe-Ito).
 _PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
@@ -138,23 +140,6 @@ def _records(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _permit_html(value: Any, depth: int = 0) -> str:
-    """Nested permit terms as definition lists: readable without knowing JSON."""
-    if isinstance(value, Mapping):
-        items = "".join(
-            f"<dt>{_esc(str(k).replace('_', ' '))}</dt><dd>{_permit_html(v, depth + 1)}</dd>"
-            for k, v in value.items()
-        )
-        return f"<dl>{items}</dl>"
-    if isinstance(value, list | tuple):
-        if all(not isinstance(v, Mapping | list | tuple) for v in value):
-            return _esc(", ".join(str(v) for v in value)) or "—"
-        return "<ol>" + "".join(f"<li>{_permit_html(v, depth + 1)}</li>" for v in value) + "</ol>"
-    if value is None:
-        return "—"
-    return _esc(value)
-
-
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
 header{background:#12325c;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
@@ -166,6 +151,8 @@ text-align:left;vertical-align:top}th{font-weight:600;color:#444}td.num{text-ali
 font-variant-numeric:tabular-nums}.kv th{width:38%}.swatch{display:inline-block;width:26px}
 dl{margin:0}dt{font-weight:600;color:#444}dd{margin:0 0 6px 14px;word-break:break-all}
 code{font-size:12px}.ok{color:#067d3c;font-weight:600}.bad{color:#b00020;font-weight:600}
+.grid td,.grid th{font-size:13px}.muted{color:#667;font-size:12px}.quote{margin:4px 0;font-style:italic}
+td ul{margin:0;padding-left:18px}.kv.inner th{width:50%;font-weight:400}
 """
 
 
@@ -202,7 +189,7 @@ def render_report(data: ReportData) -> str:
         ),
         *([("Model provenance", _pairs(data.provenance))] if data.provenance else []),
         ("Data quality per site (counts only)", _records(data.quality)),
-        ("The data permit, in readable form", _permit_html(data.permit)),
+        ("The data permit, in readable form", permit_html(data.permit)),
     ]
     body = "".join(
         f"<section><h2>{_esc(title)}</h2>{content}</section>" for title, content in sections

@@ -28,13 +28,15 @@ from sqlalchemy.orm import registry
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+import trust
 from permits.audit import AuditSink
 from permits.errors import HdabNotFoundError, HdabPolicyError, HdabStateError, PermitModelError
-from permits.model import Fees, Issuer, Permit, PermitApplication
+from permits.model import Fees, Issuer, Permit, PermitApplication, PermitBody, parse_permit
 from permits.purposes import purpose_violations
-from permits.signing import sign_permit
+from permits.signing import PERMIT_TYP, sign_permit
 from permits.statuslist import StatusEntry, StatusList, sign_status_list
-from trust import canonical_json, parse_jws, sha256_tag, thumbprint
+from permits.tokens import reasons
+from trust import KeyUse, canonical_json, parse_jws, sha256_tag, thumbprint
 
 _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 DAY = 86400
@@ -228,60 +230,114 @@ class HdabService:
     ) -> IssuedPermit:
         """Sign the permit for an approved application (lead first, then each co-issuer)."""
         with Session(self.engine) as session:
-            row = session.get(ApplicationRow, application_id)
-            if row is None:
-                raise HdabNotFoundError(f"application {application_id} not found")
-            if row.status != "approved":
-                raise HdabStateError(f"application {application_id} is {row.status}, not approved")
-            app = PermitApplication.model_validate_json(row.body)
-            violations = _violations(app)
-            if violations:  # re-checked at issue time: an approval cannot launder an Art. 54 use
-                row.status, row.reason, row.decided_at = "refused", violations[0], self._now()
-                session.add(row)
-                self.sink.record(
-                    "permit.refused",
-                    subject={"application": row.id},
-                    details={"reason": violations[0], "application_hash": row.application_hash},
-                )
-                session.commit()
-                raise HdabPolicyError(
-                    violations[0], f"application {row.id} refused: {violations[0]}"
-                )
+            row, app = self._approved(session, application_id)
             self._check_cross_border(app.cross_border is not None, app, co_signers)
-            now = self._now()
-            start = now if nbf is None else nbf
-            fields = app.model_dump(mode="json", exclude_none=True, exclude={"duration_days"})
-            permit = _build_permit(
-                {
-                    **fields,
-                    "jti": "permit-" + uuid.uuid4().hex[:24],
-                    "iss": self.issuer.model_dump(),
-                    "iat": now,
-                    "nbf": start,
-                    "exp": start + app.duration_days * DAY,
-                    "version": 1,
-                    "fees": fees.model_dump() if fees else None,
-                    "conditions": list(conditions),
-                }
-            )
+            permit = self._build(app, nbf=nbf, fees=fees, conditions=conditions)
             token = sign_permit(permit, [self.key, *co_signers])
-            prow = _permit_row(permit, token, application_id, 1 + len(co_signers))
-            session.add(prow)
-            row.status, row.jti = "issued", permit.jti
+            return self._store_issued(session, row, permit, token, 1 + len(co_signers))
+
+    def draft(
+        self, application_id: str, *, nbf: int | None = None, conditions: Sequence[str] = ()
+    ) -> Permit:
+        """The permit an approved application would become: built, checked, not signed or stored.
+
+        A cross-border permit is signed by the lead first and then by each co-issuing HDAB in
+        its own system; the caller keeps the lead-signed draft until every co-signature is in
+        and then calls :meth:`issue_signed`.
+        """
+        with Session(self.engine) as session:
+            _row, app = self._approved(session, application_id)
+            return self._build(app, nbf=nbf, fees=None, conditions=conditions)
+
+    def issue_signed(self, application_id: str, token: str) -> IssuedPermit:
+        """Issue a permit whose signatures were gathered elsewhere (lead first, then co-issuers).
+
+        The caller has verified each co-signature against the co-issuers' keys; this checks
+        that the payload is this application's permit and that the lead signature is ours.
+        """
+        parsed = parse_jws(token)
+        permit = parse_permit(parsed.payload)
+        with Session(self.engine) as session:
+            row, app = self._approved(session, application_id)
+            body = set(PermitBody.model_fields)
+            if permit.iss != self.issuer or permit.model_dump(include=body) != app.model_dump(
+                include=body
+            ):
+                raise HdabStateError(f"the signed permit is not the one {row.id} applied for")
+            wanted = 1 + (len(app.cross_border.co_issuers) if app.cross_border else 0)
+            kids = [s.header.get("kid") for s in parsed.signatures]
+            if len(kids) != wanted or len(set(kids)) != wanted:
+                raise HdabStateError(f"{wanted} signatures from distinct keys are required")
+            lead = parsed.signatures[0]
+            ours = _public_permit_key(self.key)
+            if kids[0] != ours.kid:
+                raise HdabStateError("the first signature must be this HDAB's")
+            with reasons():
+                trust.check_header(lead.header, PERMIT_TYP)
+                trust.verify_signature(parsed, lead, ours, use=KeyUse.PERMIT)
+            return self._store_issued(session, row, permit, token, wanted)
+
+    def _approved(self, session: Session, application_id: str) -> tuple[ApplicationRow, Any]:
+        row = session.get(ApplicationRow, application_id)
+        if row is None:
+            raise HdabNotFoundError(f"application {application_id} not found")
+        if row.status != "approved":
+            raise HdabStateError(f"application {application_id} is {row.status}, not approved")
+        app = PermitApplication.model_validate_json(row.body)
+        violations = _violations(app)
+        if violations:  # re-checked at issue time: an approval cannot launder an Art. 54 use
+            row.status, row.reason, row.decided_at = "refused", violations[0], self._now()
             session.add(row)
-            session.flush()
             self.sink.record(
-                "permit.issued",
-                subject={"permit": permit.jti, "application": row.id},
-                details={
-                    "permit_hash": prow.permit_hash,
-                    "version": 1,
-                    "signatures": prow.signatures,
-                },
+                "permit.refused",
+                subject={"application": row.id},
+                details={"reason": violations[0], "application_hash": row.application_hash},
             )
-            status_version = self._publish(session)
             session.commit()
-            return IssuedPermit(permit.jti, 1, token, prow.permit_hash, status_version)
+            raise HdabPolicyError(violations[0], f"application {row.id} refused: {violations[0]}")
+        return row, app
+
+    def _build(
+        self,
+        app: PermitApplication,
+        *,
+        nbf: int | None,
+        fees: Fees | None,
+        conditions: Sequence[str],
+    ) -> Permit:
+        now = self._now()
+        start = now if nbf is None else nbf
+        fields = app.model_dump(mode="json", exclude_none=True, exclude={"duration_days"})
+        return _build_permit(
+            {
+                **fields,
+                "jti": "permit-" + uuid.uuid4().hex[:24],
+                "iss": self.issuer.model_dump(),
+                "iat": now,
+                "nbf": start,
+                "exp": start + app.duration_days * DAY,
+                "version": 1,
+                "fees": fees.model_dump() if fees else None,
+                "conditions": list(conditions),
+            }
+        )
+
+    def _store_issued(
+        self, session: Session, row: ApplicationRow, permit: Permit, token: str, signatures: int
+    ) -> IssuedPermit:
+        prow = _permit_row(permit, token, row.id, signatures)
+        session.add(prow)
+        row.status, row.jti = "issued", permit.jti
+        session.add(row)
+        session.flush()
+        self.sink.record(
+            "permit.issued",
+            subject={"permit": permit.jti, "application": row.id},
+            details={"permit_hash": prow.permit_hash, "version": 1, "signatures": signatures},
+        )
+        status_version = self._publish(session)
+        session.commit()
+        return IssuedPermit(permit.jti, 1, token, prow.permit_hash, status_version)
 
     def amend(
         self,
@@ -480,6 +536,12 @@ class HdabService:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _public_permit_key(key: Any) -> trust.PublicKey:
+    if isinstance(key, trust.SigningKey):
+        return key.public
+    return trust.PublicKey.from_jwk(key, uses={KeyUse.PERMIT})
+
+
 class _ReadOnlySink:
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]

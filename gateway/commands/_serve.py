@@ -65,6 +65,8 @@ def run_service(
             "url": f"http://{host}:{port}",
             "openapi": f"http://{host}:{port}/openapi.json",
         }
+        if service == "hdab":
+            info["console"] = f"http://{host}:{port}/console/"  # staff console (docs/console.md)
         if args.json:
             print(orjson.dumps(info).decode(), flush=True)
         else:

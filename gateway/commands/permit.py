@@ -93,6 +93,26 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(func=cmd_verify)
 
+    cosign = sub.add_parser(
+        "cosign", help="add a co-issuing HDAB's signature to a lead-signed permit (cross-border)"
+    )
+    cosign.add_argument("token", type=Path, help="lead-signed permit file ('-' for stdin)")
+    cosign.add_argument("--key", type=Path, required=True, help="this HDAB's private JWK")
+    cosign.add_argument("--out", type=Path, help="write the co-signed token here (else stdout)")
+    cosign.set_defaults(func=cmd_cosign)
+
+
+def cmd_cosign(args: argparse.Namespace) -> int:
+    """Sign the same payload with ``--key`` and append the signature (the payload is unchanged)."""
+    from permits.signing import cosign_permit
+
+    token = cosign_permit(_read(args.token).strip(), load_jwk(args.key))
+    if args.out:
+        args.out.write_text(token, encoding="utf-8")
+    else:
+        print(token)
+    return 0
+
 
 def _hdab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(

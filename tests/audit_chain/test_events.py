@@ -45,6 +45,9 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
         "permit.revoked", "statuslist.published", "access.allowed", "access.denied",
         "data.extracted", "optout.applied", "training.started", "training.round",
         "training.site_failed", "model.released", "witness.refused",
+        "permit.signed", "permit.cosigned", "staff.changed", "staff.signed_in",
+        "staff.signed_out", "staff.signin_failed", "staff.locked", "staff.refused",
+        "application.spec_attached",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
         "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"
