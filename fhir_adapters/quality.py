@@ -28,6 +28,7 @@ DANGLING_REFERENCE = "dangling_reference"
 INVALID_BUNDLE = "invalid_bundle"
 VIEW_ERROR = "view_error"
 INVALID_VALUE = "invalid_value"
+NO_EVENT_TIME = "no_event_time"
 
 KINDS: tuple[str, ...] = (
     TRUNCATED_LINE,
@@ -40,6 +41,7 @@ KINDS: tuple[str, ...] = (
     INVALID_BUNDLE,
     VIEW_ERROR,
     INVALID_VALUE,
+    NO_EVENT_TIME,
 )
 
 MAX_MESSAGE = 200

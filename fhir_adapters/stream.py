@@ -19,120 +19,39 @@ systems) and R5 (Estonia's national profiles, FHIR 5.0.0) side by side.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
-from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
 from fhir_adapters.bundle import iter_json_file
-from fhir_adapters.errors import SourceError, ValidationModeError
+from fhir_adapters.errors import SourceError
 from fhir_adapters.ndjson import is_ndjson, iter_ndjson
 from fhir_adapters.quality import NOT_AN_OBJECT, UNKNOWN_RESOURCE_TYPE, QualityReport
+from fhir_adapters.release import (
+    DEFAULT_VERSION,
+    R4,
+    R5,
+    detect_version,
+    known_resource_types,
+    normalize_version,
+    resource_types,
+)
 from fhir_adapters.validation import DEFAULT_SAMPLE_RATE, Validator
 
-R4 = "R4"
-R5 = "R5"
-DEFAULT_VERSION = R4
+__all__ = [
+    "DEFAULT_VERSION",
+    "R4",
+    "R5",
+    "ResourceStream",
+    "detect_version",
+    "iter_path",
+    "known_resource_types",
+    "normalize_version",
+    "open_stream",
+    "resource_types",
+]
+
 DETECTION_WINDOW = 512  # resources buffered at most while the release is unknown
-
-
-@lru_cache(maxsize=1)
-def resource_types() -> dict[str, frozenset[str]]:
-    """Resource type names per release (data file generated from fhir.resources)."""
-    text = (
-        importlib_resources.files("fhir_adapters").joinpath("data/resource_types.json").read_text()
-    )
-    data = json.loads(text)
-    return {R4: frozenset(data[R4]), R5: frozenset(data[R5])}
-
-
-@lru_cache(maxsize=1)
-def known_resource_types() -> frozenset[str]:
-    types = resource_types()
-    return types[R4] | types[R5]
-
-
-def normalize_version(value: str) -> str:
-    """``4.0.1``, ``4.3.0``, ``R4B`` -> ``R4``; ``5.0.0``, ``R5`` -> ``R5``."""
-    v = value.strip().upper()
-    if v.startswith(("R4", "4.")) or v == "4":
-        return R4
-    if v.startswith(("R5", "5.")) or v == "5":
-        return R5
-    raise ValidationModeError(f"unsupported FHIR version {value!r}; use R4 or R5")
-
-
-# Profiles whose host implies the release (national IGs pin one release).
-_R5_PROFILE_MARKERS = ("hl7.org/fhir/R5/", "hl7.org/fhir/5.0", "fhir.ee/")
-_R4_PROFILE_MARKERS = ("hl7.org/fhir/R4/", "hl7.org/fhir/4.0", "hl7.org/fhir/us/core/")
-
-
-def detect_version(resource: dict[str, Any]) -> str | None:
-    """The release a resource proves, or None when it fits both.
-
-    Signals, strongest first: a declared ``fhirVersion`` (CapabilityStatement,
-    StructureDefinition, ImplementationGuide); ``meta.profile`` URLs of a
-    release-pinned IG; a resource type that exists in only one release;
-    elements whose shape changed between R4 and R5.
-    """
-    declared = resource.get("fhirVersion")
-    if isinstance(declared, str):
-        try:
-            return normalize_version(declared)
-        except ValidationModeError:
-            pass
-    meta = resource.get("meta")
-    if type(meta) is dict:
-        for profile in meta.get("profile") or ():
-            if isinstance(profile, str):
-                if any(m in profile for m in _R5_PROFILE_MARKERS):
-                    return R5
-                if any(m in profile for m in _R4_PROFILE_MARKERS):
-                    return R4
-    rtype = resource.get("resourceType")
-    types = resource_types()
-    in4 = rtype in types[R4]
-    in5 = rtype in types[R5]
-    if in4 != in5:
-        return R4 if in4 else R5
-    return _structural_marker(rtype, resource)
-
-
-def _structural_marker(rtype: Any, r: dict[str, Any]) -> str | None:
-    if rtype == "Encounter":
-        cls = r.get("class")
-        if type(cls) is dict:
-            return R4
-        if type(cls) is list or "actualPeriod" in r or "virtualService" in r:
-            return R5
-        if "period" in r or "hospitalization" in r:
-            return R4
-    elif rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration"):
-        if "medicationCodeableConcept" in r or "medicationReference" in r:
-            return R4
-        med = r.get("medication")
-        if type(med) is dict and ("concept" in med or "reference" in med):
-            return R5
-    elif rtype == "Procedure":
-        if any(k.startswith("performed") for k in r):
-            return R4
-        if any(k.startswith("occurrence") for k in r):
-            return R5
-    elif rtype in ("Condition", "AllergyIntolerance"):
-        if "asserter" in r or "recorder" in r:
-            return R4
-        if "participant" in r:
-            return R5
-    elif rtype == "Observation":
-        if "triggeredBy" in r or "instantiatesCanonical" in r:
-            return R5
-    elif rtype == "Patient":
-        for link in r.get("link") or ():
-            if type(link) is dict and link.get("type") == "seealso":
-                return None
-    return None
 
 
 _BULK_SIDE_FOLDERS = frozenset({"error", "deleted"})

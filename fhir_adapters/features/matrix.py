@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fhir_adapters.errors import FhirAdapterError
+from fhir_adapters.features.warnings import warning_counts
 from fhir_adapters.quality import QualityReport
 
 
@@ -35,6 +36,9 @@ class ExtractionReport:
     concept_mapped_rows: int = 0
     converted_values: int = 0
     spec_fhir_version: str | None = None
+    time_fallback_rows: int = 0
+    medication_rows_resolved: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def fhir_version_mismatch(self) -> bool:
@@ -61,6 +65,10 @@ class ExtractionReport:
             "converted_values": self.converted_values,
             "spec_fhir_version": self.spec_fhir_version,
             "fhir_version_mismatch": self.fhir_version_mismatch,
+            "time_fallback_rows": self.time_fallback_rows,
+            "medication_rows_resolved": self.medication_rows_resolved,
+            "warnings": [dict(w) for w in self.warnings],
+            "warnings_by_kind": warning_counts(self.warnings),
             "quality": self.quality.summary(),
         }
 
