@@ -72,6 +72,7 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "features": (Kind.COUNT,),
     "excluded_opt_out": (Kind.COUNT,),
     "quarantined": (Kind.COUNT,),
+    "feature_warnings": (Kind.COUNT,),
     "rounds": (Kind.COUNT,),
     "sites": (Kind.COUNT,),
     "round": (Kind.COUNT,),
@@ -91,7 +92,15 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "access.allowed": frozenset({"reason", "operation", "rounds_used"}),
     "access.denied": frozenset({"reason", "operation", "rounds_used"}),
     "data.extracted": frozenset(
-        {"spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"}
+        {
+            "spec_hash",
+            "patients",
+            "rows",
+            "features",
+            "excluded_opt_out",
+            "quarantined",
+            "feature_warnings",
+        }
     ),
     "optout.applied": frozenset({"excluded_opt_out", "patients"}),
     "training.started": frozenset({"spec_hash", "rounds", "sites", "strategy"}),

@@ -288,6 +288,7 @@ class FhirSource:
             patients=int(matrix.report.patients),
             excluded_opt_out=int(matrix.report.excluded_opt_out),
             quarantined=int(matrix.report.quality.problems),
+            extra={"feature_warnings": len(matrix.report.warnings)},
         )
 
 

@@ -175,6 +175,8 @@ def summarise(matrix: Any, spec_hash: str, floor: int, quality: Any = None) -> d
         "features": features,
         "label": label,
         "withheld": withheld,
+        # names and kinds only: all-missing, constant or label-equal columns
+        "feature_warnings": list(getattr(report, "warnings", []) or []),
     }
 
 

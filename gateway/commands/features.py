@@ -206,5 +206,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("problems: " + ", ".join(f"{k} {v:,}" for k, v in sorted(problems.items())))
     else:
         console.print("problems: none")
+    for warning in report.get("warnings", ()):
+        console.print(f"[yellow]warning:[/yellow] feature {warning['feature']}: {warning['kind']}")
     if "out" in summary:
         console.print(f"matrix written to {summary['out']}")
