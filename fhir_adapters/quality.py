@@ -44,6 +44,9 @@ KINDS: tuple[str, ...] = (
     NO_EVENT_TIME,
 )
 
+#: kinds that keep a whole resource out of the stream (counted per resource type)
+QUARANTINE_KINDS = frozenset({UNKNOWN_RESOURCE_TYPE, INVALID_RESOURCE})
+
 MAX_MESSAGE = 200
 
 
@@ -58,6 +61,7 @@ class QuarantineEntry:
     message: str = ""
     source: str | None = None
     line: int | None = None
+    entry: int | None = None  # index in the Bundle's ``entry`` list, for Bundle sources
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class QuarantineEntry:
             "message": self.message,
             "source": self.source,
             "line": self.line,
+            "entry": self.entry,
         }
 
 
@@ -87,6 +92,12 @@ class QualityReport:
     validated: int = 0
     validation_mode: str = "off"
     fhir_versions: dict[str, str] = field(default_factory=dict)
+    #: resources kept out of the stream, per resource type (invalid, unknown type)
+    quarantined_by_type: Counter[str] = field(default_factory=Counter)
+    #: ids of quarantined Patients: their other rows are not "dangling" (never in a summary)
+    quarantined_patients: set[str] = field(default_factory=set)
+    #: files read and recognised as not data (a Bulk manifest), by what they are
+    files_skipped: Counter[str] = field(default_factory=Counter)
 
     def add(
         self,
@@ -98,9 +109,14 @@ class QualityReport:
         message: str = "",
         source: str | None = None,
         line: int | None = None,
+        entry: int | None = None,
     ) -> None:
         """Count one problem and keep its details if there is room."""
         self.counts[kind] += 1
+        if resource_type is not None and kind in QUARANTINE_KINDS:
+            self.quarantined_by_type[resource_type] += 1
+            if resource_type == "Patient" and resource_id is not None:
+                self.quarantined_patients.add(resource_id)
         if len(self.quarantine) < self.max_quarantine:
             self.quarantine.append(
                 QuarantineEntry(
@@ -111,6 +127,7 @@ class QualityReport:
                     message=message[:MAX_MESSAGE],
                     source=source,
                     line=line,
+                    entry=entry,
                 )
             )
 
@@ -137,6 +154,9 @@ class QualityReport:
         self.resources_by_type.update(other.resources_by_type)
         self.validated += other.validated
         self.fhir_versions.update(other.fhir_versions)
+        self.quarantined_by_type.update(other.quarantined_by_type)
+        self.files_skipped.update(other.files_skipped)
+        self.quarantined_patients |= other.quarantined_patients
 
     def summary(self) -> dict[str, Any]:
         """Counts only: safe to print, log and share (no ids, no messages)."""
@@ -147,5 +167,7 @@ class QualityReport:
             "validated": self.validated,
             "problems": self.problems,
             "problems_by_kind": self.by_kind(),
+            "quarantined_by_type": dict(sorted(self.quarantined_by_type.items())),
+            "files_skipped": dict(sorted(self.files_skipped.items())),
             "fhir_versions": sorted(set(self.fhir_versions.values())),
         }

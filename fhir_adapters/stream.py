@@ -7,9 +7,9 @@ every later stage relies on, once:
 
 * a JSON object with a ``resourceType`` known to FHIR R4 or R5 (else
   ``unknown_resource_type``, quarantined);
-* the FHIR release of each source (R4 or R5), detected from the data
-  (:func:`detect_version`) unless the caller knows it (Bulk manifest,
-  CapabilityStatement); it picks the validator's models;
+* the FHIR release of each resource (R4 or R5): stated by the caller, recorded
+  by the source, or shown by the resource (see :class:`ResourceStream`); it
+  picks the validator's models;
 * validation in the requested mode (:mod:`fhir_adapters.validation`).
 
 Per-source detection matters: one site may serve R4 (Synthea, most hospital
@@ -23,9 +23,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fhir_adapters.bundle import iter_json_file
-from fhir_adapters.errors import SourceError
+from fhir_adapters.bundle import is_bundle, iter_bundle, iter_json_file
+from fhir_adapters.errors import SourceError, ValidationModeError
 from fhir_adapters.ndjson import is_ndjson, iter_ndjson
+from fhir_adapters.position import ReadPosition
 from fhir_adapters.quality import NOT_AN_OBJECT, UNKNOWN_RESOURCE_TYPE, QualityReport
 from fhir_adapters.release import (
     DEFAULT_VERSION,
@@ -51,34 +52,43 @@ __all__ = [
     "resource_types",
 ]
 
-DETECTION_WINDOW = 512  # resources buffered at most while the release is unknown
-
-
 _BULK_SIDE_FOLDERS = frozenset({"error", "deleted"})
+_JSON_SUFFIXES = (".json", ".json.gz")
 
 
-def iter_path(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any]]:
-    """Raw resources of a file or folder: NDJSON (plain/gz) and JSON Bundles/resources."""
+def source_files(root: Path) -> list[Path]:
+    """The data files of a folder: NDJSON (plain/gz) and JSON (plain/gz), sorted."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and (is_ndjson(p) or p.name.lower().endswith(_JSON_SUFFIXES))
+        # A Bulk Data export folder keeps OperationOutcomes in error/ and deleted
+        # Bundles in deleted/: neither is data, both would be miscounted as resources.
+        and not _BULK_SIDE_FOLDERS.intersection(p.relative_to(root).parts[:-1])
+    )
+
+
+def iter_path(
+    path: str | Path, report: QualityReport, position: ReadPosition | None = None
+) -> Iterator[dict[str, Any]]:
+    """Raw resources of a file or folder: NDJSON (plain/gz) and JSON Bundles/resources.
+
+    The one file reader: every product path (``ehds features``, ``ehds view
+    run``, the node's dry run, the Bulk export folder reader) comes through here.
+    """
     root = Path(path)
     if root.is_file():
         files = [root]
     elif root.is_dir():
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file()
-            and (is_ndjson(p) or p.name.lower().endswith(".json"))
-            # A Bulk Data export folder keeps OperationOutcomes in error/ and deleted
-            # Bundles in deleted/: neither is data, both would be miscounted as resources.
-            and not _BULK_SIDE_FOLDERS.intersection(p.relative_to(root).parts[:-1])
-        )
+        files = source_files(root)
     else:
         raise SourceError(f"source not found: {root.name}")
     for file in files:
         if is_ndjson(file):
-            yield from iter_ndjson(file, report)
+            yield from iter_ndjson(file, report, position)
         else:
-            yield from iter_json_file(file, report)
+            yield from iter_json_file(file, report, position)
 
 
 def _normalize_sources(sources: Any) -> list[Any]:
@@ -110,11 +120,17 @@ class ResourceStream:
     """An iterable of checked resources from one or more sources.
 
     ``sources`` are paths (files or folders) or iterables of resource dicts
-    (e.g. from :mod:`fhir_adapters.sources`). ``fhir_version`` forces the
-    release for every source; otherwise it is detected per source.
-    ``validate_types`` limits validation to those resource types (the ones a
-    feature spec's views read); None validates every type.
-    Iterate it once; ``report`` holds the counts afterwards.
+    (e.g. from :mod:`fhir_adapters.sources`); a Bundle among them (in memory or
+    in a file) is read as its entries. The FHIR release of each resource is,
+    strongest first: ``fhir_version`` (the spec's or view's ``fhirVersion``,
+    or the caller's), the release the source recorded (a Bulk export folder's
+    state file), what the resource itself shows (:func:`detect_version`); a
+    resource that shows nothing is validated against the release seen last
+    in its source and, if invalid there, against the other one, so a folder
+    mixing R4 and R5 files loses nothing valid. ``validate_types`` limits
+    validation to those resource types (the ones a feature spec's views
+    read); None validates every type. Iterate it once; ``report`` holds the
+    counts afterwards.
     """
 
     def __init__(
@@ -134,103 +150,140 @@ class ResourceStream:
         self.validator = Validator(validate, self.report, sample_rate=sample_rate)
         self.forced_version = normalize_version(fhir_version) if fhir_version else None
         self.versions: dict[str, str] = {}
+        self.position = ReadPosition()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for index, source in enumerate(self.sources):
+            self.position.at(None)
+            recorded: str | None = None
             if isinstance(source, str | Path):
                 name = Path(source).name or str(source)
-                raw = iter_path(source, self.report)
+                raw = iter_path(source, self.report, self.position)
+                recorded = recorded_version(Path(source))
             else:
                 name = f"stream-{index}"
                 raw = iter(source)
-            yield from self._checked(raw, name)
+            yield from self._checked(raw, name, recorded)
 
-    def _checked(self, raw: Iterator[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
+    def _checked(
+        self, raw: Iterator[dict[str, Any]], name: str, recorded: str | None
+    ) -> Iterator[dict[str, Any]]:
         report = self.report
+        pos = self.position
         known = known_resource_types()
         by_type: dict[str, int] = {}
-        version = self.forced_version
-        pending: list[dict[str, Any]] = []
+        releases: dict[str, int] = {}
+        fixed = self.forced_version or recorded
+        last = fixed or DEFAULT_VERSION
         validator = self.validator
         validating = validator.rate > 0.0
         vtypes = self.validate_types
         try:
-            for resource in raw:
+            for resource in _expand_bundles(raw, report, name, pos):
                 if type(resource) is not dict:
                     report.add(
-                        NOT_AN_OBJECT, message="stream item is not a JSON object", source=name
+                        NOT_AN_OBJECT,
+                        message="stream item is not a JSON object",
+                        source=pos.source or name,
+                        line=pos.line,
+                        entry=pos.entry,
                     )
                     continue
                 rtype = resource.get("resourceType")
                 if type(rtype) is not str or rtype not in known:
-                    rid = resource.get("id")
-                    report.add(
-                        UNKNOWN_RESOURCE_TYPE,
-                        resource_type=rtype if isinstance(rtype, str) else None,
-                        resource_id=rid if isinstance(rid, str) else None,
-                        path="resourceType",
-                        message="not a FHIR R4/R5 resource type" if rtype else "no resourceType",
-                        source=name,
-                    )
+                    self._unknown(resource, rtype, name)
                     continue
                 by_type[rtype] = by_type.get(rtype, 0) + 1
-                if version is None:
-                    version = detect_version(resource)
-                    if version is None:
-                        pending.append(resource)
-                        if len(pending) < DETECTION_WINDOW:
-                            continue
-                        version = DEFAULT_VERSION
-                        yield from self._release(pending, version, name)
-                        pending.clear()
-                        continue
-                    # decided by this resource: release what waited, then go on with it
-                    yield from self._release(pending, version, name)
-                    pending.clear()
+                shown = None if fixed is not None else detect_version(resource)
+                if shown is not None:
+                    last = shown
+                    releases[shown] = releases.get(shown, 0) + 1
                 if (
                     validating
                     and (vtypes is None or rtype in vtypes)
-                    and not validator.accept(resource, version, name)
+                    and not validator.accept(
+                        resource,
+                        fixed or shown or last,
+                        pos.source or name,
+                        line=pos.line,
+                        entry=pos.entry,
+                        alternative=None if (fixed or shown) else _other(last),
+                    )
                 ):
                     continue
                 yield resource
-            if pending:
-                version = version or DEFAULT_VERSION
-                yield from self._release(pending, version, name)
         finally:
             for k, v in by_type.items():
                 report.resources_by_type[k] += v
             report.resources_read += sum(by_type.values())
-            if version is not None:
-                self.versions[name] = version
-                report.fhir_versions[name] = version
+            version = fixed or ("+".join(sorted(releases)) if releases else DEFAULT_VERSION)
+            self.versions[name] = version
+            report.fhir_versions[name] = version
 
-    def _release(
-        self, pending: list[dict[str, Any]], version: str, name: str
-    ) -> Iterator[dict[str, Any]]:
-        validator = self.validator
-        for resource in pending:
-            if (
-                validator.rate == 0.0
-                or (
-                    self.validate_types is not None
-                    and resource["resourceType"] not in self.validate_types
-                )
-                or validator.accept(resource, version, name)
-            ):
-                yield resource
+    def _unknown(self, resource: dict[str, Any], rtype: Any, name: str) -> None:
+        pos = self.position
+        rid = resource.get("id")
+        if not rtype and pos.line is None and pos.entry is None and pos.source:
+            message = f"file {pos.source[:80]} is a JSON object without resourceType"
+        else:
+            message = "not a FHIR R4/R5 resource type" if rtype else "no resourceType"
+        self.report.add(
+            UNKNOWN_RESOURCE_TYPE,
+            resource_type=rtype if isinstance(rtype, str) else None,
+            resource_id=rid if isinstance(rid, str) else None,
+            path="resourceType",
+            message=message,
+            source=pos.source or name,
+            line=pos.line,
+            entry=pos.entry,
+        )
+
+
+def _other(version: str) -> str:
+    return R5 if version == R4 else R4
+
+
+def _expand_bundles(
+    raw: Iterable[Any], report: QualityReport, name: str, position: ReadPosition
+) -> Iterator[Any]:
+    """Bundles in a stream (passed in memory, or one per NDJSON line) become their entries."""
+    for item in raw:
+        if is_bundle(item) and isinstance(item.get("entry"), list):
+            outer = position.source
+            yield from iter_bundle(item, report, source=outer or name, position=position)
+        else:
+            yield item
+
+
+def recorded_version(path: Path) -> str | None:
+    """The release a Bulk export folder's state file recorded for its server, if any."""
+    if not path.is_dir():
+        return None
+    from fhir_adapters.errors import FhirAdapterError
+    from fhir_adapters.sources.export_state import load_state
+
+    try:
+        state = load_state(path)
+    except (FhirAdapterError, ValueError, OSError):
+        return None
+    if state is None or not state.fhir_version:
+        return None
+    try:
+        return normalize_version(state.fhir_version)
+    except ValidationModeError:
+        return None
 
 
 def open_stream(
-    *sources: str | Path | Iterable[dict[str, Any]],
+    *sources: str | Path | Iterable[dict[str, Any]] | dict[str, Any],
     validate: str = "off",
     fhir_version: str | None = None,
     sample_rate: float = DEFAULT_SAMPLE_RATE,
     report: QualityReport | None = None,
 ) -> ResourceStream:
-    """Shorthand: ``open_stream("export/", validate="sample")``."""
+    """Shorthand: ``open_stream("export/", validate="sample")``; a Bundle dict is read as entries."""
     return ResourceStream(
-        list(sources),
+        [[s] if isinstance(s, dict) else s for s in sources],
         validate=validate,
         fhir_version=fhir_version,
         sample_rate=sample_rate,

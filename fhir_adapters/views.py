@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_adapters.bundle import is_bundle, iter_bundle
 from fhir_adapters.errors import (
     FhirAdapterError,
     FhirPathCompileError,
@@ -37,6 +38,7 @@ from fhir_adapters.errors import (
 )
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Temporal, parse
 from fhir_adapters.fhirpath.ast import Node
+from fhir_adapters.quality import QualityReport
 from fhir_adapters.view_codegen import generate_runner
 from fhir_adapters.view_plan import ColumnPlan, SelectPlan, WherePlan, where_function
 
@@ -190,6 +192,8 @@ class CompiledView:
                     on_error(err)
                     continue
             if res.get("resourceType") != rtype:
+                if rtype != "Bundle" and is_bundle(res):  # a Bundle passed in: its entries
+                    yield from self.tuples(iter_bundle(res, QualityReport()), on_error=on_error)
                 continue
             ctx.root = res
             ctx.row_index = 0

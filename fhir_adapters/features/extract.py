@@ -511,8 +511,12 @@ class _Extractor:
         n_int = len(self.keys)
         has_patient = np.asarray(self.has_patient, dtype=bool) if n_int else np.zeros(0, dtype=bool)
         # dangling: event rows whose patient never appeared as a Patient resource
+        # (a Patient that was quarantined did appear: its rows are counted as such)
+        quarantined = self.quality.quarantined_patients
         for i in range(n_int):
-            if not self.has_patient[i] and self.key_rows[i]:
+            if not self.has_patient[i] and self.key_rows[i] and self.keys[i] in quarantined:
+                report.rows_of_quarantined_patients += self.key_rows[i]
+            elif not self.has_patient[i] and self.key_rows[i]:
                 self.quality.add(
                     DANGLING_REFERENCE,
                     resource_type="Patient",

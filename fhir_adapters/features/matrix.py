@@ -37,6 +37,7 @@ class ExtractionReport:
     converted_values: int = 0
     spec_fhir_version: str | None = None
     time_fallback_rows: int = 0
+    rows_of_quarantined_patients: int = 0  # left out with their invalid Patient
     medication_rows_resolved: int = 0
     warnings: list[dict[str, str]] = field(default_factory=list)
 
@@ -66,6 +67,7 @@ class ExtractionReport:
             "spec_fhir_version": self.spec_fhir_version,
             "fhir_version_mismatch": self.fhir_version_mismatch,
             "time_fallback_rows": self.time_fallback_rows,
+            "rows_of_quarantined_patients": self.rows_of_quarantined_patients,
             "medication_rows_resolved": self.medication_rows_resolved,
             "warnings": [dict(w) for w in self.warnings],
             "warnings_by_kind": warning_counts(self.warnings),

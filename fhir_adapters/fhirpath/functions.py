@@ -432,6 +432,24 @@ def reference_key(ref: str, want: str | None) -> str | None:
     return rid
 
 
+#: Key under which a resource read from a Bundle carries ``{fullUrl: "Type/id"}`` for its
+#: ``urn:`` references. The ``reference`` text itself stays as the source wrote it (a column
+#: showing ``subject.reference`` shows ``urn:uuid:...``); only ``getReferenceKey()`` resolves.
+#: A leading ``_`` keeps it out of ``children()``/``descendants()``; validation drops it.
+REFERENCE_TABLE = "_fullUrlKeys"
+
+
+def resolved_reference_key(ref: str, want: str | None, root: Any) -> str | None:
+    """``reference_key`` after resolving a ``urn:`` reference through the root's Bundle table."""
+    if ref[:4] == "urn:" and type(root) is dict:
+        table = root.get(REFERENCE_TABLE)
+        if table is not None:
+            target = table.get(ref)
+            if target is not None:
+                ref = target
+    return reference_key(ref, want)
+
+
 @_register("getReferenceKey", 0, 1)
 def _get_reference_key(c: Compiler, node: Call) -> Fn:
     target = c.target_of(node)
@@ -447,7 +465,7 @@ def _get_reference_key(c: Compiler, node: Call) -> Fn:
             ref = item.get("reference")
             if type(ref) is not str:
                 continue
-            k = reference_key(ref, want)
+            k = resolved_reference_key(ref, want, ctx.root)
             if k is not None:
                 out.append(k)
         return out

@@ -40,6 +40,7 @@ from fhir_adapters.errors import (
     FhirHttpError,
     FhirProtocolError,
 )
+from fhir_adapters.ndjson import is_ndjson, iter_ndjson
 from fhir_adapters.sources.export_state import (
     ExportState,
     FileRecord,
@@ -721,21 +722,16 @@ def read_export_dir(
             if r.kind == "output" and r.url in done
         ]
     else:
-        paths = sorted(out.glob("*.ndjson"))
-    for path in paths:
+        paths = sorted(p for p in out.iterdir() if p.is_file() and is_ndjson(p))
+    from fhir_adapters.quality import QualityReport
+
+    for path in paths:  # the package's one NDJSON reader (gzip, BOM, bad lines counted)
         stats.files += 1
-        with open(path, "rb") as fh:
-            for raw in fh:
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    stats.bad_lines += 1
-                    continue
-                if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-                    stats.bad_lines += 1
-                    continue
-                stats.resources += 1
-                yield value
+        report = QualityReport()
+        for value in iter_ndjson(path, report):
+            if not isinstance(value.get("resourceType"), str):
+                stats.bad_lines += 1
+                continue
+            stats.resources += 1
+            yield value
+        stats.bad_lines += report.problems
