@@ -94,6 +94,8 @@ class QualityReport:
     fhir_versions: dict[str, str] = field(default_factory=dict)
     #: resources kept out of the stream, per resource type (invalid, unknown type)
     quarantined_by_type: Counter[str] = field(default_factory=Counter)
+    #: per source: resources showing another release than the one stated for the source
+    release_conflicts: dict[str, int] = field(default_factory=dict)
     #: ids of quarantined Patients: their other rows are not "dangling" (never in a summary)
     quarantined_patients: set[str] = field(default_factory=set)
     #: files read and recognised as not data (a Bulk manifest), by what they are
@@ -157,6 +159,7 @@ class QualityReport:
         self.quarantined_by_type.update(other.quarantined_by_type)
         self.files_skipped.update(other.files_skipped)
         self.quarantined_patients |= other.quarantined_patients
+        self.release_conflicts.update(other.release_conflicts)
 
     def summary(self) -> dict[str, Any]:
         """Counts only: safe to print, log and share (no ids, no messages)."""
@@ -170,4 +173,5 @@ class QualityReport:
             "quarantined_by_type": dict(sorted(self.quarantined_by_type.items())),
             "files_skipped": dict(sorted(self.files_skipped.items())),
             "fhir_versions": sorted(set(self.fhir_versions.values())),
+            "release_conflicts": sum(self.release_conflicts.values()),
         }

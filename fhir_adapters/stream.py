@@ -194,7 +194,7 @@ class ResourceStream:
                     self._unknown(resource, rtype, name)
                     continue
                 by_type[rtype] = by_type.get(rtype, 0) + 1
-                shown = None if fixed is not None else detect_version(resource)
+                shown = detect_version(resource)
                 if shown is not None:
                     last = shown
                     releases[shown] = releases.get(shown, 0) + 1
@@ -207,7 +207,7 @@ class ResourceStream:
                         pos.source or name,
                         line=pos.line,
                         entry=pos.entry,
-                        alternative=None if (fixed or shown) else _other(last),
+                        alternative=None if (fixed or shown) else _other(fixed or last),
                     )
                 ):
                     continue
@@ -219,6 +219,12 @@ class ResourceStream:
             version = fixed or ("+".join(sorted(releases)) if releases else DEFAULT_VERSION)
             self.versions[name] = version
             report.fhir_versions[name] = version
+            if fixed is not None:
+                # resources that show the other release than the one stated: read as stated,
+                # counted so a summary can say the data and the spec disagree
+                conflicts = sum(n for rel, n in releases.items() if rel != fixed)
+                if conflicts:
+                    report.release_conflicts[name] = conflicts
 
     def _unknown(self, resource: dict[str, Any], rtype: Any, name: str) -> None:
         pos = self.position

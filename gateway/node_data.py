@@ -123,7 +123,7 @@ class NodeData:
             )
         spec = FeatureSpec.from_dict(spec_document)
         floor = self.settings.disclosure_floor
-        stream = open_stream(fhir.path, validate="off")
+        stream = open_stream(fhir.path, validate="off", fhir_version=spec.fhir_version)
         matrix = _extract(spec, stream, self.opt_out())
         return summarise(matrix, spec.canonical_hash(), floor)
 

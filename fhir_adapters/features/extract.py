@@ -36,7 +36,7 @@ from fhir_adapters.features.spec import (
     FeatureSpec,
     Window,
 )
-from fhir_adapters.features.timeutil import to_days
+from fhir_adapters.features.timeutil import birth_days, to_days
 from fhir_adapters.features.warnings import feature_warnings
 from fhir_adapters.optout import OptOutFilter, OptOutRegistry
 from fhir_adapters.quality import (
@@ -259,6 +259,8 @@ class _Extractor:
         pcols = {c: i for i, c in enumerate(views[pr.view].column_names)}
         self.p_key = pcols[pr.key]
         self.p_birth = pcols[pr.birth_date] if pr.birth_date else None
+        self.p_age = pcols[pr.age] if pr.age else None
+        self.stated_age: dict[int, float] = {}
         self.p_sex = pcols[pr.sex] if pr.sex else None
         self.handlers: dict[str, _EventsHandler] = {
             name: _EventsHandler(role, views[role.view].column_names, maps)
@@ -387,7 +389,11 @@ class _Extractor:
             if not self.opt_out.note_patient(key) or idx < 0:
                 continue
             self.has_patient[idx] = True
-            self.birth[idx] = to_days(row[pb]) if pb is not None else None
+            self.birth[idx] = birth_days(row[pb]) if pb is not None else None
+            if self.p_age is not None:
+                a = row[self.p_age]
+                if (type(a) is int or type(a) is float) and a >= 0:
+                    self.stated_age[idx] = float(a)
             self.sex[idx] = row[ps] if ps is not None else None
 
     def _events(self, h: _EventsHandler, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
@@ -693,7 +699,9 @@ class _Extractor:
     ) -> list[tuple[str, np.ndarray]]:
         if f.type == "age":
             birth = np.array([_none_nan(self.birth.get(i)) for i in internal], dtype=np.float64)
-            return [(f.name, (idx_rows - birth) / DAYS_PER_YEAR)]
+            age = (idx_rows - birth) / DAYS_PER_YEAR
+            stated = np.array([self.stated_age.get(i, _NAN) for i in internal], dtype=np.float64)
+            return [(f.name, np.where(np.isnan(age), stated, age))]
         if f.type == "one_hot" and f.attribute == "sex":
             vals = [self.sex.get(i) for i in internal]
             out = []
@@ -799,7 +807,7 @@ def extract_features(
         rs = ResourceStream(
             [source],
             validate=validate,
-            fhir_version=fhir_version,
+            fhir_version=fhir_version or spec.fhir_version,
             validate_types=spec.resource_types(),
         )
     quality: QualityReport = rs.report

@@ -51,6 +51,8 @@ class ExtractionReport:
         if self.spec_fhir_version is None:
             return False
         target = "R5" if self.spec_fhir_version.upper().startswith(("R5", "5")) else "R4"
+        if self.quality.release_conflicts:
+            return True
         return any(v != target for v in self.quality.fhir_versions.values())
 
     def summary(self) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class PatientsRole:
     key: str
     birth_date: str | None
     sex: str | None
+    age: str | None = None  # a column holding a stated age in years (used without a birth date)
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,7 @@ class FeatureSpec:
         from fhir_adapters.views import compile_view
 
         try:
-            view = compile_view(self.views[name])
+            view = compile_view(self.views[name], fhir_version=self.fhir_version)
         except FhirAdapterError as exc:
             raise FeatureSpecError(f"views.{name}: {exc}") from exc
         if self._compiled is None:
@@ -440,7 +441,7 @@ class FeatureSpec:
         return name
 
     def _parse_patients(self, obj: Mapping[str, Any]) -> PatientsRole:
-        _keys(obj, {"view", "key", "birthDate", "sex"}, "recipe.patients")
+        _keys(obj, {"view", "key", "birthDate", "sex", "age"}, "recipe.patients")
         view = self._view(obj.get("view"), "recipe.patients.view")
         return PatientsRole(
             view=view,
@@ -449,6 +450,7 @@ class FeatureSpec:
                 view, obj.get("birthDate"), "recipe.patients.birthDate", optional=True
             ),
             sex=self._column(view, obj.get("sex"), "recipe.patients.sex", optional=True),
+            age=self._column(view, obj.get("age"), "recipe.patients.age", optional=True),
         )
 
     def _parse_events(self, name: str, obj: Mapping[str, Any]) -> EventsRole:
@@ -500,8 +502,8 @@ class FeatureSpec:
         assert name is not None
         if ftype == "age":
             _keys(obj, {"name", "type", "description"}, where)
-            if self.patients.birth_date is None:
-                raise FeatureSpecError(f"{where}: age needs recipe.patients.birthDate")
+            if self.patients.birth_date is None and self.patients.age is None:
+                raise FeatureSpecError(f"{where}: age needs recipe.patients.birthDate or .age")
             return FeatureDef(name=name, type="age")
         if ftype == "one_hot":
             _keys(

@@ -62,3 +62,24 @@ def to_days(value: object, *, local: bool = False) -> float | None:
         cache.clear()
     cache[value] = days
     return days
+
+
+def birth_days(value: object) -> float | None:
+    """Days of a birth date, kept at its precision: a partial date counts from its middle.
+
+    ``1990`` is any day of 1990, so age is computed from 2 July 1990 (at most
+    half a year off, never biased by a whole year); ``1990-05`` from the 16th.
+    A full date is itself.
+    """
+    days = to_days(value, local=True)
+    if days is None or type(value) is not str:
+        return days
+    if len(value) == 4:
+        return days + (366.0 if _leap(int(value)) else 365.0) / 2 - 0.5
+    if len(value) == 7:
+        return days + 15.0
+    return days
+
+
+def _leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

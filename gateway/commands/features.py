@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         validate=args.validate,
         sample_rate=args.sample_rate,
-        fhir_version=args.fhir_version,
+        fhir_version=args.fhir_version or spec.fhir_version,
         validate_types=None if args.validate_all_types else spec.resource_types(),
     )
     show = sys.stderr.isatty() and not args.json
