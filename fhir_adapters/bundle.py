@@ -21,6 +21,7 @@ not by the whole source; folders of bundles are streamed file by file.
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ def reference_map(bundle: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_URN_REF = re.compile(rb'"reference":"(urn:(?:uuid|oid):[^"]*)"')
+
+
 class _Rewriter:
     """Finds ``urn:`` references that resolve to nothing (the resource is not changed)."""
 
@@ -105,6 +109,15 @@ class _Rewriter:
     def __init__(self, mapping: dict[str, str]) -> None:
         self.mapping = mapping
         self.dangling: list[str] = []
+
+    def check(self, node: dict[str, Any], path: str) -> None:
+        """``walk`` only when needed: orjson + a regex find every urn reference at C speed."""
+        self.dangling.clear()
+        mapping = self.mapping
+        for m in _URN_REF.finditer(orjson.dumps(node)):
+            if m.group(1).decode() not in mapping:
+                self.walk(node, path)  # a dangling one: walk for the element paths
+                return
 
     def walk(self, node: Any, path: str) -> None:
         if type(node) is dict:
@@ -170,8 +183,7 @@ def iter_bundle(
         rtype = resource.get("resourceType")
         rtype_s = rtype if isinstance(rtype, str) else "Resource"
         if mapping:
-            rewriter.dangling.clear()
-            rewriter.walk(resource, rtype_s)
+            rewriter.check(resource, rtype_s)
             for path in rewriter.dangling:
                 report.add(
                     DANGLING_REFERENCE,
@@ -195,7 +207,7 @@ def _count_urn_dangling(
     resource: dict[str, Any], rtype: str, report: QualityReport, source: str
 ) -> None:
     rewriter = _Rewriter({})
-    rewriter.walk(resource, rtype)
+    rewriter.check(resource, rtype)
     for path in rewriter.dangling:
         report.add(
             DANGLING_REFERENCE,

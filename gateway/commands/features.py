@@ -206,6 +206,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("problems: " + ", ".join(f"{k} {v:,}" for k, v in sorted(problems.items())))
     else:
         console.print("problems: none")
+    by_type = quality.get("quarantined_by_type") or {}
+    if by_type:
+        console.print("quarantined: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items())))
     for warning in report.get("warnings", ()):
         console.print(f"[yellow]warning:[/yellow] feature {warning['feature']}: {warning['kind']}")
     if "out" in summary:
