@@ -36,7 +36,7 @@ from fhir_adapters.features.spec import (
     FeatureSpec,
     Window,
 )
-from fhir_adapters.features.timeutil import birth_days, to_days
+from fhir_adapters.features.timeutil import birth_days, known_part, to_days
 from fhir_adapters.features.warnings import feature_warnings
 from fhir_adapters.optout import OptOutFilter, OptOutRegistry
 from fhir_adapters.quality import (
@@ -260,6 +260,7 @@ class _Extractor:
         self.p_key = pcols[pr.key]
         self.p_birth = pcols[pr.birth_date] if pr.birth_date else None
         self.p_age = pcols[pr.age] if pr.age else None
+        self.p_accuracy = pcols[pr.birth_date_accuracy] if pr.birth_date_accuracy else None
         self.stated_age: dict[int, float] = {}
         self.p_sex = pcols[pr.sex] if pr.sex else None
         self.handlers: dict[str, _EventsHandler] = {
@@ -389,7 +390,10 @@ class _Extractor:
             if not self.opt_out.note_patient(key) or idx < 0:
                 continue
             self.has_patient[idx] = True
-            self.birth[idx] = birth_days(row[pb]) if pb is not None else None
+            birth = row[pb] if pb is not None else None
+            if self.p_accuracy is not None:
+                birth = known_part(birth, row[self.p_accuracy])
+            self.birth[idx] = birth_days(birth) if pb is not None else None
             if self.p_age is not None:
                 a = row[self.p_age]
                 if (type(a) is int or type(a) is float) and a >= 0:

@@ -101,6 +101,8 @@ class PatientsRole:
     birth_date: str | None
     sex: str | None
     age: str | None = None  # a column holding a stated age in years (used without a birth date)
+    # a column holding a date-accuracy code (EE ``ee-date-accuracy-indicator``: D, M, Y parts)
+    birth_date_accuracy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -441,7 +443,9 @@ class FeatureSpec:
         return name
 
     def _parse_patients(self, obj: Mapping[str, Any]) -> PatientsRole:
-        _keys(obj, {"view", "key", "birthDate", "sex", "age"}, "recipe.patients")
+        _keys(
+            obj, {"view", "key", "birthDate", "sex", "age", "birthDateAccuracy"}, "recipe.patients"
+        )
         view = self._view(obj.get("view"), "recipe.patients.view")
         return PatientsRole(
             view=view,
@@ -451,6 +455,12 @@ class FeatureSpec:
             ),
             sex=self._column(view, obj.get("sex"), "recipe.patients.sex", optional=True),
             age=self._column(view, obj.get("age"), "recipe.patients.age", optional=True),
+            birth_date_accuracy=self._column(
+                view,
+                obj.get("birthDateAccuracy"),
+                "recipe.patients.birthDateAccuracy",
+                optional=True,
+            ),
         )
 
     def _parse_events(self, name: str, obj: Mapping[str, Any]) -> EventsRole:

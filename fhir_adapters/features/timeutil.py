@@ -83,3 +83,24 @@ def birth_days(value: object) -> float | None:
 
 def _leap(year: int) -> bool:
     return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def known_part(value: object, accuracy: object) -> object:
+    """A date cut to the parts its accuracy code says are known.
+
+    Codes are three letters for day, month, year (``A`` accurate, ``E``
+    estimated, ``U`` unknown; HL7 Estonia's ``ee-date-accuracy-indicator``, after
+    METeOR 294429): ``1990-01-01`` with ``UUA`` is "some day in 1990", ``1990``;
+    with ``UAA`` it is ``1990-01``. An unknown year leaves no date.
+    """
+    if type(value) is not str or type(accuracy) is not str or len(accuracy) != 3:
+        return value
+    code = accuracy.upper()
+    day, month, year = code[0], code[1], code[2]
+    if year == "U":
+        return None
+    if month == "U":
+        return value[:4]
+    if day == "U":
+        return value[:7]
+    return value

@@ -9,8 +9,9 @@ Names and codes are invented; the expected values are computed by hand:
 
 * index date 2023-07-02 (fixed);
 * ee-p1 born 1983-01-11 (accuracy AAA): 14,782 days -> 14782 / 365.2425 years;
-* ee-p2 born "1990" (accuracy UUA, day and month unknown): counted from the
-  middle of 1990, 2 July: 12,053 days -> 12053 / 365.2425 = 33.0 years;
+* ee-p2 born "1990-01-01" with accuracy UUA (day and month unknown, so "some
+  day in 1990"): counted from the middle of 1990, 2 July: 12,053 days ->
+  12053 / 365.2425 = 33.0 years (1 January would give 33.5);
 * ee-p3 has no birth date, only ``ee-patient-age`` 42 a: age 42;
 * ambulatory (AMB) encounters in the year up to the index day: ee-p1 has
   two (one at 09:00 on the index day itself), ee-p2 one inpatient (IMP) only;
@@ -96,7 +97,8 @@ def _condition(cid: str, pid: str, code: str, **when: Any) -> dict[str, Any]:
 def resources() -> list[dict[str, Any]]:
     return [
         _patient("ee-p1", "38301105216", "male", "1983-01-11", _accuracy("AAA")),
-        _patient("ee-p2", "49001012233", "female", "1990", _accuracy("UUA")),
+        # written as a full date, but its accuracy code says only the year is known
+        _patient("ee-p2", "49001012233", "female", "1990-01-01", _accuracy("UUA")),
         _patient(
             "ee-p3",
             "38201010000",
@@ -177,6 +179,7 @@ def spec_doc() -> dict[str, Any]:
                 "view": "patient",
                 "key": "id",
                 "birthDate": "birth_date",
+                "birthDateAccuracy": "accuracy",
                 "age": "age",
                 "sex": "gender",
             },
@@ -235,7 +238,9 @@ def test_primitive_extensions_on_birth_date_are_readable() -> None:
     assert acc.evaluate(p1) == ["AAA"] and acc.evaluate(p2) == ["UUA"]
     age = compile_expression(f"birthDate.extension('{PATIENT_AGE}').value.ofType(Age).value")
     assert age.evaluate(p3) == [42]
-    assert compile_expression("birthDate").evaluate(p2) == ["1990"]  # kept at its precision
+    partial = {**p2, "birthDate": "1990"}
+    assert compile_expression("birthDate").evaluate(partial) == ["1990"]  # kept at its precision
+    assert compile_expression("birthDate.lowBoundary()").evaluate(partial)[0].text == "1990-01-01"
 
 
 def test_an_r4_path_on_the_r5_spec_is_a_compile_error() -> None:
