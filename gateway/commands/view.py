@@ -117,13 +117,36 @@ def _from_server(base: str, types: list[str]) -> Iterator[dict[str, Any]]:
         yield from iterate_sync(one)
 
 
-def _stream(args: argparse.Namespace, types: list[str], release: str | None) -> Any:
+def _server_release(base: str) -> str | None:
+    """The release a server's CapabilityStatement declares (None when it declares none we read)."""
+    import asyncio
+
+    from fhir_adapters.errors import ValidationModeError
+    from fhir_adapters.release import normalize_version
+    from fhir_adapters.sources import FhirClient
+
+    async def ask() -> str:
+        async with FhirClient(base) as client:
+            return (await client.capability()).fhir_version
+
+    try:
+        return normalize_version(asyncio.run(ask()))
+    except ValidationModeError:
+        return None
+
+
+def _stream(
+    args: argparse.Namespace, types: list[str], release: str | None
+) -> tuple[Any, str | None]:
     from fhir_adapters.stream import ResourceStream
 
+    urls = [item for item in args.input if _is_url(item)]
+    if release is None and len(urls) == 1 and len(args.input) == 1:
+        release = _server_release(urls[0])  # the server's recorded release, when it is the source
     sources: list[Any] = []
     for item in args.input:
         sources.append(_from_server(item, types) if _is_url(item) else Path(item))
-    return ResourceStream(sources, validate=args.validate, fhir_version=release)
+    return ResourceStream(sources, validate=args.validate, fhir_version=release), release
 
 
 # --------------------------------------------------------------------------- output
@@ -230,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     by_type: dict[str, list[tuple[str, Any]]] = {}
     for name, view in views:
         by_type.setdefault(view.resource, []).append((name, view))
-    stream = _stream(args, sorted(by_type), release)
+    stream, release = _stream(args, sorted(by_type), release)
     args.out.mkdir(parents=True, exist_ok=True)
     writers = {
         name: _Writer(args.out, name, view.column_names, args.format) for name, view in views

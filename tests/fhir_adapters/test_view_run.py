@@ -215,12 +215,15 @@ async def test_input_from_a_fhir_base_url(
     ]
     _, v1, v2 = _files(tmp_path)
     out = tmp_path / "out"
-    async with FhirTestServer(ServerConfig(resources=resources, default_page_size=1)) as srv:
+    config = ServerConfig(resources=resources, default_page_size=1, fhir_version="5.0.0")
+    async with FhirTestServer(config) as srv:
         rc = await asyncio.to_thread(
             main,
             ["view", "run", str(v1), str(v2), "--input", srv.base_url, "--out", str(out), "--json"],
         )
     assert rc == 0
+    summary = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["fhir_version"] == "R5"  # the server's CapabilityStatement decides
     with (out / "patients.csv").open() as fh:
         assert list(csv.reader(fh))[1:] == [["p1", "female"], ["p2", "male"]]
     with (out / "obs.csv").open() as fh:
