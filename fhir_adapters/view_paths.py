@@ -138,6 +138,10 @@ def _check_select(node: Mapping[str, Any], ctx: Any, rtype: str, release: str, w
         path = node.get(key)
         if isinstance(path, str):
             ctx = _check(path, ctx, rtype, release, f"{where}{key}")
+    if isinstance(node.get("repeat"), list):
+        # ``repeat`` applies its paths again to their own results, at any depth: neither the
+        # paths nor the items they reach have one type to check against
+        ctx = None
     for j, col in enumerate(node.get("column") or ()):
         if isinstance(col, Mapping) and isinstance(col.get("path"), str):
             _check(col["path"], ctx, rtype, release, f"{where}column[{j}].path")

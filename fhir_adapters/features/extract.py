@@ -37,7 +37,7 @@ from fhir_adapters.features.spec import (
     Window,
 )
 from fhir_adapters.features.timeutil import birth_days, known_part, to_days
-from fhir_adapters.features.warnings import feature_warnings
+from fhir_adapters.features.warnings import feature_warnings, release_warnings
 from fhir_adapters.optout import OptOutFilter, OptOutRegistry
 from fhir_adapters.quality import (
     DANGLING_REFERENCE,
@@ -585,7 +585,9 @@ class _Extractor:
             report.matched_rows[label_name] = len(self._slot_arrays(self.label_slot)[0])
         for name, slot in self.feature_slots.items():
             report.matched_rows[name] = len(self._slot_arrays(slot)[0])
-        report.warnings = feature_warnings(X, y, names)
+        report.warnings = feature_warnings(X, y, names) + release_warnings(
+            spec.views, spec.fhir_version, self.quality.fhir_versions.values()
+        )
         nonmissing = (~np.isnan(X)).sum(axis=0) if n else np.zeros(len(names), dtype=np.int64)
         counts = {name: int(nonmissing[j]) for j, name in enumerate(names)}
         missingness = {name: (1.0 - counts[name] / n) if n else 1.0 for name in names}

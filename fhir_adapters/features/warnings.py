@@ -18,7 +18,8 @@ import numpy as np
 ALL_MISSING = "all_missing"
 CONSTANT = "constant"
 EQUALS_LABEL = "equals_label"
-WARNING_KINDS = (ALL_MISSING, CONSTANT, EQUALS_LABEL)
+PATH_NOT_IN_RELEASE = "path_not_in_release"
+WARNING_KINDS = (ALL_MISSING, CONSTANT, EQUALS_LABEL, PATH_NOT_IN_RELEASE)
 
 
 def feature_warnings(
@@ -47,3 +48,29 @@ def feature_warnings(
 def warning_counts(warnings: Iterable[Mapping[str, str]]) -> dict[str, int]:
     counts = Counter(w["kind"] for w in warnings)
     return {k: counts.get(k, 0) for k in WARNING_KINDS}
+
+
+def release_warnings(
+    views: Mapping[str, Mapping[str, object]], stated: str | None, data_releases: Iterable[str]
+) -> list[dict[str, str]]:
+    """Views whose paths do not exist in the release the data turned out to be.
+
+    When the spec states a release its views are checked at load (an error);
+    without one, a view written for R4 read on R5 data (``Encounter.class.code``)
+    would give nulls with "problems: none". Here each view is checked against
+    each release the sources showed, and a mismatch is named (view, not value).
+    """
+    if stated is not None:
+        return []
+    from fhir_adapters.errors import ViewDefinitionError
+    from fhir_adapters.view_paths import check_view_paths
+
+    releases = sorted({r for v in data_releases for r in v.split("+")} & {"R4", "R5"})
+    out: list[dict[str, str]] = []
+    for name, view in views.items():
+        for release in releases:
+            try:
+                check_view_paths(view, release)
+            except ViewDefinitionError:
+                out.append({"feature": f"view:{name}:{release}", "kind": PATH_NOT_IN_RELEASE})
+    return out

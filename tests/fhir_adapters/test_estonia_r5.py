@@ -316,3 +316,14 @@ def test_an_export_folder_is_read_with_the_release_its_state_file_recorded(tmp_p
     assert stream.versions == {tmp_path.name: "R5"}
     spec = FeatureSpec.from_dict(spec_doc())
     assert spec.fhir_version == "R5"
+
+
+def test_without_a_stated_release_an_r4_path_on_r5_data_is_a_named_warning() -> None:
+    doc = spec_doc()
+    del doc["fhirVersion"]
+    doc["views"]["encounter"]["select"][0]["column"][1]["path"] = "period.start"
+    m = extract_features(FeatureSpec.from_dict(doc), resources())
+    assert {"feature": "view:encounter:R5", "kind": "path_not_in_release"} in m.report.warnings
+    assert m.summary()["report"]["warnings_by_kind"]["path_not_in_release"] == 1
+    clean = extract_features(FeatureSpec.from_dict(spec_doc()), resources())
+    assert not [w for w in clean.report.warnings if w["kind"] == "path_not_in_release"]

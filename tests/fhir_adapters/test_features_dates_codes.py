@@ -271,4 +271,9 @@ def test_matrix_warnings_name_all_missing_constant_and_label_equal_columns() -> 
     kinds = {w["feature"]: w["kind"] for w in m.report.warnings}
     assert kinds == {"typo": "all_missing", "any_obs": "constant", "leak": "equals_label"}
     summary = m.summary()["report"]
-    assert summary["warnings_by_kind"] == {"all_missing": 1, "constant": 1, "equals_label": 1}
+    assert summary["warnings_by_kind"] == {
+        "all_missing": 1,
+        "constant": 1,
+        "equals_label": 1,
+        "path_not_in_release": 0,
+    }
