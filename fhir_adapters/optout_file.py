@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_adapters.errors import FhirAdapterError
+from fhir_adapters.fhirpath.functions import REFERENCE_TABLE
 from fhir_adapters.optout import OptOutRegistry, StaticOptOut
 
 ConsentReader = Callable[[Iterable[dict[str, Any]]], OptOutRegistry]
@@ -88,6 +89,24 @@ def read_opt_out(path: str | Path, consents: ConsentReader | None = None) -> Opt
     return StaticOptOut(parse_opt_out_lines(text.splitlines()))
 
 
+def _resolved_patient(consent: dict[str, Any]) -> dict[str, Any]:
+    """A Consent whose ``urn:`` patient reference is given as ``Patient/<id>`` (a copy).
+
+    Consents read from a transaction Bundle name the patient by ``fullUrl``; the
+    policy reader in ``permits`` knows only ``Patient/<id>``, so the Bundle's
+    table (kept with each entry by the reader) resolves it here.
+    """
+    table = consent.get(REFERENCE_TABLE)
+    if not table:
+        return consent
+    out = dict(consent)
+    for key in ("patient", "subject"):
+        ref = consent.get(key)
+        if isinstance(ref, dict) and ref.get("reference") in table:
+            out[key] = {**ref, "reference": table[ref["reference"]]}
+    return out
+
+
 def _read_consents(path: Path, consents: ConsentReader | None) -> OptOutRegistry:
     if consents is None:
         raise OptOutFileError("this opt-out file holds FHIR resources but no Consent policy is set")
@@ -97,9 +116,10 @@ def _read_consents(path: Path, consents: ConsentReader | None) -> OptOutRegistry
     others = 0
     kept: list[dict[str, Any]] = []
     for resource in stream:
-        if resource.get("resourceType") == "Consent":
-            kept.append(resource)
-        else:
+        rtype = resource.get("resourceType")
+        if rtype == "Consent":
+            kept.append(_resolved_patient(resource))
+        elif rtype != "Patient":  # the Patients a Consent bundle names are expected
             others += 1
     problems = stream.report.problems
     if problems or others:

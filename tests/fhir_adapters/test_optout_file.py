@@ -63,7 +63,8 @@ def test_consent_ndjson_goes_through_the_consent_policy(tmp_path: Path) -> None:
 
 def test_a_consent_file_with_other_resources_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "optout.ndjson"
-    f.write_bytes(orjson.dumps(_consent("p1")) + b"\n" + orjson.dumps(patient("p2")) + b"\n")
+    other = obs("o1", "p2", "4548-4", 1.0, "%", "2020-01-01")
+    f.write_bytes(orjson.dumps(_consent("p1")) + b"\n" + orjson.dumps(other) + b"\n")
     with pytest.raises(OptOutFileError, match="not Consent"):
         read_opt_out(f, ConsentOptOutRegistry.from_resources)
 
@@ -135,3 +136,19 @@ def test_the_flower_site_reads_the_same_file(tmp_path: Path) -> None:
     spec_hash = FeatureSpec.from_dict(doc).canonical_hash()
     dataset = FhirSource(str(data), str(optout)).load(doc, spec_hash=spec_hash)
     assert dataset.excluded_opt_out == 1 and dataset.rows == 2
+
+
+def test_a_consent_bundle_with_urn_patient_references_is_resolved(tmp_path: Path) -> None:
+    pid = "urn:uuid:11111111-1111-1111-1111-111111111111"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": pid, "resource": patient("p9")},
+            {"fullUrl": "urn:uuid:2", "resource": {**_consent("x"), "patient": {"reference": pid}}},
+        ],
+    }
+    f = tmp_path / "consents.json"
+    f.write_bytes(orjson.dumps(bundle))
+    reg = read_opt_out(f, ConsentOptOutRegistry.from_resources)
+    assert reg.is_opted_out("p9")
