@@ -71,26 +71,59 @@ def detect_version(resource: dict[str, Any]) -> str | None:
     elements whose shape changed between R4 and R5.
     """
     declared = resource.get("fhirVersion")
-    if isinstance(declared, str):
+    if declared is not None and isinstance(declared, str):
         try:
             return normalize_version(declared)
         except ValidationModeError:
             pass
     meta = resource.get("meta")
-    if type(meta) is dict:
+    if meta is not None and type(meta) is dict:
         for profile in meta.get("profile") or ():
             if isinstance(profile, str):
-                if any(m in profile for m in _R5_PROFILE_MARKERS):
-                    return R5
-                if any(m in profile for m in _R4_PROFILE_MARKERS):
-                    return R4
+                shown = _profile_release(profile)
+                if shown is not None:
+                    return shown
     rtype = resource.get("resourceType")
+    only = _ONLY_IN.get(rtype) if _ONLY_IN else _only_in().get(rtype)
+    if only is not None:
+        return only
+    if rtype in _SHAPE_TYPES:
+        return _structural_marker(rtype, resource)
+    return None
+
+
+_ONLY_IN: dict[Any, str] = {}
+_SHAPE_TYPES = frozenset(
+    {
+        "Encounter",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicationAdministration",
+        "Procedure",
+        "Condition",
+        "AllergyIntolerance",
+        "Observation",
+        "Patient",
+    }
+)
+
+
+def _only_in() -> dict[Any, str]:
+    """Resource type -> the one release that has it (filled once)."""
     types = resource_types()
-    in4 = rtype in types[R4]
-    in5 = rtype in types[R5]
-    if in4 != in5:
-        return R4 if in4 else R5
-    return _structural_marker(rtype, resource)
+    for rel, other in ((R4, R5), (R5, R4)):
+        for t in types[rel] - types[other]:
+            _ONLY_IN[t] = rel
+    return _ONLY_IN
+
+
+@lru_cache(maxsize=4096)
+def _profile_release(profile: str) -> str | None:
+    if any(m in profile for m in _R5_PROFILE_MARKERS):
+        return R5
+    if any(m in profile for m in _R4_PROFILE_MARKERS):
+        return R4
+    return None
 
 
 def _structural_marker(rtype: Any, r: dict[str, Any]) -> str | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fhir_adapters.bundle import is_bundle, iter_bundle, iter_json_file
+from fhir_adapters.bundle import iter_bundle, iter_json_file
 from fhir_adapters.errors import SourceError, ValidationModeError
 from fhir_adapters.ndjson import is_ndjson, iter_ndjson
 from fhir_adapters.position import ReadPosition
@@ -168,54 +168,15 @@ class ResourceStream:
     def _checked(
         self, raw: Iterator[dict[str, Any]], name: str, recorded: str | None
     ) -> Iterator[dict[str, Any]]:
-        report = self.report
-        pos = self.position
-        known = known_resource_types()
-        by_type: dict[str, int] = {}
-        releases: dict[str, int] = {}
-        fixed = self.forced_version or recorded
-        last = fixed or DEFAULT_VERSION
-        validator = self.validator
-        validating = validator.rate > 0.0
-        vtypes = self.validate_types
+        st = _SourceState(self.forced_version or recorded)
         try:
-            for resource in _expand_bundles(raw, report, name, pos):
-                if type(resource) is not dict:
-                    report.add(
-                        NOT_AN_OBJECT,
-                        message="stream item is not a JSON object",
-                        source=pos.source or name,
-                        line=pos.line,
-                        entry=pos.entry,
-                    )
-                    continue
-                rtype = resource.get("resourceType")
-                if type(rtype) is not str or rtype not in known:
-                    self._unknown(resource, rtype, name)
-                    continue
-                by_type[rtype] = by_type.get(rtype, 0) + 1
-                shown = detect_version(resource)
-                if shown is not None:
-                    last = shown
-                    releases[shown] = releases.get(shown, 0) + 1
-                if (
-                    validating
-                    and (vtypes is None or rtype in vtypes)
-                    and not validator.accept(
-                        resource,
-                        fixed or shown or last,
-                        pos.source or name,
-                        line=pos.line,
-                        entry=pos.entry,
-                        alternative=None if (fixed or shown) else _other(fixed or last),
-                    )
-                ):
-                    continue
-                yield resource
+            yield from self._loop(raw, name, st)
         finally:
-            for k, v in by_type.items():
+            report = self.report
+            for k, v in st.by_type.items():
                 report.resources_by_type[k] += v
-            report.resources_read += sum(by_type.values())
+            report.resources_read += sum(st.by_type.values())
+            fixed, releases = st.fixed, st.releases
             version = fixed or ("+".join(sorted(releases)) if releases else DEFAULT_VERSION)
             self.versions[name] = version
             report.fhir_versions[name] = version
@@ -225,6 +186,55 @@ class ResourceStream:
                 conflicts = sum(n for rel, n in releases.items() if rel != fixed)
                 if conflicts:
                     report.release_conflicts[name] = conflicts
+
+    def _loop(self, raw: Iterable[Any], name: str, st: _SourceState) -> Iterator[dict[str, Any]]:
+        """The checks, per resource; a Bundle among the items is read as its entries."""
+        report = self.report
+        pos = self.position
+        known = known_resource_types()
+        by_type = st.by_type
+        releases = st.releases
+        fixed = st.fixed
+        validator = self.validator
+        validating = validator.rate > 0.0
+        vtypes = self.validate_types
+        for resource in raw:
+            if type(resource) is not dict:
+                report.add(
+                    NOT_AN_OBJECT,
+                    message="stream item is not a JSON object",
+                    source=pos.source or name,
+                    line=pos.line,
+                    entry=pos.entry,
+                )
+                continue
+            rtype = resource.get("resourceType")
+            if rtype == "Bundle" and type(resource.get("entry")) is list:
+                entries = iter_bundle(resource, report, source=pos.source or name, position=pos)
+                yield from self._loop(entries, name, st)
+                continue
+            if type(rtype) is not str or rtype not in known:
+                self._unknown(resource, rtype, name)
+                continue
+            by_type[rtype] = by_type.get(rtype, 0) + 1
+            shown = detect_version(resource)
+            if shown is not None:
+                st.last = shown
+                releases[shown] = releases.get(shown, 0) + 1
+            if (
+                validating
+                and (vtypes is None or rtype in vtypes)
+                and not validator.accept(
+                    resource,
+                    fixed or shown or st.last,
+                    pos.source or name,
+                    line=pos.line,
+                    entry=pos.entry,
+                    alternative=None if (fixed or shown) else _other(fixed or st.last),
+                )
+            ):
+                continue
+            yield resource
 
     def _unknown(self, resource: dict[str, Any], rtype: Any, name: str) -> None:
         pos = self.position
@@ -249,16 +259,16 @@ def _other(version: str) -> str:
     return R5 if version == R4 else R4
 
 
-def _expand_bundles(
-    raw: Iterable[Any], report: QualityReport, name: str, position: ReadPosition
-) -> Iterator[Any]:
-    """Bundles in a stream (passed in memory, or one per NDJSON line) become their entries."""
-    for item in raw:
-        if is_bundle(item) and isinstance(item.get("entry"), list):
-            outer = position.source
-            yield from iter_bundle(item, report, source=outer or name, position=position)
-        else:
-            yield item
+class _SourceState:
+    """Counts and release state of one source while it is read (Bundles inside share it)."""
+
+    __slots__ = ("by_type", "fixed", "last", "releases")
+
+    def __init__(self, fixed: str | None) -> None:
+        self.fixed = fixed  # stated (caller, spec, view) or recorded (export state) release
+        self.last = fixed or DEFAULT_VERSION  # the release the source showed last
+        self.by_type: dict[str, int] = {}
+        self.releases: dict[str, int] = {}
 
 
 def recorded_version(path: Path) -> str | None:
