@@ -36,7 +36,7 @@ from fhir_adapters.features.spec import (
     FeatureSpec,
     Window,
 )
-from fhir_adapters.features.timeutil import birth_days, known_part, to_days
+from fhir_adapters.features.timeutil import birth_days, known_part, to_days, to_local_days
 from fhir_adapters.features.warnings import feature_warnings, release_warnings
 from fhir_adapters.optout import OptOutFilter, OptOutRegistry
 from fhir_adapters.quality import (
@@ -414,6 +414,7 @@ class _Extractor:
         mapped = h.mapped
         prefixes = h.prefixes
         local = self.local_dates
+        day_of = to_local_days if local else to_days
         for row in rows:
             key = row[pi]
             try:
@@ -437,7 +438,13 @@ class _Extractor:
                     cid = -1
                 elif cats is None and not cat_every:
                     continue
-            t = self._time(row[ti], res, local) if ti is not None else None
+            if ti is not None:
+                tv = row[ti]
+                t = day_of(tv)
+                if t is None and tv is None:
+                    t = self._fallback_time(res, local)
+            else:
+                t = None
             tf = _NAN if t is None else t
             if mapped and code in mapped:
                 self.report.concept_mapped_rows += 1
@@ -469,15 +476,14 @@ class _Extractor:
         if len(buf) >= _BUFFER_FLUSH:
             h.flush()
 
-    def _time(self, value: Any, res: dict[str, Any], local: bool) -> float | None:
-        """Days of the row's time; an empty time column falls back on the resource's own date."""
-        t = to_days(value, local=local)
-        if t is None and value is None:
-            fallback = fallback_time(res)
-            if fallback is not None:
-                t = to_days(fallback, local=local)
-                if t is not None:
-                    self.report.time_fallback_rows += 1
+    def _fallback_time(self, res: dict[str, Any], local: bool) -> float | None:
+        """An empty time column falls back on the resource's own date (counted)."""
+        t = None
+        fallback = fallback_time(res)
+        if fallback is not None:
+            t = to_days(fallback, local=local)
+            if t is not None:
+                self.report.time_fallback_rows += 1
         return t
 
     def _number(self, raw: Any, res: dict[str, Any], report: bool) -> float:

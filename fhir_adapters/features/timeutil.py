@@ -48,6 +48,16 @@ def _parse(s: str, local: bool) -> float | None:
     return (dt - _EPOCH).total_seconds() / 86400.0
 
 
+def to_local_days(value: object) -> float | None:
+    """``to_days(value, local=True)`` without the keyword (the extraction's hot loop)."""
+    if type(value) is not str:
+        return None
+    try:
+        return _CACHE_LOCAL[value]
+    except KeyError:
+        return to_days(value, local=True)
+
+
 def to_days(value: object, *, local: bool = False) -> float | None:
     """Days since the epoch (``local``: on the calendar of the value's own offset), or None."""
     if type(value) is not str:
