@@ -2,7 +2,7 @@
 
 ``ehds view run patient.json obs.json --input export/ --out tables/ --format csv``
 reads the input once (NDJSON/Bundle files and folders, ``.gz``, or a FHIR base
-URL through the search client), runs every view on the resources of its type
+URL through the search client, or Bulk ``$export`` with ``--export``), runs every view on the resources of its type
 and writes one table per view: ``<out>/<view name>.csv|.ndjson|.parquet``.
 Streaming: rows are written as they come, memory stays bounded by one
 resource and a write buffer. Tables are written to ``*.part`` and renamed at
@@ -28,6 +28,8 @@ from typing import IO, Any
 
 import orjson
 
+from fhir_adapters.quality import INVALID_JSON, QualityReport
+
 FORMATS = ("csv", "ndjson", "parquet")
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -47,6 +49,11 @@ def register(subparsers: Any) -> None:
         action="append",
         required=True,
         help="NDJSON/Bundle file or folder, or a FHIR base URL (repeatable)",
+    )
+    run_p.add_argument(
+        "--export",
+        action="store_true",
+        help="read a FHIR base URL with Bulk Data $export (_type = the views' types), not search",
     )
     run_p.add_argument("--out", required=True, type=Path, help="output folder")
     run_p.add_argument("--format", choices=FORMATS, default="csv")
@@ -103,10 +110,28 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def _from_server(base: str, types: list[str]) -> Iterator[dict[str, Any]]:
-    """Every resource of the views' types from a FHIR server, through the search client."""
-    from fhir_adapters.sources import FhirClient, iterate_sync, search
+def _from_server(
+    base: str, types: list[str], bulk: bool, report: QualityReport
+) -> Iterator[dict[str, Any]]:
+    """Every resource of the views' types from a FHIR server (search, or Bulk ``$export``)."""
+    from fhir_adapters.sources import BulkExporter, ExportRequest, FhirClient, iterate_sync, search
 
+    if bulk:
+        bad = [0]
+
+        async def export() -> Any:
+            async with FhirClient(base) as client:
+                exporter = BulkExporter(client)
+                try:
+                    async for resource in exporter.stream(ExportRequest(types=tuple(types))):
+                        yield resource
+                finally:
+                    bad[0] = exporter.stream_bad_lines
+
+        yield from iterate_sync(export)
+        if bad[0]:  # lines the export files held that were not resources: counted, not lost
+            report.count(INVALID_JSON, bad[0])
+        return
     for rtype in types:
 
         async def one(rtype: str = rtype) -> Any:
@@ -140,13 +165,18 @@ def _stream(
 ) -> tuple[Any, str | None]:
     from fhir_adapters.stream import ResourceStream
 
+    report = QualityReport()
     urls = [item for item in args.input if _is_url(item)]
     if release is None and len(urls) == 1 and len(args.input) == 1:
         release = _server_release(urls[0])  # the server's recorded release, when it is the source
     sources: list[Any] = []
     for item in args.input:
-        sources.append(_from_server(item, types) if _is_url(item) else Path(item))
-    return ResourceStream(sources, validate=args.validate, fhir_version=release), release
+        if _is_url(item):
+            sources.append(_from_server(item, types, args.export, report))
+        else:
+            sources.append(Path(item))
+    stream = ResourceStream(sources, validate=args.validate, fhir_version=release, report=report)
+    return stream, release
 
 
 # --------------------------------------------------------------------------- output

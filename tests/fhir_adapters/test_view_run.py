@@ -228,3 +228,35 @@ async def test_input_from_a_fhir_base_url(
         assert list(csv.reader(fh))[1:] == [["p1", "female"], ["p2", "male"]]
     with (out / "obs.csv").open() as fh:
         assert list(csv.reader(fh))[1:] == [["o1", "p1", "Patient/p1", "6.0"]]
+
+
+async def test_input_from_a_bulk_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fhir_adapters.testing.fhir_test_server import ExportBehaviour
+
+    resources: list[dict[str, Any]] = [
+        patient("p1"),
+        obs("o1", "p1", "4548-4", 6.0, "%", "2020-01-01"),
+    ]
+    _, v1, _ = _files(tmp_path)
+    out = tmp_path / "out"
+    config = ServerConfig(
+        resources=resources, export=ExportBehaviour(errors=[], polls_before_ready=1)
+    )
+    async with FhirTestServer(config) as srv:
+        rc = await asyncio.to_thread(
+            main,
+            [
+                "view",
+                "run",
+                str(v1),
+                "--input",
+                srv.base_url,
+                "--export",
+                "--out",
+                str(out),
+                "--json",
+            ],
+        )
+    assert rc == 0
+    with (out / "obs.csv").open() as fh:
+        assert list(csv.reader(fh))[1:] == [["o1", "p1", "Patient/p1", "6.0"]]
