@@ -152,3 +152,20 @@ def test_an_invalid_patient_is_not_reported_as_missing_from_the_stream() -> None
     assert q.counts["dangling_reference"] == 0
     assert m.report.rows_of_quarantined_patients == 2
     assert m.patient_keys == ["p1"]
+
+
+def test_the_export_folder_reader_uses_the_same_reader(tmp_path: Path) -> None:
+    from fhir_adapters.sources import read_export_dir
+    from fhir_adapters.sources.bulk_export import ReadStats
+
+    with gzip.open(tmp_path / "Patient.ndjson.gz", "wb") as fh:
+        fh.write(
+            b"\xef\xbb\xbf" + orjson.dumps(patient("p1")) + b"\n" + orjson.dumps(patient("p2"))
+        )
+    (tmp_path / "Observation.ndjson").write_bytes(
+        b'{"resourceType": "Obs\n' + orjson.dumps(BAD_OBS) + b"\n"
+    )
+    stats = ReadStats()
+    got = [r["id"] for r in read_export_dir(tmp_path, stats=stats)]
+    assert sorted(got) == ["bad", "p1", "p2"]  # gzip and BOM read; the cut line counted
+    assert (stats.files, stats.resources, stats.bad_lines) == (2, 3, 1)
