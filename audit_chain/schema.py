@@ -73,6 +73,7 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "features": (Kind.COUNT,),
     "excluded_opt_out": (Kind.COUNT,),
     "quarantined": (Kind.COUNT,),
+    "feature_warnings": (Kind.COUNT,),
     "rounds": (Kind.COUNT,),
     "sites": (Kind.COUNT,),
     "round": (Kind.COUNT,),
@@ -96,7 +97,15 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "access.allowed": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
     "access.denied": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
     "data.extracted": frozenset(
-        {"spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"}
+        {
+            "spec_hash",
+            "patients",
+            "rows",
+            "features",
+            "excluded_opt_out",
+            "quarantined",
+            "feature_warnings",
+        }
     ),
     "optout.applied": frozenset({"excluded_opt_out", "patients"}),
     "training.started": frozenset({"spec_hash", "rounds", "sites", "strategy"}),

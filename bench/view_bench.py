@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from fhir_adapters.fhirpath.compiler import Fn  # noqa: E402
 from fhir_adapters.fhirpath.functions import reference_key  # noqa: E402
 from fhir_adapters.views import CompiledView, compile_view  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("EHDS_SHARED_DIR") or ROOT.parent / "shared")
 
 # The views a feature recipe typically needs (same columns as the hand-written baseline).
 VIEWS: dict[str, dict[str, Any]] = {
@@ -357,6 +358,62 @@ def run_view_bench(
     }
 
 
+# --------------------------------------------------------------------------- end to end
+
+
+def view_run_end_to_end(files: list[Path], *, repeat: int = 2) -> dict[str, Any]:
+    """``ehds view run`` on ``files`` (read, check, run the views, write CSV) vs orjson parsing.
+
+    Both are CPU time in this process, best of ``repeat``; the ratio (how many
+    times parsing the same files costs) is what is comparable across machines.
+    """
+    import contextlib
+    import io
+    import shutil
+    import tempfile
+
+    from gateway.cli import main as ehds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        data = base / "data"
+        data.mkdir()
+        for f in files:
+            shutil.copy(f, data / f.name)
+        view_files = []
+        for name, view in VIEWS.items():
+            vf = base / f"{name}.json"
+            vf.write_bytes(orjson.dumps({"resourceType": "ViewDefinition", "name": name, **view}))
+            view_files.append(str(vf))
+
+        def parse_only() -> int:
+            n = 0
+            for f in sorted(data.iterdir()):
+                bundle = orjson.loads(f.read_bytes())
+                n += len(bundle.get("entry", []))
+            return n
+
+        def view_run() -> int:
+            out = base / "out"
+            with contextlib.redirect_stdout(io.StringIO()) as buf:
+                rc = ehds(
+                    ["view", "run", *view_files, "--input", str(data), "--out", str(out), "--json"]
+                )
+            if rc != 0:
+                raise RuntimeError("ehds view run failed")
+            summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+            return int(summary["resources"])
+
+        (t_parse, n), (t_run, n_run) = _interleaved([parse_only, view_run], repeat)
+    return {
+        "files": len(files),
+        "resources": n_run,
+        "view_run_res_per_s": round(n_run / t_run),
+        "orjson_parse_res_per_s": round(n / t_parse),
+        "view_run_vs_parse": round(t_run / t_parse, 2),
+    }
+
+
 # --------------------------------------------------------------------------- input
 
 
@@ -434,6 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{views['fhirpathpy_res_per_s']:,} res/s ({views['views_vs_fhirpathpy']}x slower than views)"
     )
 
+    synthea = SHARED / "synthea"
+    e2e = None
+    if synthea.is_dir() and sorted(synthea.glob("*.json")):
+        files = sorted(synthea.glob("*.json"))
+        e2e = view_run_end_to_end(files[:6] if args.quick else files, repeat=2 if args.quick else 3)
+        print(
+            f"ehds view run end to end: {e2e['view_run_res_per_s']:,} res/s on {e2e['files']} "
+            f"Synthea bundles; orjson parsing alone {e2e['orjson_parse_res_per_s']:,} res/s "
+            f"(view run costs {e2e['view_run_vs_parse']}x parsing)"
+        )
+
     conf_native = conformance()
     conf_fp = conformance(fhirpathpy_engine)
     if conf_native is not None and conf_fp is not None:
@@ -447,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": source,
         "resources": len(resources),
         "views": views,
+        "view_run_end_to_end": e2e,
         "expressions": speeds,
         "conformance": {"native": conf_native, "fhirpathpy": conf_fp},
     }

@@ -260,7 +260,7 @@ class FhirSource:
     ``path`` is an NDJSON file or folder, a Bundle, or anything
     ``fhir_adapters.stream.ResourceStream`` reads; ``opt_out`` an optional file
     of opted-out patient keys (one per line), applied before any feature is
-    computed. The spec document the coordinator sent is re-hashed here: a spec
+    computed (read by ``fhir_adapters.optout_file``: ids, ``Patient/<id>``, Consent). The spec document the coordinator sent is re-hashed here: a spec
     whose canonical hash is not the permit's is refused before reading data.
     """
 
@@ -271,7 +271,8 @@ class FhirSource:
 
     def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
         from fhir_adapters.features import FeatureSpec, extract_features
-        from fhir_adapters.optout import StaticOptOut
+        from fhir_adapters.optout_file import read_opt_out
+        from permits.optout import ConsentOptOutRegistry
 
         try:
             feature_spec = FeatureSpec.from_dict(spec)
@@ -283,8 +284,7 @@ class FhirSource:
             )
         registry = None
         if self.opt_out is not None:
-            keys = Path(self.opt_out).read_text().split()
-            registry = StaticOptOut(keys)
+            registry = read_opt_out(self.opt_out, ConsentOptOutRegistry.from_resources)
         matrix = extract_features(feature_spec, self.path, opt_out=registry, validate=self.validate)
         if matrix.y is None:
             raise JobConfigError("the feature spec defines no label")
@@ -296,6 +296,7 @@ class FhirSource:
             patients=int(matrix.report.patients),
             excluded_opt_out=int(matrix.report.excluded_opt_out),
             quarantined=int(matrix.report.quality.problems),
+            extra={"feature_warnings": len(matrix.report.warnings)},
         )
 
 

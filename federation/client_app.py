@@ -102,6 +102,7 @@ def _load_features(
             "features": len(data.feature_names),
             "excluded_opt_out": int(data.excluded_opt_out),
             "quarantined": int(data.quarantined),
+            "feature_warnings": int(data.extra.get("feature_warnings", 0)),
         },
     )
     _FEATURES[key] = data

@@ -3,9 +3,16 @@
 Transaction bundles (what Synthea writes) name their entries ``urn:uuid:...``
 and reference each other by those URNs; after a server would have stored
 them they are ``Type/id``. Views and features work on ``Type/id`` keys
-(``getReferenceKey``), so every reference that points at an entry's
-``fullUrl`` is rewritten to ``Type/id`` here, once, at the source. A URN that
-points at no entry is a dangling reference: counted and left as it is.
+(``getReferenceKey``), so each entry resource carries the bundle's
+``{fullUrl: "Type/id"}`` table for its ``urn:`` references (one shared dict
+per bundle, under :data:`REFERENCE_TABLE`) and ``getReferenceKey()`` resolves
+through it. The ``reference`` text is never rewritten: a column showing
+``subject.reference`` shows what the source wrote. A URN that points at no
+entry is a dangling reference: counted.
+
+Every place a Bundle enters (files, folders, Bundles passed in memory to
+:class:`~fhir_adapters.stream.ResourceStream` or to a view) goes through
+:func:`iter_bundle`, so the rules are the same everywhere.
 
 A Bundle is one JSON document, so memory is bounded by the largest bundle,
 not by the whole source; folders of bundles are streamed file by file.
@@ -13,6 +20,8 @@ not by the whole source; folders of bundles are streamed file by file.
 
 from __future__ import annotations
 
+import gzip
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,8 @@ from typing import Any
 import orjson
 
 from fhir_adapters.errors import SourceError
+from fhir_adapters.fhirpath.functions import REFERENCE_TABLE
+from fhir_adapters.position import ReadPosition
 from fhir_adapters.quality import (
     DANGLING_REFERENCE,
     INVALID_BUNDLE,
@@ -67,6 +78,11 @@ def _entry_key(full_url: str, resource: dict[str, Any]) -> str | None:
     return f"{rtype}/{rid}"
 
 
+def is_bundle(obj: Any) -> bool:
+    """A Bundle of entries (as opposed to some other resource)."""
+    return type(obj) is dict and obj.get("resourceType") == "Bundle"
+
+
 def reference_map(bundle: dict[str, Any]) -> dict[str, str]:
     """``fullUrl -> Type/id`` for every entry that has both."""
     out: dict[str, str] = {}
@@ -82,8 +98,11 @@ def reference_map(bundle: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_URN_REF = re.compile(rb'"reference":"(urn:(?:uuid|oid):[^"]*)"')
+
+
 class _Rewriter:
-    """Rewrites references in place; counts URNs that resolve to nothing."""
+    """Finds ``urn:`` references that resolve to nothing (the resource is not changed)."""
 
     __slots__ = ("dangling", "mapping")
 
@@ -91,15 +110,20 @@ class _Rewriter:
         self.mapping = mapping
         self.dangling: list[str] = []
 
+    def check(self, node: dict[str, Any], path: str) -> None:
+        """``walk`` only when needed: orjson + a regex find every urn reference at C speed."""
+        self.dangling.clear()
+        mapping = self.mapping
+        for m in _URN_REF.finditer(orjson.dumps(node)):
+            if m.group(1).decode() not in mapping:
+                self.walk(node, path)  # a dangling one: walk for the element paths
+                return
+
     def walk(self, node: Any, path: str) -> None:
         if type(node) is dict:
             ref = node.get("reference")
-            if type(ref) is str and ref and ref[0] != "#":
-                target = self.mapping.get(ref)
-                if target is not None:
-                    node["reference"] = target
-                elif ref.startswith(_URN_PREFIXES):
-                    self.dangling.append(f"{path}.reference")
+            if type(ref) is str and ref.startswith(_URN_PREFIXES) and ref not in self.mapping:
+                self.dangling.append(f"{path}.reference")
             for key, value in node.items():
                 if type(value) is dict or type(value) is list:
                     self.walk(value, f"{path}.{key}")
@@ -110,12 +134,16 @@ class _Rewriter:
 
 
 def iter_bundle(
-    bundle: dict[str, Any], report: QualityReport, source: str = "<bundle>"
+    bundle: dict[str, Any],
+    report: QualityReport,
+    source: str = "<bundle>",
+    position: ReadPosition | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The entries' resources with references resolved through ``fullUrl``.
+    """The entries' resources, each with the bundle's ``urn:`` reference table.
 
     OperationOutcome entries of a searchset (``search.mode = outcome``) are
-    server messages, not data, and are skipped.
+    server messages, not data, and are skipped. ``position.entry`` is the
+    index of the entry being yielded (for quarantine records).
     """
     btype = bundle.get("type")
     entries = bundle.get("entry")
@@ -132,8 +160,11 @@ def iter_bundle(
         )
         return
     mapping = reference_map(bundle)
+    urns = {k: v for k, v in mapping.items() if k.startswith(_URN_PREFIXES)}
     rewriter = _Rewriter(mapping)
     for index, entry in enumerate(entries or ()):
+        if position is not None:
+            position.entry = index
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             if isinstance(entry, dict) and "request" in entry and entry.get("resource") is None:
@@ -143,6 +174,7 @@ def iter_bundle(
                 path=f"Bundle.entry[{index}]",
                 message="entry without resource",
                 source=source,
+                entry=index,
             )
             continue
         search = entry.get("search")
@@ -151,8 +183,7 @@ def iter_bundle(
         rtype = resource.get("resourceType")
         rtype_s = rtype if isinstance(rtype, str) else "Resource"
         if mapping:
-            rewriter.dangling.clear()
-            rewriter.walk(resource, rtype_s)
+            rewriter.check(resource, rtype_s)
             for path in rewriter.dangling:
                 report.add(
                     DANGLING_REFERENCE,
@@ -161,17 +192,22 @@ def iter_bundle(
                     path=path,
                     message="reference to a fullUrl that is not in the bundle",
                     source=source,
+                    entry=index,
                 )
         else:
             _count_urn_dangling(resource, rtype_s, report, source)
+        if urns:
+            resource[REFERENCE_TABLE] = urns
         yield resource
+    if position is not None:
+        position.entry = None
 
 
 def _count_urn_dangling(
     resource: dict[str, Any], rtype: str, report: QualityReport, source: str
 ) -> None:
     rewriter = _Rewriter({})
-    rewriter.walk(resource, rtype)
+    rewriter.check(resource, rtype)
     for path in rewriter.dangling:
         report.add(
             DANGLING_REFERENCE,
@@ -184,11 +220,20 @@ def _count_urn_dangling(
 
 
 def load_json_file(path: Path, report: QualityReport) -> dict[str, Any] | None:
-    """One JSON document; a broken file is counted, not raised."""
+    """One JSON document (``.json`` or ``.json.gz``, BOM tolerated); a broken file is counted."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"cannot read {path.name}: {exc.strerror}") from exc
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                data = fh.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+            raise SourceError(f"cannot read {path.name}: {exc.strerror}") from exc
+        report.add(TRUNCATED_LINE, message="gzip file cut off", source=path.name)
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -202,13 +247,20 @@ def load_json_file(path: Path, report: QualityReport) -> dict[str, Any] | None:
     return obj
 
 
-def iter_json_file(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any]]:
+def iter_json_file(
+    path: str | Path, report: QualityReport, position: ReadPosition | None = None
+) -> Iterator[dict[str, Any]]:
     """A ``.json`` file holding a Bundle (its entries) or a single resource."""
     file = Path(path)
+    if position is not None:
+        position.at(file.name)
     obj = load_json_file(file, report)
     if obj is None:
         return
     if obj.get("resourceType") == "Bundle":
-        yield from iter_bundle(obj, report, source=file.name)
+        yield from iter_bundle(obj, report, source=file.name, position=position)
+    elif "resourceType" not in obj and "transactionTime" in obj and "output" in obj:
+        # a Bulk Data manifest kept next to its output files: metadata, not a resource
+        report.files_skipped["bulk_manifest"] += 1
     else:
         yield obj

@@ -17,6 +17,7 @@ from typing import IO, Any
 import orjson
 
 from fhir_adapters.errors import SourceError
+from fhir_adapters.position import ReadPosition
 from fhir_adapters.quality import (
     INVALID_JSON,
     NOT_AN_OBJECT,
@@ -57,14 +58,22 @@ def _classify_bad_line(raw: bytes, is_last: bool) -> str:
 
 
 def parse_lines(
-    lines: Iterable[bytes], report: QualityReport, source: str = "<stream>"
+    lines: Iterable[bytes],
+    report: QualityReport,
+    source: str = "<stream>",
+    position: ReadPosition | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Parse NDJSON lines; bad lines are counted in ``report`` and skipped.
 
-    The hot loop is one ``orjson.loads`` per line and nothing else.
+    The hot loop is one ``orjson.loads`` per line (and, with ``position``, one
+    attribute store so a quarantine record can name the line).
     """
     loads = orjson.loads
+    if position is not None:
+        position.at(source)
     for lineno, raw in enumerate(lines, 1):
+        if position is not None:
+            position.line = lineno
         try:
             obj = loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -95,7 +104,9 @@ def _json_message(exc: orjson.JSONDecodeError) -> str:
     return str(exc).split(":", 1)[0][:120]
 
 
-def iter_ndjson(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any]]:
+def iter_ndjson(
+    path: str | Path, report: QualityReport, position: ReadPosition | None = None
+) -> Iterator[dict[str, Any]]:
     """Stream the resources of an NDJSON file or folder (``.ndjson``, ``.ndjson.gz``)."""
     root = Path(path)
     for file in ndjson_files(root):
@@ -105,7 +116,7 @@ def iter_ndjson(path: str | Path, report: QualityReport) -> Iterator[dict[str, A
             raise SourceError(f"cannot open {file.name}: {exc.strerror}") from exc
         with handle:
             try:
-                yield from parse_lines(handle, report, source=file.name)
+                yield from parse_lines(handle, report, source=file.name, position=position)
             except (OSError, EOFError) as exc:  # truncated gzip stream
                 report.add(
                     TRUNCATED_LINE, message=f"file cut off: {type(exc).__name__}", source=file.name

@@ -28,6 +28,7 @@ DANGLING_REFERENCE = "dangling_reference"
 INVALID_BUNDLE = "invalid_bundle"
 VIEW_ERROR = "view_error"
 INVALID_VALUE = "invalid_value"
+NO_EVENT_TIME = "no_event_time"
 
 KINDS: tuple[str, ...] = (
     TRUNCATED_LINE,
@@ -40,7 +41,11 @@ KINDS: tuple[str, ...] = (
     INVALID_BUNDLE,
     VIEW_ERROR,
     INVALID_VALUE,
+    NO_EVENT_TIME,
 )
+
+#: kinds that keep a whole resource out of the stream (counted per resource type)
+QUARANTINE_KINDS = frozenset({UNKNOWN_RESOURCE_TYPE, INVALID_RESOURCE})
 
 MAX_MESSAGE = 200
 
@@ -56,6 +61,7 @@ class QuarantineEntry:
     message: str = ""
     source: str | None = None
     line: int | None = None
+    entry: int | None = None  # index in the Bundle's ``entry`` list, for Bundle sources
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +72,7 @@ class QuarantineEntry:
             "message": self.message,
             "source": self.source,
             "line": self.line,
+            "entry": self.entry,
         }
 
 
@@ -85,6 +92,14 @@ class QualityReport:
     validated: int = 0
     validation_mode: str = "off"
     fhir_versions: dict[str, str] = field(default_factory=dict)
+    #: resources kept out of the stream, per resource type (invalid, unknown type)
+    quarantined_by_type: Counter[str] = field(default_factory=Counter)
+    #: per source: resources showing another release than the one stated for the source
+    release_conflicts: dict[str, int] = field(default_factory=dict)
+    #: ids of quarantined Patients: their other rows are not "dangling" (never in a summary)
+    quarantined_patients: set[str] = field(default_factory=set)
+    #: files read and recognised as not data (a Bulk manifest), by what they are
+    files_skipped: Counter[str] = field(default_factory=Counter)
 
     def add(
         self,
@@ -96,9 +111,14 @@ class QualityReport:
         message: str = "",
         source: str | None = None,
         line: int | None = None,
+        entry: int | None = None,
     ) -> None:
         """Count one problem and keep its details if there is room."""
         self.counts[kind] += 1
+        if resource_type is not None and kind in QUARANTINE_KINDS:
+            self.quarantined_by_type[resource_type] += 1
+            if resource_type == "Patient" and resource_id is not None:
+                self.quarantined_patients.add(resource_id)
         if len(self.quarantine) < self.max_quarantine:
             self.quarantine.append(
                 QuarantineEntry(
@@ -109,6 +129,7 @@ class QualityReport:
                     message=message[:MAX_MESSAGE],
                     source=source,
                     line=line,
+                    entry=entry,
                 )
             )
 
@@ -135,6 +156,10 @@ class QualityReport:
         self.resources_by_type.update(other.resources_by_type)
         self.validated += other.validated
         self.fhir_versions.update(other.fhir_versions)
+        self.quarantined_by_type.update(other.quarantined_by_type)
+        self.files_skipped.update(other.files_skipped)
+        self.quarantined_patients |= other.quarantined_patients
+        self.release_conflicts.update(other.release_conflicts)
 
     def summary(self) -> dict[str, Any]:
         """Counts only: safe to print, log and share (no ids, no messages)."""
@@ -145,5 +170,8 @@ class QualityReport:
             "validated": self.validated,
             "problems": self.problems,
             "problems_by_kind": self.by_kind(),
+            "quarantined_by_type": dict(sorted(self.quarantined_by_type.items())),
+            "files_skipped": dict(sorted(self.files_skipped.items())),
             "fhir_versions": sorted(set(self.fhir_versions.values())),
+            "release_conflicts": sum(self.release_conflicts.values()),
         }

@@ -7,9 +7,9 @@ every later stage relies on, once:
 
 * a JSON object with a ``resourceType`` known to FHIR R4 or R5 (else
   ``unknown_resource_type``, quarantined);
-* the FHIR release of each source (R4 or R5), detected from the data
-  (:func:`detect_version`) unless the caller knows it (Bulk manifest,
-  CapabilityStatement); it picks the validator's models;
+* the FHIR release of each resource (R4 or R5): stated by the caller, recorded
+  by the source, or shown by the resource (see :class:`ResourceStream`); it
+  picks the validator's models;
 * validation in the requested mode (:mod:`fhir_adapters.validation`).
 
 Per-source detection matters: one site may serve R4 (Synthea, most hospital
@@ -19,147 +19,76 @@ systems) and R5 (Estonia's national profiles, FHIR 5.0.0) side by side.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
-from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from fhir_adapters.bundle import iter_json_file
+from fhir_adapters.bundle import iter_bundle, iter_json_file
 from fhir_adapters.errors import SourceError, ValidationModeError
 from fhir_adapters.ndjson import is_ndjson, iter_ndjson
+from fhir_adapters.position import ReadPosition
 from fhir_adapters.quality import NOT_AN_OBJECT, UNKNOWN_RESOURCE_TYPE, QualityReport
+from fhir_adapters.release import (
+    DEFAULT_VERSION,
+    R4,
+    R5,
+    detect_version,
+    known_resource_types,
+    normalize_version,
+    resource_types,
+)
 from fhir_adapters.validation import DEFAULT_SAMPLE_RATE, Validator
 
-R4 = "R4"
-R5 = "R5"
-DEFAULT_VERSION = R4
-DETECTION_WINDOW = 512  # resources buffered at most while the release is unknown
-
-
-@lru_cache(maxsize=1)
-def resource_types() -> dict[str, frozenset[str]]:
-    """Resource type names per release (data file generated from fhir.resources)."""
-    text = (
-        importlib_resources.files("fhir_adapters").joinpath("data/resource_types.json").read_text()
-    )
-    data = json.loads(text)
-    return {R4: frozenset(data[R4]), R5: frozenset(data[R5])}
-
-
-@lru_cache(maxsize=1)
-def known_resource_types() -> frozenset[str]:
-    types = resource_types()
-    return types[R4] | types[R5]
-
-
-def normalize_version(value: str) -> str:
-    """``4.0.1``, ``4.3.0``, ``R4B`` -> ``R4``; ``5.0.0``, ``R5`` -> ``R5``."""
-    v = value.strip().upper()
-    if v.startswith(("R4", "4.")) or v == "4":
-        return R4
-    if v.startswith(("R5", "5.")) or v == "5":
-        return R5
-    raise ValidationModeError(f"unsupported FHIR version {value!r}; use R4 or R5")
-
-
-# Profiles whose host implies the release (national IGs pin one release).
-_R5_PROFILE_MARKERS = ("hl7.org/fhir/R5/", "hl7.org/fhir/5.0", "fhir.ee/")
-_R4_PROFILE_MARKERS = ("hl7.org/fhir/R4/", "hl7.org/fhir/4.0", "hl7.org/fhir/us/core/")
-
-
-def detect_version(resource: dict[str, Any]) -> str | None:
-    """The release a resource proves, or None when it fits both.
-
-    Signals, strongest first: a declared ``fhirVersion`` (CapabilityStatement,
-    StructureDefinition, ImplementationGuide); ``meta.profile`` URLs of a
-    release-pinned IG; a resource type that exists in only one release;
-    elements whose shape changed between R4 and R5.
-    """
-    declared = resource.get("fhirVersion")
-    if isinstance(declared, str):
-        try:
-            return normalize_version(declared)
-        except ValidationModeError:
-            pass
-    meta = resource.get("meta")
-    if type(meta) is dict:
-        for profile in meta.get("profile") or ():
-            if isinstance(profile, str):
-                if any(m in profile for m in _R5_PROFILE_MARKERS):
-                    return R5
-                if any(m in profile for m in _R4_PROFILE_MARKERS):
-                    return R4
-    rtype = resource.get("resourceType")
-    types = resource_types()
-    in4 = rtype in types[R4]
-    in5 = rtype in types[R5]
-    if in4 != in5:
-        return R4 if in4 else R5
-    return _structural_marker(rtype, resource)
-
-
-def _structural_marker(rtype: Any, r: dict[str, Any]) -> str | None:
-    if rtype == "Encounter":
-        cls = r.get("class")
-        if type(cls) is dict:
-            return R4
-        if type(cls) is list or "actualPeriod" in r or "virtualService" in r:
-            return R5
-        if "period" in r or "hospitalization" in r:
-            return R4
-    elif rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration"):
-        if "medicationCodeableConcept" in r or "medicationReference" in r:
-            return R4
-        med = r.get("medication")
-        if type(med) is dict and ("concept" in med or "reference" in med):
-            return R5
-    elif rtype == "Procedure":
-        if any(k.startswith("performed") for k in r):
-            return R4
-        if any(k.startswith("occurrence") for k in r):
-            return R5
-    elif rtype in ("Condition", "AllergyIntolerance"):
-        if "asserter" in r or "recorder" in r:
-            return R4
-        if "participant" in r:
-            return R5
-    elif rtype == "Observation":
-        if "triggeredBy" in r or "instantiatesCanonical" in r:
-            return R5
-    elif rtype == "Patient":
-        for link in r.get("link") or ():
-            if type(link) is dict and link.get("type") == "seealso":
-                return None
-    return None
-
+__all__ = [
+    "DEFAULT_VERSION",
+    "R4",
+    "R5",
+    "ResourceStream",
+    "detect_version",
+    "iter_path",
+    "known_resource_types",
+    "normalize_version",
+    "open_stream",
+    "resource_types",
+]
 
 _BULK_SIDE_FOLDERS = frozenset({"error", "deleted"})
+_JSON_SUFFIXES = (".json", ".json.gz")
 
 
-def iter_path(path: str | Path, report: QualityReport) -> Iterator[dict[str, Any]]:
-    """Raw resources of a file or folder: NDJSON (plain/gz) and JSON Bundles/resources."""
+def source_files(root: Path) -> list[Path]:
+    """The data files of a folder: NDJSON (plain/gz) and JSON (plain/gz), sorted."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and (is_ndjson(p) or p.name.lower().endswith(_JSON_SUFFIXES))
+        # A Bulk Data export folder keeps OperationOutcomes in error/ and deleted
+        # Bundles in deleted/: neither is data, both would be miscounted as resources.
+        and not _BULK_SIDE_FOLDERS.intersection(p.relative_to(root).parts[:-1])
+    )
+
+
+def iter_path(
+    path: str | Path, report: QualityReport, position: ReadPosition | None = None
+) -> Iterator[dict[str, Any]]:
+    """Raw resources of a file or folder: NDJSON (plain/gz) and JSON Bundles/resources.
+
+    The one file reader: every product path (``ehds features``, ``ehds view
+    run``, the node's dry run, the Bulk export folder reader) comes through here.
+    """
     root = Path(path)
     if root.is_file():
         files = [root]
     elif root.is_dir():
-        files = sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file()
-            and (is_ndjson(p) or p.name.lower().endswith(".json"))
-            # A Bulk Data export folder keeps OperationOutcomes in error/ and deleted
-            # Bundles in deleted/: neither is data, both would be miscounted as resources.
-            and not _BULK_SIDE_FOLDERS.intersection(p.relative_to(root).parts[:-1])
-        )
+        files = source_files(root)
     else:
         raise SourceError(f"source not found: {root.name}")
     for file in files:
         if is_ndjson(file):
-            yield from iter_ndjson(file, report)
+            yield from iter_ndjson(file, report, position)
         else:
-            yield from iter_json_file(file, report)
+            yield from iter_json_file(file, report, position)
 
 
 def _normalize_sources(sources: Any) -> list[Any]:
@@ -191,11 +120,17 @@ class ResourceStream:
     """An iterable of checked resources from one or more sources.
 
     ``sources`` are paths (files or folders) or iterables of resource dicts
-    (e.g. from :mod:`fhir_adapters.sources`). ``fhir_version`` forces the
-    release for every source; otherwise it is detected per source.
-    ``validate_types`` limits validation to those resource types (the ones a
-    feature spec's views read); None validates every type.
-    Iterate it once; ``report`` holds the counts afterwards.
+    (e.g. from :mod:`fhir_adapters.sources`); a Bundle among them (in memory or
+    in a file) is read as its entries. The FHIR release of each resource is,
+    strongest first: ``fhir_version`` (the spec's or view's ``fhirVersion``,
+    or the caller's), the release the source recorded (a Bulk export folder's
+    state file), what the resource itself shows (:func:`detect_version`); a
+    resource that shows nothing is validated against the release seen last
+    in its source and, if invalid there, against the other one, so a folder
+    mixing R4 and R5 files loses nothing valid. ``validate_types`` limits
+    validation to those resource types (the ones a feature spec's views
+    read); None validates every type. Iterate it once; ``report`` holds the
+    counts afterwards.
     """
 
     def __init__(
@@ -215,103 +150,156 @@ class ResourceStream:
         self.validator = Validator(validate, self.report, sample_rate=sample_rate)
         self.forced_version = normalize_version(fhir_version) if fhir_version else None
         self.versions: dict[str, str] = {}
+        self.position = ReadPosition()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for index, source in enumerate(self.sources):
+            self.position.at(None)
+            recorded: str | None = None
             if isinstance(source, str | Path):
                 name = Path(source).name or str(source)
-                raw = iter_path(source, self.report)
+                raw = iter_path(source, self.report, self.position)
+                recorded = recorded_version(Path(source))
             else:
                 name = f"stream-{index}"
                 raw = iter(source)
-            yield from self._checked(raw, name)
+            yield from self._checked(raw, name, recorded)
 
-    def _checked(self, raw: Iterator[dict[str, Any]], name: str) -> Iterator[dict[str, Any]]:
+    def _checked(
+        self, raw: Iterator[dict[str, Any]], name: str, recorded: str | None
+    ) -> Iterator[dict[str, Any]]:
+        st = _SourceState(self.forced_version or recorded)
+        try:
+            yield from self._loop(raw, name, st)
+        finally:
+            report = self.report
+            for k, v in st.by_type.items():
+                report.resources_by_type[k] += v
+            report.resources_read += sum(st.by_type.values())
+            fixed, releases = st.fixed, st.releases
+            version = fixed or ("+".join(sorted(releases)) if releases else DEFAULT_VERSION)
+            self.versions[name] = version
+            report.fhir_versions[name] = version
+            if fixed is not None:
+                # resources that show the other release than the one stated: read as stated,
+                # counted so a summary can say the data and the spec disagree
+                conflicts = sum(n for rel, n in releases.items() if rel != fixed)
+                if conflicts:
+                    report.release_conflicts[name] = conflicts
+
+    def _loop(self, raw: Iterable[Any], name: str, st: _SourceState) -> Iterator[dict[str, Any]]:
+        """The checks, per resource; a Bundle among the items is read as its entries."""
         report = self.report
+        pos = self.position
         known = known_resource_types()
-        by_type: dict[str, int] = {}
-        version = self.forced_version
-        pending: list[dict[str, Any]] = []
+        by_type = st.by_type
+        releases = st.releases
+        fixed = st.fixed
         validator = self.validator
         validating = validator.rate > 0.0
         vtypes = self.validate_types
-        try:
-            for resource in raw:
-                if type(resource) is not dict:
-                    report.add(
-                        NOT_AN_OBJECT, message="stream item is not a JSON object", source=name
-                    )
-                    continue
-                rtype = resource.get("resourceType")
-                if type(rtype) is not str or rtype not in known:
-                    rid = resource.get("id")
-                    report.add(
-                        UNKNOWN_RESOURCE_TYPE,
-                        resource_type=rtype if isinstance(rtype, str) else None,
-                        resource_id=rid if isinstance(rid, str) else None,
-                        path="resourceType",
-                        message="not a FHIR R4/R5 resource type" if rtype else "no resourceType",
-                        source=name,
-                    )
-                    continue
-                by_type[rtype] = by_type.get(rtype, 0) + 1
-                if version is None:
-                    version = detect_version(resource)
-                    if version is None:
-                        pending.append(resource)
-                        if len(pending) < DETECTION_WINDOW:
-                            continue
-                        version = DEFAULT_VERSION
-                        yield from self._release(pending, version, name)
-                        pending.clear()
-                        continue
-                    # decided by this resource: release what waited, then go on with it
-                    yield from self._release(pending, version, name)
-                    pending.clear()
-                if (
-                    validating
-                    and (vtypes is None or rtype in vtypes)
-                    and not validator.accept(resource, version, name)
-                ):
-                    continue
-                yield resource
-            if pending:
-                version = version or DEFAULT_VERSION
-                yield from self._release(pending, version, name)
-        finally:
-            for k, v in by_type.items():
-                report.resources_by_type[k] += v
-            report.resources_read += sum(by_type.values())
-            if version is not None:
-                self.versions[name] = version
-                report.fhir_versions[name] = version
-
-    def _release(
-        self, pending: list[dict[str, Any]], version: str, name: str
-    ) -> Iterator[dict[str, Any]]:
-        validator = self.validator
-        for resource in pending:
-            if (
-                validator.rate == 0.0
-                or (
-                    self.validate_types is not None
-                    and resource["resourceType"] not in self.validate_types
+        for resource in raw:
+            if type(resource) is not dict:
+                report.add(
+                    NOT_AN_OBJECT,
+                    message="stream item is not a JSON object",
+                    source=pos.source or name,
+                    line=pos.line,
+                    entry=pos.entry,
                 )
-                or validator.accept(resource, version, name)
+                continue
+            rtype = resource.get("resourceType")
+            if rtype == "Bundle" and type(resource.get("entry")) is list:
+                entries = iter_bundle(resource, report, source=pos.source or name, position=pos)
+                yield from self._loop(entries, name, st)
+                continue
+            if type(rtype) is not str or rtype not in known:
+                self._unknown(resource, rtype, name)
+                continue
+            by_type[rtype] = by_type.get(rtype, 0) + 1
+            shown = detect_version(resource)
+            if shown is not None:
+                st.last = shown
+                releases[shown] = releases.get(shown, 0) + 1
+            if (
+                validating
+                and (vtypes is None or rtype in vtypes)
+                and not validator.accept(
+                    resource,
+                    fixed or shown or st.last,
+                    pos.source or name,
+                    line=pos.line,
+                    entry=pos.entry,
+                    alternative=None if (fixed or shown) else _other(fixed or st.last),
+                )
             ):
-                yield resource
+                continue
+            yield resource
+
+    def _unknown(self, resource: dict[str, Any], rtype: Any, name: str) -> None:
+        pos = self.position
+        rid = resource.get("id")
+        if not rtype and pos.line is None and pos.entry is None and pos.source:
+            message = f"file {pos.source[:80]} is a JSON object without resourceType"
+        else:
+            message = "not a FHIR R4/R5 resource type" if rtype else "no resourceType"
+        self.report.add(
+            UNKNOWN_RESOURCE_TYPE,
+            resource_type=rtype if isinstance(rtype, str) else None,
+            resource_id=rid if isinstance(rid, str) else None,
+            path="resourceType",
+            message=message,
+            source=pos.source or name,
+            line=pos.line,
+            entry=pos.entry,
+        )
+
+
+def _other(version: str) -> str:
+    return R5 if version == R4 else R4
+
+
+class _SourceState:
+    """Counts and release state of one source while it is read (Bundles inside share it)."""
+
+    __slots__ = ("by_type", "fixed", "last", "releases")
+
+    def __init__(self, fixed: str | None) -> None:
+        self.fixed = fixed  # stated (caller, spec, view) or recorded (export state) release
+        self.last = fixed or DEFAULT_VERSION  # the release the source showed last
+        self.by_type: dict[str, int] = {}
+        self.releases: dict[str, int] = {}
+
+
+def recorded_version(path: Path) -> str | None:
+    """The release a Bulk export folder's state file recorded for its server, if any."""
+    if not path.is_dir():
+        return None
+    from fhir_adapters.errors import FhirAdapterError
+    from fhir_adapters.sources.export_state import load_state
+
+    try:
+        state = load_state(path)
+    except (FhirAdapterError, ValueError, OSError):
+        return None
+    if state is None or not state.fhir_version:
+        return None
+    try:
+        return normalize_version(state.fhir_version)
+    except ValidationModeError:
+        return None
 
 
 def open_stream(
-    *sources: str | Path | Iterable[dict[str, Any]],
+    *sources: str | Path | Iterable[dict[str, Any]] | dict[str, Any],
     validate: str = "off",
     fhir_version: str | None = None,
     sample_rate: float = DEFAULT_SAMPLE_RATE,
     report: QualityReport | None = None,
 ) -> ResourceStream:
-    """Shorthand: ``open_stream("export/", validate="sample")``."""
+    """Shorthand: ``open_stream("export/", validate="sample")``; a Bundle dict is read as entries."""
     return ResourceStream(
-        list(sources),
+        [[s] if isinstance(s, dict) else s for s in sources],
         validate=validate,
         fhir_version=fhir_version,
         sample_rate=sample_rate,

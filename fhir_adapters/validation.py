@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from fhir_adapters.errors import ValidationModeError
+from fhir_adapters.fhirpath.functions import REFERENCE_TABLE
 from fhir_adapters.quality import INVALID_RESOURCE, QualityReport
 
 ValidationMode = Literal["full", "sample", "off"]
@@ -80,8 +81,10 @@ def validation_errors(
     validate = _model_class(version, rtype)
     if validate is None:
         return None
+    data = dict(resource)
+    data.pop(REFERENCE_TABLE, None)  # the reader's urn table, not FHIR content
     try:
-        validate(dict(resource))
+        validate(data)
     except Exception as exc:  # pydantic.ValidationError and fhir_core's value errors
         errors = getattr(exc, "errors", None)
         if callable(errors):
@@ -128,8 +131,22 @@ class Validator:
         self.invalid = 0
         report.validation_mode = self.mode
 
-    def accept(self, resource: Mapping[str, Any], version: str, source: str | None = None) -> bool:
-        """True to keep the resource; False after quarantining it."""
+    def accept(
+        self,
+        resource: Mapping[str, Any],
+        version: str,
+        source: str | None = None,
+        *,
+        line: int | None = None,
+        entry: int | None = None,
+        alternative: str | None = None,
+    ) -> bool:
+        """True to keep the resource; False after quarantining it.
+
+        ``alternative``: a second release to try when the resource showed none
+        and is invalid under ``version`` (valid under either is kept). The
+        quarantine record names ``source`` and its ``line`` or Bundle ``entry``.
+        """
         if self.rate == 0.0 or not in_sample(resource, self.rate):
             return True
         errors = validation_errors(resource, version)
@@ -138,6 +155,8 @@ class Validator:
         self.checked += 1
         self.report.validated += 1
         if not errors:
+            return True
+        if alternative is not None and validation_errors(resource, alternative) == []:
             return True
         self.invalid += 1
         path, message = errors[0]
@@ -148,8 +167,10 @@ class Validator:
             resource_type=str(resource.get("resourceType")),
             resource_id=rid if isinstance(rid, str) else None,
             path=path,
-            message=f"{message}{more}",
+            message=f"FHIR {version}: {message}{more}",
             source=source,
+            line=line,
+            entry=entry,
         )
         return False
 

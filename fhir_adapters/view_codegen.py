@@ -148,7 +148,9 @@ class _Gen:
             return
         inline = None
         if not col.collection and col.node is not None:
-            inline = ScalarSource(self.compiler, prefix=f"_c{j}_").lines(col.node, src, f"c{j}")
+            inline = ScalarSource(self.compiler, prefix=f"_c{j}_", ctx_var="ctx").lines(
+                col.node, src, f"c{j}"
+            )
         if inline is None:
             self.emit(depth, f"c{j} = {slow}([{src}], ctx)")
             return
@@ -177,7 +179,9 @@ def where_lines(
         env[check] = w.check
         inline = None
         if w.node is not None and compiler is not None:
-            inline = ScalarSource(compiler, prefix=f"_w{i}_").lines(w.node, "item", f"_w{i}")
+            inline = ScalarSource(compiler, prefix=f"_w{i}_", ctx_var="ctx").lines(
+                w.node, "item", f"_w{i}"
+            )
         if inline is None:
             lines += [f"if not {check}(item, ctx):", f"    {fail}"]
             continue

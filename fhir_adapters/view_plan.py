@@ -83,7 +83,9 @@ def columns_function(
         env[f"slow{i}"] = col.value
         inline = None
         if not col.collection and col.node is not None and compiler is not None:
-            inline = ScalarSource(compiler, prefix=f"_c{i}_").lines(col.node, "item", f"c{i}")
+            inline = ScalarSource(compiler, prefix=f"_c{i}_", ctx_var="ctx").lines(
+                col.node, "item", f"c{i}"
+            )
         if col.collection:
             lines.append(f"        c{i} = slow{i}(focus, ctx)")
         elif inline is not None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_adapters.bundle import is_bundle, iter_bundle
 from fhir_adapters.errors import (
     FhirAdapterError,
     FhirPathCompileError,
@@ -37,7 +38,9 @@ from fhir_adapters.errors import (
 )
 from fhir_adapters.fhirpath import Compiler, Context, Fn, Temporal, parse
 from fhir_adapters.fhirpath.ast import Node
+from fhir_adapters.quality import QualityReport
 from fhir_adapters.view_codegen import generate_runner
+from fhir_adapters.view_paths import check_view_paths, view_release
 from fhir_adapters.view_plan import ColumnPlan, SelectPlan, WherePlan, where_function
 
 __all__ = [
@@ -121,7 +124,8 @@ class CompiledView:
         self._root = root
         self._where_ok = where_ok
         self._runner = runner  # generated whole-tree function (view_codegen), if any
-        self._definition: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+        self._definition: tuple[dict[str, Any], dict[str, Any] | None, str | None] | None = None
+        self.fhir_version: str | None = None  # the release its paths were checked against
         # one row per resource (no forEach/unionAll/nested iteration): no list per resource
         self._single_row = root.mode is None and not root.selects and not root.union
 
@@ -135,8 +139,7 @@ class CompiledView:
         """
         if self._definition is None:
             raise TypeError("a view compiled with a custom engine cannot be pickled")
-        view, constants = self._definition
-        return (_recompile, (view, constants))
+        return (_recompile, self._definition)
 
     def evaluate_tuples(self, resource: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of one resource (assumed of ``self.resource`` type) as tuples in column order.
@@ -190,6 +193,8 @@ class CompiledView:
                     on_error(err)
                     continue
             if res.get("resourceType") != rtype:
+                if rtype != "Bundle" and is_bundle(res):  # a Bundle passed in: its entries
+                    yield from self.tuples(iter_bundle(res, QualityReport()), on_error=on_error)
                 continue
             ctx.root = res
             ctx.row_index = 0
@@ -420,13 +425,17 @@ def compile_view(
     *,
     constants: Mapping[str, Any] | None = None,
     engine: ExpressionEngine | None = None,
+    fhir_version: str | None = None,
 ) -> CompiledView:
     """Validate and compile a SQL-on-FHIR v2 ViewDefinition.
 
     ``constants`` adds or overrides ViewDefinition constants (plain Python
     values or lists). ``engine`` swaps the FHIRPath backend (used to measure
     fhirpathpy against the built-in compiler); leave it unset in production.
-    Raises ``ViewDefinitionError`` for any invalid view.
+    ``fhir_version`` (a spec's release) or the view's own ``fhirVersion``
+    makes every path be checked against that release's structure
+    (``VIEW_PATH_NOT_IN_RELEASE``). Raises ``ViewDefinitionError`` for any
+    invalid view.
     """
     if not isinstance(view, Mapping):
         raise ViewDefinitionError("a ViewDefinition must be a JSON object")
@@ -466,6 +475,9 @@ def compile_view(
         wfn = vc.expr(wpath, f"where[{i}].path")
         assert isinstance(wpath, str)
         where_plans.append(WherePlan(wpath, wfn, vc.node(wpath)))
+    release = view_release(view, fhir_version)
+    if release is not None:
+        check_view_paths(view, release)
     name = view.get("name")
     compiler = vc.compiler()
     where_ok = where_function(where_plans, compiler)
@@ -473,10 +485,17 @@ def compile_view(
     compiled = CompiledView(
         rtype, columns, root, where_ok, name if isinstance(name, str) else None, runner
     )
+    compiled.fhir_version = release
     if engine is None:
-        compiled._definition = (copy.deepcopy(dict(view)), dict(constants) if constants else None)
+        compiled._definition = (
+            copy.deepcopy(dict(view)),
+            dict(constants) if constants else None,
+            fhir_version,
+        )
     return compiled
 
 
-def _recompile(view: dict[str, Any], constants: dict[str, Any] | None) -> CompiledView:
-    return compile_view(view, constants=constants)
+def _recompile(
+    view: dict[str, Any], constants: dict[str, Any] | None, fhir_version: str | None = None
+) -> CompiledView:
+    return compile_view(view, constants=constants, fhir_version=fhir_version)

@@ -94,18 +94,18 @@ class NodeData:
     # ------------------------------------------------------------------ opt-out
     def opt_out(self) -> Any:
         """The configured registry; none configured means no one has opted out at this site."""
-        from permits.optout import ConsentOptOutRegistry, NoOptOut, PseudonymOptOutRegistry
+        from fhir_adapters.optout_file import OptOutFileError, read_opt_out
+        from permits.optout import ConsentOptOutRegistry, NoOptOut
 
         path = self.settings.opt_out
         if path is None:
             return NoOptOut()
-        if not path.exists():
-            raise UnavailableError("the opt-out registry is not readable", code="OPTOUT_ERROR")
-        if path.suffix in {".json", ".ndjson"} or path.name.endswith(".ndjson.gz") or path.is_dir():
-            from fhir_adapters.stream import open_stream
-
-            return ConsentOptOutRegistry.from_resources(open_stream(path))
-        return PseudonymOptOutRegistry.from_file(path)
+        try:  # the same reader as ``ehds features --opt-out`` and the Flower site
+            return read_opt_out(path, ConsentOptOutRegistry.from_resources)
+        except OptOutFileError as exc:
+            raise UnavailableError(
+                "the opt-out registry is not readable", code="OPTOUT_ERROR"
+            ) from exc
 
     # ------------------------------------------------------------------ dry run
     def dry_run(self, spec_document: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,7 +133,7 @@ class NodeData:
             )
         spec = FeatureSpec.from_dict(spec_document)
         floor = self.settings.disclosure_floor
-        stream = open_stream(path, validate="off")
+        stream = open_stream(path, validate="off", fhir_version=spec.fhir_version)
         matrix = _extract(spec, stream, self.opt_out())
         return summarise(matrix, spec.canonical_hash(), floor)
 
@@ -185,6 +185,8 @@ def summarise(matrix: Any, spec_hash: str, floor: int, quality: Any = None) -> d
         "features": features,
         "label": label,
         "withheld": withheld,
+        # names and kinds only: all-missing, constant or label-equal columns
+        "feature_warnings": list(getattr(report, "warnings", []) or []),
     }
 
 

@@ -101,6 +101,7 @@ async def post_dry_run(request: web.Request) -> web.Response:
         "patients": result["patients"],
         "rows": result["patients"],
         "features": len(result["features"]),
+        "feature_warnings": len(result.get("feature_warnings", ())),
     }
     site = app[_CONFIG].node.site
     await components.view.run_sync(

@@ -25,7 +25,9 @@ import numpy as np
 
 from fhir_adapters.conceptmap import ConceptMapIndex
 from fhir_adapters.errors import CohortTooSmallError, FhirAdapterError
+from fhir_adapters.features.event_time import fallback_time
 from fhir_adapters.features.matrix import ExtractionReport, FeatureMatrix
+from fhir_adapters.features.medications import MEDICATION_USERS, MedicationCodes
 from fhir_adapters.features.spec import (
     VALUE_AGGREGATIONS,
     Coding,
@@ -34,11 +36,13 @@ from fhir_adapters.features.spec import (
     FeatureSpec,
     Window,
 )
-from fhir_adapters.features.timeutil import to_days
+from fhir_adapters.features.timeutil import birth_days, known_part, to_days, to_local_days
+from fhir_adapters.features.warnings import feature_warnings, release_warnings
 from fhir_adapters.optout import OptOutFilter, OptOutRegistry
 from fhir_adapters.quality import (
     DANGLING_REFERENCE,
     INVALID_VALUE,
+    NO_EVENT_TIME,
     UNKNOWN_UNIT,
     VIEW_ERROR,
     QualityReport,
@@ -97,7 +101,7 @@ class _Slot:
         self.target_unit = target_unit
         self.analyte = analyte
         self.categories = {c: float(i) for i, c in enumerate(categories)}
-        self.code_ids: frozenset[int] | None = None
+        self.code_ids: set[int] | None = None
         self.owner: Any = None  # the _EventsHandler holding this slot's rows
         self.p: list[int] = []
         self.t: list[float] = []
@@ -140,32 +144,68 @@ class _EventsHandler:
         self.unit_names: list[Any] = []
         self.unit_first: list[tuple[str | None, str | None]] = []
         self.mapped: frozenset[Coding] = frozenset()  # codings wanted only through a ConceptMap
+        # ``match: prefix`` codes: system -> [(prefix, slot)]; codings already decided
+        self.prefixes: dict[str, list[tuple[str, _Slot]]] = {}
+        self.prefix_seen: set[Any] = set()
 
     @property
     def active(self) -> bool:
         return bool(self.slots or self.cat_by_code or self.cat_every)
 
-    def add_slot(self, slot: _Slot, codes: frozenset[Coding]) -> None:
+    def add_slot(
+        self, slot: _Slot, codes: frozenset[Coding], prefixes: frozenset[Coding] = frozenset()
+    ) -> None:
         slot.owner = self
+        for system, prefix in sorted(prefixes):
+            self.prefixes.setdefault(system, []).append((prefix, slot))
         self.direct |= codes
         expanded = self.maps.expand(codes) if codes else set()
         self.mapped = frozenset(
             (set(self.code_ids) | set(self.cat_by_code) | expanded) - self.direct
         )
         if slot.kind == "category":
-            if not codes:
+            if not codes and not prefixes:
                 self.cat_every.append(slot)
             for coding in expanded:
                 self.cat_by_code.setdefault(coding, []).append(slot)
             return
         self.slots.append(slot)
-        if not codes:
+        if not codes and not prefixes:
             self.has_every = True
             return
-        ids = frozenset(self.code_ids.setdefault(c, len(self.code_ids)) for c in sorted(expanded))
+        ids = {self.code_ids.setdefault(c, len(self.code_ids)) for c in sorted(expanded)}
         slot.code_ids = ids
         if slot.kind == "value":
             self.value_codes |= ids
+
+    def match_prefix(self, code: Any) -> int | None:
+        """Route a coding no exact code wanted through the ``match: prefix`` codes (once each).
+
+        ``E11`` (ICD-10, prefix) takes ``E11.9``: the coding gets a code id of
+        its own, added to every slot whose prefix it starts with, so later rows
+        with it cost one dict lookup like an exact code.
+        """
+        if code in self.prefix_seen:
+            return self.code_ids.get(code)
+        self.prefix_seen.add(code)
+        system, value = code
+        if type(value) is not str:
+            return None
+        hits = [s for p, s in self.prefixes.get(system, ()) if value.startswith(p)]
+        if not hits:
+            return None
+        cid: int | None = None
+        for slot in hits:
+            if slot.kind == "category":
+                self.cat_by_code.setdefault(code, []).append(slot)
+                continue
+            if cid is None:
+                cid = self.code_ids.setdefault(code, len(self.code_ids))
+            assert slot.code_ids is not None
+            slot.code_ids.add(cid)
+            if slot.kind == "value":
+                self.value_codes.add(cid)
+        return cid
 
     def new_unit(self, unit: Any, res: dict[str, Any]) -> int:
         uid = len(self.unit_names)
@@ -219,6 +259,9 @@ class _Extractor:
         pcols = {c: i for i, c in enumerate(views[pr.view].column_names)}
         self.p_key = pcols[pr.key]
         self.p_birth = pcols[pr.birth_date] if pr.birth_date else None
+        self.p_age = pcols[pr.age] if pr.age else None
+        self.p_accuracy = pcols[pr.birth_date_accuracy] if pr.birth_date_accuracy else None
+        self.stated_age: dict[int, float] = {}
         self.p_sex = pcols[pr.sex] if pr.sex else None
         self.handlers: dict[str, _EventsHandler] = {
             name: _EventsHandler(role, views[role.view].column_names, maps)
@@ -239,7 +282,7 @@ class _Extractor:
                     target_unit=f.unit,
                     analyte=analyte,
                 )
-                h.add_slot(slot, f.codes)
+                h.add_slot(slot, f.codes, f.prefixes)
                 self.feature_slots[f.name] = slot
             elif f.type == "one_hot" and f.events is not None:
                 h = self.handlers[f.events]
@@ -247,17 +290,21 @@ class _Extractor:
                 slot = _Slot(
                     f.name, "category", value_col=h.columns[f.column], categories=f.categories
                 )
-                h.add_slot(slot, f.codes)
+                h.add_slot(slot, f.codes, f.prefixes)
                 self.feature_slots[f.name] = slot
         self.label_slot: _Slot | None = None
         if spec.label is not None:
             self.label_slot = _Slot(spec.label.name, "event")
-            self.handlers[spec.label.events].add_slot(self.label_slot, spec.label.codes)
+            self.handlers[spec.label.events].add_slot(
+                self.label_slot, spec.label.codes, spec.label.prefixes
+            )
         self.index_slot: _Slot | None = None
         if spec.index.type != "fixed":
             assert spec.index.events is not None
             self.index_slot = _Slot("__index__", "event")
-            self.handlers[spec.index.events].add_slot(self.index_slot, spec.index.codes)
+            self.handlers[spec.index.events].add_slot(
+                self.index_slot, spec.index.codes, spec.index.prefixes
+            )
         # resourceType -> [(view name, compiled view, handler or None for patients)]
         self.dispatch: dict[str, list[tuple[str, Any, _EventsHandler | None]]] = {}
         self.dispatch.setdefault(views[pr.view].resource, []).append(
@@ -268,7 +315,12 @@ class _Extractor:
                 v = views[h.role.view]
                 self.dispatch.setdefault(v.resource, []).append((name, v, h))
         self.view_rows: dict[str, int] = dict.fromkeys(self.dispatch_names(), 0)
+        self.local_dates = spec.window_dates == "local"
+        self.medications = MedicationCodes(
+            any(views[h.role.view].resource in MEDICATION_USERS for h in self.handlers.values())
+        )
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._undated_counted: set[int] = set()
 
     def dispatch_names(self) -> list[str]:
         return [name for entries in self.dispatch.values() for name, _, _ in entries]
@@ -292,9 +344,12 @@ class _Extractor:
         dispatch = self.dispatch
         view_rows = self.view_rows
         quality = self.quality
+        medications = self.medications
         for res in stream:
             entries = dispatch.get(res.get("resourceType"))  # type: ignore[arg-type]
             if entries is None:
+                if medications.wanted and res.get("resourceType") == "Medication":
+                    medications.add(res)
                 continue
             for name, view, handler in entries:
                 try:
@@ -335,7 +390,14 @@ class _Extractor:
             if not self.opt_out.note_patient(key) or idx < 0:
                 continue
             self.has_patient[idx] = True
-            self.birth[idx] = to_days(row[pb]) if pb is not None else None
+            birth = row[pb] if pb is not None else None
+            if self.p_accuracy is not None:
+                birth = known_part(birth, row[self.p_accuracy])
+            self.birth[idx] = birth_days(birth) if pb is not None else None
+            if self.p_age is not None:
+                a = row[self.p_age]
+                if (type(a) is int or type(a) is float) and a >= 0:
+                    self.stated_age[idx] = float(a)
             self.sex[idx] = row[ps] if ps is not None else None
 
     def _events(self, h: _EventsHandler, rows: list[tuple[Any, ...]], res: dict[str, Any]) -> None:
@@ -350,6 +412,9 @@ class _Extractor:
         pi, ti, si, ci, vi, ui = h.pi, h.ti, h.si, h.ci, h.vi, h.ui
         coded = si is not None and ci is not None
         mapped = h.mapped
+        prefixes = h.prefixes
+        local = self.local_dates
+        day_of = to_local_days if local else to_days
         for row in rows:
             key = row[pi]
             try:
@@ -363,13 +428,23 @@ class _Extractor:
             key_rows[idx] += 1
             code = (row[si], row[ci]) if coded else None  # type: ignore[index]
             cid = code_ids.get(code) if coded else None  # type: ignore[arg-type]
+            if cid is None and prefixes and coded:
+                cid = h.match_prefix(code)
             cats = cat_by_code.get(code) if cat_by_code else None  # type: ignore[arg-type]
             if cid is None:
+                if coded and row[ci] is None and self.medications.defer(h, row, res):  # type: ignore[index]
+                    continue
                 if has_every:
                     cid = -1
                 elif cats is None and not cat_every:
                     continue
-            t = to_days(row[ti]) if ti is not None else None
+            if ti is not None:
+                tv = row[ti]
+                t = day_of(tv)
+                if t is None and tv is None:
+                    t = self._fallback_time(res, local)
+            else:
+                t = None
             tf = _NAN if t is None else t
             if mapped and code in mapped:
                 self.report.concept_mapped_rows += 1
@@ -401,6 +476,16 @@ class _Extractor:
         if len(buf) >= _BUFFER_FLUSH:
             h.flush()
 
+    def _fallback_time(self, res: dict[str, Any], local: bool) -> float | None:
+        """An empty time column falls back on the resource's own date (counted)."""
+        t = None
+        fallback = fallback_time(res)
+        if fallback is not None:
+            t = to_days(fallback, local=local)
+            if t is not None:
+                self.report.time_fallback_rows += 1
+        return t
+
     def _number(self, raw: Any, res: dict[str, Any], report: bool) -> float:
         """A non-int/float value: a numeric string is accepted, anything else is NaN (counted)."""
         if type(raw) is not bool and isinstance(raw, str | int | float):
@@ -425,16 +510,29 @@ class _Extractor:
 
     # -- after the pass -----------------------------------------------------------
 
+    def _resolve_medications(self) -> None:
+        def dangling(stub: dict[str, Any]) -> None:
+            self._bad(DANGLING_REFERENCE, stub, "medication", "medication reference not resolved")
+
+        self.report.medication_rows_resolved += self.medications.resolve(self._events, dangling)
+        for h in self.handlers.values():
+            h.flush()
+
     def finish(self, min_rows: int | None) -> FeatureMatrix:
         spec = self.spec
         report = self.report
+        self._resolve_medications()
         report.rows_by_view = dict(self.view_rows)
         report.excluded_opt_out = self.opt_out.excluded
         n_int = len(self.keys)
         has_patient = np.asarray(self.has_patient, dtype=bool) if n_int else np.zeros(0, dtype=bool)
         # dangling: event rows whose patient never appeared as a Patient resource
+        # (a Patient that was quarantined did appear: its rows are counted as such)
+        quarantined = self.quality.quarantined_patients
         for i in range(n_int):
-            if not self.has_patient[i] and self.key_rows[i]:
+            if not self.has_patient[i] and self.key_rows[i] and self.keys[i] in quarantined:
+                report.rows_of_quarantined_patients += self.key_rows[i]
+            elif not self.has_patient[i] and self.key_rows[i]:
                 self.quality.add(
                     DANGLING_REFERENCE,
                     resource_type="Patient",
@@ -463,7 +561,7 @@ class _Extractor:
                 acc = np.full(n_int, np.inf)
                 np.minimum.at(acc, p, t)
                 acc[np.isinf(acc)] = np.nan
-            index = acc + spec.index.offset_days
+            index = np.floor(acc) + spec.index.offset_days  # the index *day* (windows count days)
         in_cohort = has_patient & ~np.isnan(index)
         report.excluded_no_index = int((has_patient & np.isnan(index)).sum())
         order = sorted((self.keys[i], int(i)) for i in np.flatnonzero(in_cohort))
@@ -493,6 +591,9 @@ class _Extractor:
             report.matched_rows[label_name] = len(self._slot_arrays(self.label_slot)[0])
         for name, slot in self.feature_slots.items():
             report.matched_rows[name] = len(self._slot_arrays(slot)[0])
+        report.warnings = feature_warnings(X, y, names) + release_warnings(
+            spec.views, spec.fhir_version, self.quality.fhir_versions.values()
+        )
         nonmissing = (~np.isnan(X)).sum(axis=0) if n else np.zeros(len(names), dtype=np.int64)
         counts = {name: int(nonmissing[j]) for j, name in enumerate(names)}
         missingness = {name: (1.0 - counts[name] / n) if n else 1.0 for name in names}
@@ -576,13 +677,28 @@ class _Extractor:
         r = row_of[p]
         keep = r >= 0
         r, t, v = r[keep], t[keep], v[keep]
-        rel = t - idx_rows[r]
+        # whole days: an event at 09:00 on the index day is day 0, inside ``to: 0``
+        rel = np.floor(t) - np.floor(idx_rows[r])
         mask = np.ones(r.size, dtype=bool)
         if window.start is not None:
             mask &= rel >= window.start
         if window.end is not None:
             mask &= rel <= window.end
+        if window.start is not None or window.end is not None:
+            self._count_undated(slot, int(np.isnan(t).sum()))
         return r[mask], t[mask], v[mask]
+
+    def _count_undated(self, slot: _Slot, n: int) -> None:
+        """Rows without any date cannot be placed in a bounded window: counted, once per slot."""
+        if n and id(slot) not in self._undated_counted:
+            self._undated_counted.add(id(slot))
+            self.quality.add(
+                NO_EVENT_TIME,
+                path=f"feature:{slot.name}",
+                message=f"{n} row(s) without a date left out of the window of {slot.name}",
+            )
+            if n > 1:
+                self.quality.count(NO_EVENT_TIME, n - 1)
 
     def _window_count(
         self, slot: _Slot, row_of: np.ndarray, idx_rows: np.ndarray, n: int, window: Window
@@ -595,7 +711,9 @@ class _Extractor:
     ) -> list[tuple[str, np.ndarray]]:
         if f.type == "age":
             birth = np.array([_none_nan(self.birth.get(i)) for i in internal], dtype=np.float64)
-            return [(f.name, (idx_rows - birth) / DAYS_PER_YEAR)]
+            age = (idx_rows - birth) / DAYS_PER_YEAR
+            stated = np.array([self.stated_age.get(i, _NAN) for i in internal], dtype=np.float64)
+            return [(f.name, np.where(np.isnan(age), stated, age))]
         if f.type == "one_hot" and f.attribute == "sex":
             vals = [self.sex.get(i) for i in internal]
             out = []
@@ -701,7 +819,7 @@ def extract_features(
         rs = ResourceStream(
             [source],
             validate=validate,
-            fhir_version=fhir_version,
+            fhir_version=fhir_version or spec.fhir_version,
             validate_types=spec.resource_types(),
         )
     quality: QualityReport = rs.report

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fhir_adapters.errors import FhirAdapterError
+from fhir_adapters.features.warnings import warning_counts
 from fhir_adapters.quality import QualityReport
 
 
@@ -35,6 +36,10 @@ class ExtractionReport:
     concept_mapped_rows: int = 0
     converted_values: int = 0
     spec_fhir_version: str | None = None
+    time_fallback_rows: int = 0
+    rows_of_quarantined_patients: int = 0  # left out with their invalid Patient
+    medication_rows_resolved: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def fhir_version_mismatch(self) -> bool:
@@ -46,6 +51,8 @@ class ExtractionReport:
         if self.spec_fhir_version is None:
             return False
         target = "R5" if self.spec_fhir_version.upper().startswith(("R5", "5")) else "R4"
+        if self.quality.release_conflicts:
+            return True
         return any(v != target for v in self.quality.fhir_versions.values())
 
     def summary(self) -> dict[str, Any]:
@@ -61,6 +68,11 @@ class ExtractionReport:
             "converted_values": self.converted_values,
             "spec_fhir_version": self.spec_fhir_version,
             "fhir_version_mismatch": self.fhir_version_mismatch,
+            "time_fallback_rows": self.time_fallback_rows,
+            "rows_of_quarantined_patients": self.rows_of_quarantined_patients,
+            "medication_rows_resolved": self.medication_rows_resolved,
+            "warnings": [dict(w) for w in self.warnings],
+            "warnings_by_kind": warning_counts(self.warnings),
             "quality": self.quality.summary(),
         }
 

@@ -45,6 +45,8 @@ import orjson
 import trust
 from fhir_adapters.conceptmap import ConceptMapIndex
 from fhir_adapters.errors import ConceptMapError, FeatureSpecError, FhirAdapterError
+from fhir_adapters.features.spec_checks import check_concept_maps, check_systems, check_ucum
+from fhir_adapters.features.timeutil import CLOCKS
 
 SPEC_VERSION = 1
 AGGREGATIONS: tuple[str, ...] = ("latest", "first", "min", "max", "mean", "count", "exists")
@@ -101,6 +103,9 @@ class PatientsRole:
     key: str
     birth_date: str | None
     sex: str | None
+    age: str | None = None  # a column holding a stated age in years (used without a birth date)
+    # a column holding a date-accuracy code (EE ``ee-date-accuracy-indicator``: D, M, Y parts)
+    birth_date_accuracy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class IndexDef:
     events: str | None = None
     codes: frozenset[Coding] = frozenset()
     offset_days: float = 0.0
+    prefixes: frozenset[Coding] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class FeatureDef:
     attribute: str | None = None
     column: str | None = None
     categories: tuple[str, ...] = ()
+    prefixes: frozenset[Coding] = frozenset()
 
     def output_names(self) -> list[str]:
         if self.type == "one_hot":
@@ -152,6 +159,7 @@ class LabelDef:
     events: str
     codes: frozenset[Coding]
     window: Window
+    prefixes: frozenset[Coding] = frozenset()
 
 
 # ---------------------------------------------------------------- helpers
@@ -177,18 +185,36 @@ def _keys(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise FeatureSpecError(f"{where}: unknown key(s) {sorted(extra)}")
 
 
-def _codes(value: Any, where: str) -> frozenset[Coding]:
+CODE_MATCHES = ("exact", "prefix")
+
+
+def _code_items(value: Any, where: str) -> list[tuple[Coding, str]]:
     if not isinstance(value, list) or not value:
         raise FeatureSpecError(f"{where} must be a non-empty list of {{system, code}}")
-    out: set[Coding] = set()
+    out: list[tuple[Coding, str]] = []
     for i, item in enumerate(value):
         item = _obj(item, f"{where}[{i}]")
-        _keys(item, {"system", "code", "display"}, f"{where}[{i}]")
+        _keys(item, {"system", "code", "display", "match"}, f"{where}[{i}]")
         system = _str(item.get("system"), f"{where}[{i}].system")
         code = _str(item.get("code"), f"{where}[{i}].code")
+        match = item.get("match", "exact")
+        if match not in CODE_MATCHES:
+            raise FeatureSpecError(f"{where}[{i}].match must be one of {list(CODE_MATCHES)}")
         assert system is not None and code is not None
-        out.add((system, code))
-    return frozenset(out)
+        out.append(((system, code), str(match)))
+    return out
+
+
+def _codes(value: Any, where: str) -> frozenset[Coding]:
+    """The exact codes of a code list (``match: prefix`` entries are in :func:`_prefixes`)."""
+    return frozenset(c for c, m in _code_items(value, where) if m == "exact")
+
+
+def _prefixes(value: Any, where: str) -> frozenset[Coding]:
+    """``{"system": ICD-10, "code": "E11", "match": "prefix"}`` matches E11, E11.9, E11.65 ..."""
+    if value is None:
+        return frozenset()
+    return frozenset(c for c, m in _code_items(value, where) if m == "prefix")
 
 
 def _number(value: Any, where: str) -> float | None:
@@ -306,8 +332,19 @@ class FeatureSpec:
             raise FeatureSpecError(f"specVersion must be {SPEC_VERSION}")
         self.name: str = _str(doc.get("name"), "name") or ""
         self.version: str = _str(doc.get("version"), "version") or ""
-        fv = doc.get("fhirVersion")
-        self.fhir_version: str | None = _str(fv, "fhirVersion", optional=True)
+        fv = _str(doc.get("fhirVersion"), "fhirVersion", optional=True)
+        self.fhir_version: str | None = None
+        if fv is not None:
+            from fhir_adapters.errors import ValidationModeError
+            from fhir_adapters.release import normalize_version
+
+            try:
+                self.fhir_version = normalize_version(fv)
+            except ValidationModeError as exc:
+                raise FeatureSpecError(
+                    f"fhirVersion {fv[:20]!r} is not a supported FHIR release (R4, R4B, R5, 4.x, 5.x)",
+                    code="FEATURE_SPEC_FHIR_VERSION",
+                ) from exc
         views = _obj(doc.get("views"), "views")
         if not views:
             raise FeatureSpecError("views must name at least one ViewDefinition")
@@ -326,7 +363,16 @@ class FeatureSpec:
         except ConceptMapError as exc:
             raise FeatureSpecError(f"conceptMaps: {exc}") from exc
         recipe = _obj(doc.get("recipe"), "recipe")
-        _keys(recipe, {"patients", "events", "index", "features", "label"}, "recipe")
+        _keys(
+            recipe,
+            {"patients", "events", "index", "features", "label", "windowDates"},
+            "recipe",
+        )
+        window_dates = recipe.get("windowDates", "local")
+        if window_dates not in CLOCKS:
+            raise FeatureSpecError(f"recipe.windowDates must be one of {list(CLOCKS)}")
+        #: "local": windows count days on the calendar each dateTime was written in; "utc": in UTC
+        self.window_dates: str = str(window_dates)
         self.patients = self._parse_patients(_obj(recipe.get("patients"), "recipe.patients"))
         events = _obj(recipe.get("events", {}), "recipe.events")
         self.events: dict[str, EventsRole] = {
@@ -348,12 +394,26 @@ class FeatureSpec:
         self.label: LabelDef | None = (
             self._parse_label(_obj(label, "recipe.label")) if label is not None else None
         )
+        self._check_terms(maps)
+
+    def _check_terms(self, maps: list[Any]) -> None:
+        """Code systems, units and ConceptMaps that would silently match nothing are errors."""
+        codes: list[tuple[str, Coding]] = []
+        for i, f in enumerate(self.features):
+            codes.extend((f"recipe.features[{i}].codes", c) for c in f.codes | f.prefixes)
+            if f.unit is not None:
+                check_ucum(f.unit, f"recipe.features[{i}].unit")
+        if self.label is not None:
+            codes.extend(("recipe.label.codes", c) for c in self.label.codes | self.label.prefixes)
+        codes.extend(("recipe.index.codes", c) for c in self.index.codes | self.index.prefixes)
+        check_systems(codes, maps)
+        check_concept_maps(maps)
 
     def _compile_one(self, name: str) -> Any:
         from fhir_adapters.views import compile_view
 
         try:
-            view = compile_view(self.views[name])
+            view = compile_view(self.views[name], fhir_version=self.fhir_version)
         except FhirAdapterError as exc:
             raise FeatureSpecError(f"views.{name}: {exc}") from exc
         if self._compiled is None:
@@ -389,7 +449,9 @@ class FeatureSpec:
         return name
 
     def _parse_patients(self, obj: Mapping[str, Any]) -> PatientsRole:
-        _keys(obj, {"view", "key", "birthDate", "sex"}, "recipe.patients")
+        _keys(
+            obj, {"view", "key", "birthDate", "sex", "age", "birthDateAccuracy"}, "recipe.patients"
+        )
         view = self._view(obj.get("view"), "recipe.patients.view")
         return PatientsRole(
             view=view,
@@ -398,6 +460,13 @@ class FeatureSpec:
                 view, obj.get("birthDate"), "recipe.patients.birthDate", optional=True
             ),
             sex=self._column(view, obj.get("sex"), "recipe.patients.sex", optional=True),
+            age=self._column(view, obj.get("age"), "recipe.patients.age", optional=True),
+            birth_date_accuracy=self._column(
+                view,
+                obj.get("birthDateAccuracy"),
+                "recipe.patients.birthDateAccuracy",
+                optional=True,
+            ),
         )
 
     def _parse_events(self, name: str, obj: Mapping[str, Any]) -> EventsRole:
@@ -433,7 +502,13 @@ class FeatureSpec:
         if self.events[events].time is None:
             raise FeatureSpecError("recipe.index.events needs a time column")
         codes = _codes(obj["codes"], "recipe.index.codes") if "codes" in obj else frozenset()
-        return IndexDef(type=str(itype), events=events, codes=codes, offset_days=offset)
+        return IndexDef(
+            type=str(itype),
+            events=events,
+            codes=codes,
+            offset_days=offset,
+            prefixes=_prefixes(obj.get("codes"), "recipe.index.codes"),
+        )
 
     def _parse_feature(self, obj: Mapping[str, Any], where: str) -> FeatureDef:
         ftype = obj.get("type", "aggregate")
@@ -443,8 +518,8 @@ class FeatureSpec:
         assert name is not None
         if ftype == "age":
             _keys(obj, {"name", "type", "description"}, where)
-            if self.patients.birth_date is None:
-                raise FeatureSpecError(f"{where}: age needs recipe.patients.birthDate")
+            if self.patients.birth_date is None and self.patients.age is None:
+                raise FeatureSpecError(f"{where}: age needs recipe.patients.birthDate or .age")
             return FeatureDef(name=name, type="age")
         if ftype == "one_hot":
             _keys(
@@ -485,6 +560,7 @@ class FeatureSpec:
                 type="one_hot",
                 events=events,
                 codes=codes,
+                prefixes=_prefixes(obj.get("codes"), f"{where}.codes"),
                 column=column,
                 categories=tuple(cats),
                 aggregation="latest",
@@ -530,6 +606,7 @@ class FeatureSpec:
             type="aggregate",
             events=events,
             codes=_codes(obj.get("codes"), f"{where}.codes"),
+            prefixes=_prefixes(obj.get("codes"), f"{where}.codes"),
             aggregation=str(agg),
             window=_window(obj.get("window"), f"{where}.window", Window()),
             unit=unit,
@@ -544,5 +621,6 @@ class FeatureSpec:
             name=name,
             events=self._events(obj.get("events"), "recipe.label.events"),
             codes=_codes(obj.get("codes"), "recipe.label.codes"),
+            prefixes=_prefixes(obj.get("codes"), "recipe.label.codes"),
             window=_window(obj.get("window"), "recipe.label.window", Window(None, None)),
         )

@@ -17,7 +17,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from fhir_adapters.errors import FhirPathCompileError, FhirPathEvaluationError
-from fhir_adapters.fhirpath.ast import Call, Ident, Literal, TypeSpec
+from fhir_adapters.fhirpath.ast import Call, Ident, Literal, Member, TypeSpec
+from fhir_adapters.fhirpath.boundaries import (
+    decimal_boundary,
+    period_boundary,
+    quantity_boundary,
+    temporal_boundary,
+)
 from fhir_adapters.fhirpath.compiler import (
     _EMPTY,
     _FALSE,
@@ -32,12 +38,8 @@ from fhir_adapters.fhirpath.compiler import (
     _truth,
     type_test,
 )
-from fhir_adapters.fhirpath.values import (
-    Temporal,
-    number_boundary,
-    temporal_boundary,
-    to_decimal,
-)
+from fhir_adapters.fhirpath.quantity import quantity_unit
+from fhir_adapters.fhirpath.values import Quantity, Temporal, to_decimal
 
 Builder = Callable[[Compiler, Call], Fn]
 FUNCTIONS: dict[str, tuple[int, int, Builder]] = {}
@@ -328,13 +330,18 @@ def _extension(c: Compiler, node: Call) -> Fn:
     arg = node.args[0]
     url_fn = c.compile(arg)
     fixed = arg.values[0] if isinstance(arg, Literal) and len(arg.values) == 1 else None
+    sibling = _primitive_sibling(node.target)
+    side = None if sibling is None else c.compile(sibling)
 
     def extension(focus: list[Any], ctx: Context) -> list[Any]:
         url = fixed if fixed is not None else _single(url_fn(focus, ctx), "extension()")
         if url is None:
             return _EMPTY
         out: list[Any] = []
-        for item in target(focus, ctx):
+        items = target(focus, ctx)
+        if side is not None:
+            items = items + side(focus, ctx)
+        for item in items:
             if type(item) is not dict:
                 continue
             exts = item.get("extension")
@@ -346,6 +353,38 @@ def _extension(c: Compiler, node: Call) -> Fn:
         return out
 
     return extension
+
+
+def _primitive_sibling(node: Any) -> Any:
+    """``a.birthDate`` -> ``a._birthDate``: where JSON keeps a primitive's extensions.
+
+    FHIR JSON stores the id and extensions of a primitive value in a sibling
+    key prefixed with ``_`` (``"_birthDate": {"extension": [...]}``), so
+    ``birthDate.extension(url)`` has to read that key too. Choice elements
+    read ``_valueDate`` for ``value.ofType(date)``. None when the target is
+    not a member name that could hold a primitive.
+    """
+    if isinstance(node, Member | Ident):
+        name = node.name
+        if not name[:1].islower() or name in ("extension", "modifierExtension"):
+            return None
+        if isinstance(node, Ident):
+            return Ident("_" + name)
+        return Member(node.target, "_" + name)
+    if (
+        isinstance(node, Call)
+        and node.name == "ofType"
+        and len(node.args) == 1
+        and isinstance(node.args[0], TypeSpec | Ident)
+        and isinstance(node.target, Member | Ident)
+    ):
+        inner = node.target
+        tname = node.args[0].name.rsplit(".", 1)[-1]
+        if not tname[:1].islower():
+            return None  # a complex type keeps its extensions inside the object
+        key = "_" + inner.name + tname[:1].upper() + tname[1:]
+        return Ident(key) if isinstance(inner, Ident) else Member(inner.target, key)
+    return None
 
 
 @_register("getResourceKey", 0, 0)
@@ -393,6 +432,24 @@ def reference_key(ref: str, want: str | None) -> str | None:
     return rid
 
 
+#: Key under which a resource read from a Bundle carries ``{fullUrl: "Type/id"}`` for its
+#: ``urn:`` references. The ``reference`` text itself stays as the source wrote it (a column
+#: showing ``subject.reference`` shows ``urn:uuid:...``); only ``getReferenceKey()`` resolves.
+#: A leading ``_`` keeps it out of ``children()``/``descendants()``; validation drops it.
+REFERENCE_TABLE = "_fullUrlKeys"
+
+
+def resolved_reference_key(ref: str, want: str | None, root: Any) -> str | None:
+    """``reference_key`` after resolving a ``urn:`` reference through the root's Bundle table."""
+    if ref[:4] == "urn:" and type(root) is dict:
+        table = root.get(REFERENCE_TABLE)
+        if table is not None:
+            target = table.get(ref)
+            if target is not None:
+                ref = target
+    return reference_key(ref, want)
+
+
 @_register("getReferenceKey", 0, 1)
 def _get_reference_key(c: Compiler, node: Call) -> Fn:
     target = c.target_of(node)
@@ -408,7 +465,7 @@ def _get_reference_key(c: Compiler, node: Call) -> Fn:
             ref = item.get("reference")
             if type(ref) is not str:
                 continue
-            k = reference_key(ref, want)
+            k = resolved_reference_key(ref, want, ctx.root)
             if k is not None:
                 out.append(k)
         return out
@@ -439,34 +496,57 @@ def _boundary(high: bool) -> Builder:
     def build(c: Compiler, node: Call) -> Fn:
         target = c.target_of(node)
         kind = _static_kind(node)
+        prec_fn = c.compile(node.args[0]) if node.args else None
 
         def boundary(focus: list[Any], ctx: Context) -> list[Any]:
             v = _single(target(focus, ctx), "boundary")
-            if v is None:
+            if v is None or type(v) is bool:
                 return _EMPTY
-            if type(v) is bool:
-                return _EMPTY
-            if type(v) is int or type(v) is float:
-                r = number_boundary(v, high)
-                return _EMPTY if r is None else [r]
-            t: Temporal | None = v if type(v) is Temporal else None
-            if t is None and type(v) is str:
-                k = kind
-                if k is None:
-                    k = "Time" if re.fullmatch(r"\d{2}:\d{2}.*", v) else "DateTime"
-                try:
-                    t = Temporal.parse(v, k)
-                except ValueError:
+            precision: int | None = None
+            if prec_fn is not None:
+                pv = _single(prec_fn(focus, ctx), "boundary precision")
+                if pv is None:
                     return _EMPTY
-                if kind is None and t.kind == "DateTime" and "T" not in v:
-                    t = Temporal("Date", t.parts, None, v)
-            if t is None:
-                return _EMPTY
-            return [temporal_boundary(t, high)]
+                if type(pv) is not int:
+                    raise FhirPathEvaluationError("boundary precision must be an integer")
+                precision = pv
+            r = _boundary_of(v, high, precision, kind)
+            return _EMPTY if r is None else [r]
 
         return boundary
 
     return build
+
+
+def _boundary_of(v: Any, high: bool, precision: int | None, kind: str | None) -> Any:
+    if type(v) is int or type(v) is float or type(v) is Decimal:
+        return decimal_boundary(v, high, precision)
+    if type(v) is Quantity:
+        return quantity_boundary(v, high, precision)
+    if type(v) is dict:
+        if "resourceType" in v:
+            return None
+        if "start" in v or "end" in v:  # a Period
+            return period_boundary(v, high, precision)
+        value = v.get("value")
+        if (type(value) is int or type(value) is float) and "comparator" not in v:
+            unit = quantity_unit(v)
+            return quantity_boundary(Quantity(value, unit or "1"), high, precision)
+        return None
+    t: Temporal | None = v if type(v) is Temporal else None
+    if t is None and type(v) is str:
+        k = kind
+        if k is None:
+            k = "Time" if re.fullmatch(r"\d{2}:\d{2}.*", v) else "DateTime"
+        try:
+            t = Temporal.parse(v, k)
+        except ValueError:
+            return None
+        if kind is None and t.kind == "DateTime" and "T" not in v:
+            t = Temporal("Date", t.parts, None, v)
+    if t is None:
+        return None
+    return temporal_boundary(t, high, precision)
 
 
 FUNCTIONS["lowBoundary"] = (0, 1, _boundary(False))

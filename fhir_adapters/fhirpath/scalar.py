@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fhir_adapters.fhirpath.ast import Binary, Call, Ident, Literal, Node, TypeSpec
-from fhir_adapters.fhirpath.functions import reference_key
+from fhir_adapters.fhirpath.functions import reference_key, resolved_reference_key
 from fhir_adapters.fhirpath.navigation import MULTI, choice_get, step_source
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ SCALAR_ENV: dict[str, Any] = {
     "MULTI": MULTI,
     "choice_get": choice_get,
     "reference_key": reference_key,
+    "resolved_reference_key": resolved_reference_key,
 }
 
 
@@ -57,9 +58,12 @@ class ScalarSource:
     several expressions can share one function body.
     """
 
-    def __init__(self, compiler: Compiler, prefix: str = "_s") -> None:
+    def __init__(self, compiler: Compiler, prefix: str = "_s", ctx_var: str | None = None) -> None:
         self.c = compiler
         self.prefix = prefix
+        # the name of the evaluation Context in the generated code (None: not in scope, so a
+        # ``urn:`` reference, which needs the root resource's Bundle table, is left undecided)
+        self.ctx_var = ctx_var
         self.count = 0
 
     def var(self) -> str:
@@ -174,12 +178,21 @@ class ScalarSource:
             inner = self.lines(node.target, src, t)
             if inner is None:
                 return None
+            r = self.var()
+            if self.ctx_var is not None:
+                resolve = f"{dst} = resolved_reference_key({r}, {want!r}, {self.ctx_var}.root)"
+            else:
+                resolve = f"{dst} = MULTI"
             return [
                 *inner,
                 f"if {t} is None or {t} is MULTI:",
                 f"    {dst} = {t}",
                 f"elif type({t}) is dict and type({t}.get('reference')) is str:",
-                f"    {dst} = reference_key({t}['reference'], {want!r})",
+                f"    {r} = {t}['reference']",
+                f"    if {r}[:4] != 'urn:':",
+                f"        {dst} = reference_key({r}, {want!r})",
+                "    else:",
+                f"        {resolve}",
                 "else:",
                 f"    {dst} = None",
             ]

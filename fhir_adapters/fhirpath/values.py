@@ -158,6 +158,10 @@ def _is_number(v: Any) -> bool:
 def item_equal(a: Any, b: Any) -> bool | None:
     """FHIRPath ``=`` on two single items: True, False, or None (unknown)."""
     ta, tb = type(a), type(b)
+    if ta is Quantity or tb is Quantity:
+        from fhir_adapters.fhirpath.quantity import quantities_equal
+
+        return quantities_equal(a, b)
     if ta is tb and ta is not Temporal:
         return bool(a == b)
     if ta is Temporal or tb is Temporal:
@@ -170,16 +174,7 @@ def item_equal(a: Any, b: Any) -> bool | None:
         return False
     if _is_number(a) and _is_number(b):
         return bool(a == b)
-    if ta is Quantity and tb is dict:
-        return _quantity_dict_equal(a, b)
-    if tb is Quantity and ta is dict:
-        return _quantity_dict_equal(b, a)
     return False
-
-
-def _quantity_dict_equal(q: Quantity, d: dict[str, Any]) -> bool:
-    unit = d.get("code", d.get("unit"))
-    return bool(d.get("value") == q.value and unit == q.unit)
 
 
 def item_equivalent(a: Any, b: Any) -> bool:
@@ -208,8 +203,10 @@ def compare_items(a: Any, b: Any) -> int | None:
         return -1 if a < b else (1 if a > b else 0)
     if ta is str and tb is str:
         return -1 if a < b else (1 if a > b else 0)
-    if ta is Quantity and tb is Quantity and a.unit == b.unit:
-        return compare_items(a.value, b.value)
+    if ta is Quantity or tb is Quantity:
+        from fhir_adapters.fhirpath.quantity import compare_quantities
+
+        return compare_quantities(a, b)
     return None
 
 
@@ -228,56 +225,6 @@ def decimal_places(v: Any) -> int:
         return 0
     exp = d.as_tuple().exponent
     return max(-exp, 0) if isinstance(exp, int) else 0
-
-
-def number_boundary(v: Any, high: bool) -> float | None:
-    """lowBoundary/highBoundary of a decimal: ±half a unit in the last written place."""
-    d = to_decimal(v)
-    if d is None:
-        return None
-    places = decimal_places(v)
-    half = Decimal(5).scaleb(-(places + 1))
-    return float(d + half if high else d - half)
-
-
-def temporal_boundary(t: Temporal, high: bool) -> Temporal:
-    """Earliest/latest instant a partial date/dateTime/time can denote."""
-    p = list(t.parts)
-    if t.kind == "Time":
-        h = p[0]
-        mi = p[1] if len(p) > 1 else (59 if high else 0)
-        s = p[2] if len(p) > 2 else None
-        sec = _sec_text(s, high)
-        text = f"{h:02d}:{mi:02d}:{sec}"
-        return Temporal("Time", (h, mi, float(sec)), None, text)
-    year = p[0]
-    month = p[1] if len(p) > 1 else (12 if high else 1)
-    day = p[2] if len(p) > 2 else (calendar.monthrange(year, month)[1] if high else 1)
-    if t.kind == "Date":
-        text = f"{year:04d}-{month:02d}-{day:02d}"
-        return Temporal("Date", (year, month, day), None, text)
-    hour = p[3] if len(p) > 3 else (23 if high else 0)
-    minute = p[4] if len(p) > 4 else (59 if high else 0)
-    sec = _sec_text(p[5] if len(p) > 5 else None, high)
-    if t.tz is None:
-        tz_text = "-12:00" if high else "+14:00"
-        tz = -720 if high else 840
-    else:
-        tz = t.tz
-        sign = "-" if tz < 0 else "+"
-        tz_text = f"{sign}{abs(tz) // 60:02d}:{abs(tz) % 60:02d}"
-    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{sec}{tz_text}"
-    return Temporal("DateTime", (year, month, day, hour, minute, float(sec)), tz, text)
-
-
-def _sec_text(s: float | None, high: bool) -> str:
-    if s is None:
-        return "59.999" if high else "00.000"
-    whole = int(s)
-    frac = round(s - whole, 3)
-    if frac == 0 and float(s).is_integer():
-        return f"{whole:02d}.999" if high else f"{whole:02d}.000"
-    return f"{s:06.3f}"
 
 
 # Calendar duration units (FHIRPath keywords and their UCUM codes) -> canonical unit.

@@ -48,6 +48,7 @@ from fhir_adapters.errors import (
     FhirHttpError,
     FhirProtocolError,
 )
+from fhir_adapters.ndjson import is_ndjson, iter_ndjson
 from fhir_adapters.sources.export_state import (
     ExportState,
     FileRecord,
@@ -63,9 +64,7 @@ from fhir_adapters.sources.http import (
 )
 from fhir_adapters.sources.ndjson_lines import (
     DEFAULT_MAX_LINE,
-    LineStats,
     NdjsonSplitter,
-    read_resource_lines,
 )
 from fhir_adapters.sources.outcome import (
     is_error_outcome,
@@ -952,13 +951,18 @@ def read_export_dir(
             if r.kind == "output" and r.url in done
         ]
     else:
-        paths = sorted(out.glob("*.ndjson"))
-    for path in paths:
+        paths = sorted(p for p in out.iterdir() if p.is_file() and is_ndjson(p))
+    from fhir_adapters.quality import QualityReport
+
+    for path in paths:  # the package's one NDJSON reader (gzip, BOM, bad lines counted)
         stats.files += 1
-        counts = LineStats()
+        report = QualityReport()
         try:
-            for _line, value in read_resource_lines(path, counts):
+            for value in iter_ndjson(path, report):
+                if not isinstance(value.get("resourceType"), str):
+                    stats.bad_lines += 1
+                    continue
+                stats.resources += 1
                 yield value
         finally:
-            stats.resources += counts.resources
-            stats.bad_lines += counts.bad_lines
+            stats.bad_lines += report.problems

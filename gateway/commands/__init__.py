@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "witness",
     "fhir",
     "features",
+    "view",
     "train",
     "demo",
 )

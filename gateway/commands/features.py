@@ -54,7 +54,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--min-rows", type=int, help="refuse a cohort smaller than this (permit minimum)"
     )
-    parser.add_argument("--opt-out", type=Path, help="file of opted-out patient keys, one per line")
+    parser.add_argument(
+        "--opt-out",
+        type=Path,
+        help="opt-out registry: ids / Patient/<id> lines (# comments), or Consent JSON/NDJSON",
+    )
     parser.add_argument(
         "--concept-map",
         action="append",
@@ -102,7 +106,6 @@ def _progress(resources: Iterable[dict[str, Any]], enabled: bool) -> Iterator[di
 def run(args: argparse.Namespace) -> int:
     from fhir_adapters.errors import FhirAdapterError
     from fhir_adapters.features import FeatureSpec, extract_features
-    from fhir_adapters.optout import StaticOptOut
     from fhir_adapters.stream import ResourceStream
 
     spec = FeatureSpec.from_file(args.spec)
@@ -113,13 +116,10 @@ def run(args: argparse.Namespace) -> int:
         raise FhirAdapterError("give at least one --source", code="FEATURE_NO_SOURCE")
     opt_out = None
     if args.opt_out is not None:
-        try:
-            keys = [line.strip() for line in args.opt_out.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise FhirAdapterError(
-                f"cannot read opt-out file: {exc.strerror}", code="FEATURE_OPTOUT_FILE"
-            ) from exc
-        opt_out = StaticOptOut(keys)
+        from fhir_adapters.optout_file import read_opt_out
+        from permits.optout import ConsentOptOutRegistry
+
+        opt_out = read_opt_out(args.opt_out, ConsentOptOutRegistry.from_resources)
     maps = []
     for path in args.concept_map:
         try:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         validate=args.validate,
         sample_rate=args.sample_rate,
-        fhir_version=args.fhir_version,
+        fhir_version=args.fhir_version or spec.fhir_version,
         validate_types=None if args.validate_all_types else spec.resource_types(),
     )
     show = sys.stderr.isatty() and not args.json
@@ -206,5 +206,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print("problems: " + ", ".join(f"{k} {v:,}" for k, v in sorted(problems.items())))
     else:
         console.print("problems: none")
+    by_type = quality.get("quarantined_by_type") or {}
+    if by_type:
+        console.print("quarantined: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items())))
+    for warning in report.get("warnings", ()):
+        console.print(f"[yellow]warning:[/yellow] feature {warning['feature']}: {warning['kind']}")
     if "out" in summary:
         console.print(f"matrix written to {summary['out']}")

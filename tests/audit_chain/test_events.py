@@ -50,7 +50,8 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
         "application.spec_attached",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
-        "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"
+        "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined",
+        "feature_warnings",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["model.released"] == {
         "model_hash", "rounds", "sites", "checkpoint_size", "checkpoint_root"

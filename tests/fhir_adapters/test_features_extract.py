@@ -268,7 +268,9 @@ def test_release_follows_the_data_and_a_mismatch_is_flagged() -> None:
         {**patient("p1"), "meta": {"profile": ["https://fhir.ee/StructureDefinition/ee-patient"]}}
     ]
     m = extract_features(FeatureSpec.from_dict(doc), r5, validate="full")
-    assert m.report.quality.fhir_versions == {"stream-0": "R5"}
+    # the spec's fhirVersion decides how the data are read; the disagreement is flagged
+    assert m.report.quality.fhir_versions == {"stream-0": "R4"}
+    assert m.report.quality.release_conflicts == {"stream-0": 1}
     assert m.report.summary()["fhir_version_mismatch"] is True
     same = extract_features(FeatureSpec.from_dict(doc), _stream())
     assert same.report.summary()["fhir_version_mismatch"] is False

@@ -96,11 +96,19 @@ def _transaction() -> dict:
 
 
 def test_bundle_urn_references_resolve_to_type_id_and_dangling_are_counted() -> None:
+    from fhir_adapters.fhirpath import compile_expression
+
     report = QualityReport()
     got = list(iter_bundle(_transaction(), report))
     o = got[1]
-    assert o["subject"]["reference"] == "Patient/p1"
-    assert o["performer"][0]["reference"] == "Practitioner/22222222-2222-2222-2222-222222222222"
+    # the raw text stays; getReferenceKey resolves through the bundle's fullUrl table
+    assert o["subject"]["reference"] == "urn:uuid:11111111-1111-1111-1111-111111111111"
+    assert compile_expression("subject.getReferenceKey(Patient)").evaluate(o) == ["p1"]
+    assert compile_expression("subject.reference").evaluate(o) == [o["subject"]["reference"]]
+    assert compile_expression("performer.getReferenceKey(Practitioner)").evaluate(o) == [
+        "22222222-2222-2222-2222-222222222222"
+    ]
+    assert compile_expression("subject.getReferenceKey(Group)").evaluate(o) == []
     assert got[2]["id"] == "22222222-2222-2222-2222-222222222222"
     assert o["encounter"]["reference"].startswith("urn:uuid:")
     assert report.counts["dangling_reference"] == 1
@@ -151,7 +159,11 @@ def test_searchset_and_collection_bundles(tmp_path: Path) -> None:
     stream = open_stream(tmp_path)
     got = list(stream)
     assert sorted(r["id"] for r in got) == ["a", "b", "o"]
-    assert next(r for r in got if r["id"] == "o")["subject"]["reference"] == "Patient/a"
+    o = next(r for r in got if r["id"] == "o")
+    assert o["subject"]["reference"] == "https://fhir.example.org/Patient/a"  # as written
+    from fhir_adapters.fhirpath import compile_expression
+
+    assert compile_expression("subject.getReferenceKey(Patient)").evaluate(o) == ["a"]
     assert stream.report.counts["truncated_line"] == 1
     assert stream.report.counts["invalid_bundle"] == 1
 
@@ -165,8 +177,8 @@ def test_synthea_bundles_stream_with_resolved_references() -> None:
     for r in stream:
         n += 1
         subject = r.get("subject")
-        if isinstance(subject, dict):
-            assert not subject["reference"].startswith("urn:"), "URN left unresolved"
+        if isinstance(subject, dict) and subject["reference"].startswith("urn:"):
+            assert subject["reference"] in r["_fullUrlKeys"], "URN without its resolution"
     assert n == stream.report.resources_read > 10_000
     assert stream.report.problems == 0
     assert stream.versions == {"synthea": "R4"}

@@ -10,7 +10,7 @@ male, and a Prediabetes (15777000) Condition.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _age(birth: str, index: str) -> float:
-    b = datetime.fromisoformat(birth).replace(tzinfo=UTC)
-    i = datetime.fromisoformat(index)
-    return (i - b).total_seconds() / 86400 / 365.2425
+    """Years from birth to the index *day*: the local calendar date of the last event."""
+    b = datetime.fromisoformat(birth).date()
+    i = datetime.fromisoformat(index).date()
+    return (i - b).days / 365.2425
 
 
 # patient id -> (bmi, hba1c, systolic, age, female, male, label)
