@@ -16,5 +16,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fhir",
     "features",
     "train",
+    "model",
     "demo",
 )
