@@ -17,13 +17,20 @@ from audit_chain.errors import (
     AuditSchemaError,
     AuditSignatureError,
 )
-from audit_chain.events import EVENT_TYP, build_event, parse_event, sign_event, verify_event
+from audit_chain.events import (
+    EVENT_TYP,
+    Event,
+    build_event,
+    parse_event,
+    sign_event,
+    verify_event,
+)
 from tests.audit_chain.conftest import HASH
 from trust import b64url_encode, thumbprint
 
 
-def _build(type: str = "data.extracted", subject: Any = None, details: Any = None) -> None:
-    build_event(
+def _build(type: str = "data.extracted", subject: Any = None, details: Any = None) -> Event:
+    return build_event(
         type,
         org="hospital-a",
         kid="A" * 43,
@@ -79,17 +86,27 @@ def test_schema_refuses_anything_outside_v1(type: str, subject: Any, details: An
 
 
 def test_valid_payloads_pass() -> None:
-    _build(
+    issued = _build(
         "permit.issued",
         {"permit": "urn:uuid:1-2"},
         {"permit_hash": HASH, "version": 2, "signatures": 2, "supersedes": "P-0"},
     )
-    _build(
+    assert issued.type == "permit.issued"
+    assert dict(issued.subject) == {"permit": "urn:uuid:1-2"}
+    assert dict(issued.details) == {
+        "permit_hash": HASH,
+        "version": 2,
+        "signatures": 2,
+        "supersedes": "P-0",
+    }
+    rnd = _build(
         "training.round",
         {"job": "job-1", "site": "site.a"},
         {"round": 1, "model_hash": HASH, "bytes_sent": 10},
     )
-    _build("statuslist.published", {}, {"status_list_version": 3, "revoked_count": 0})
+    assert dict(rnd.details) == {"round": 1, "model_hash": HASH, "bytes_sent": 10}
+    listed = _build("statuslist.published", {}, {"status_list_version": 3, "revoked_count": 0})
+    assert listed.details["status_list_version"] == 3
 
 
 def test_payload_top_level_is_exact() -> None:
