@@ -152,6 +152,8 @@ def test_released_model_is_proven_from_all_logs(
     code, out, err = _verify(capsys, run.argv())  # the human form
     assert code == 0 and out.startswith("OK: model sha256:"), err
     assert "site-b: site-b #" in out
+    code, _out, err = _verify(capsys, run.argv(model=run.model.with_name("model.json")))
+    assert code == 0, err  # the JSON form of the same model hashes the same
 
 
 def test_tampered_model_file_fails(
