@@ -30,6 +30,9 @@ from typing import Any
 
 from audit_chain import (
     AuditError,
+    AuditLog,
+    Checkpoint,
+    Event,
     TrustStore,
     verify_checkpoint,
     verify_consistency,
@@ -37,12 +40,10 @@ from audit_chain import (
     verify_inclusion,
     verify_log,
 )
-from audit_chain.checkpoint import Checkpoint, parse_root
-from audit_chain.events import Event, parse_event
-from audit_chain.log import AuditLog
-from audit_chain.storage import LogStore
+from audit_chain.events import parse_event
 from federation.release import CARD_FORMAT, released_model_hash
 from gateway.errors import GatewayError
+from trust import is_hash
 
 
 class ProvenanceError(GatewayError):
@@ -132,6 +133,12 @@ def _root_text(cp: Checkpoint) -> str:
     return "sha256:" + cp.root.hex()
 
 
+def _root_bytes(text: str) -> bytes:
+    if not is_hash(text):
+        raise AuditError("root must be sha256:<64 lowercase hex>")
+    return bytes.fromhex(text[7:])
+
+
 class LogEvidence:
     """One organisation's log: verified end to end, events readable up to its checkpoint."""
 
@@ -197,10 +204,10 @@ class LogEvidence:
             )
         try:
             proof = self.log.consistency_proof(size, cp.size) if 0 < size < cp.size else []
-            if size == cp.size and parse_root(root) != cp.root:
+            if size == cp.size and _root_bytes(root) != cp.root:
                 raise AuditError("roots differ at the same size")
             if 0 < size < cp.size:
-                verify_consistency(size, cp.size, proof, parse_root(root), cp.root)
+                verify_consistency(size, cp.size, proof, _root_bytes(root), cp.root)
         except AuditError:
             raise ProvenanceError(
                 f"card's checkpoint (size {size}) is not a prefix of {self.ref.org}'s log",
@@ -245,20 +252,20 @@ def _database_exists(url: str) -> bool:
 def open_evidence(ref: LogRef, trust: TrustStore) -> Iterator[LogEvidence]:
     if not _database_exists(ref.url):
         raise ProvenanceError(f"{ref.org}'s log database does not exist", code="MODEL_LOG_MISSING")
-    store = LogStore(ref.url)
+    opened = AuditLog.open(ref.url)
     try:
         log_id = ref.log_id
         if log_id is None:
-            ids = store.log_ids()
+            ids = opened.store.log_ids()
             if len(ids) != 1:
                 raise ProvenanceError(
                     f"{ref.org}'s database holds {len(ids)} logs; name one as ORG=DB#LOG",
                     code="MODEL_LOG_MISSING",
                 )
             log_id = ids[0]
-        yield LogEvidence(ref, AuditLog(store, log_id), trust)
+        yield LogEvidence(ref, AuditLog(opened.store, log_id), trust)
     finally:
-        store.close()
+        opened.close()
 
 
 # --------------------------------------------------------------------------- the card
