@@ -23,6 +23,7 @@ import pytest
 
 import trust
 from audit_chain import EventSigner, SignedLogSink, TrustStore
+from audit_chain.events import sign_event
 from audit_chain.log import AuditLog
 from federation import ubj
 from federation.jobs import signed_audit
@@ -219,10 +220,13 @@ def test_entries_beyond_the_checkpoint_are_not_evidence(
     signer = EventSigner.load(run.keys["coordinator"])
     card = json.loads(run.card.read_text())
     with AuditLog.open(str(late)) as log:  # no signer: appended without a checkpoint
-        token = SignedLogSink(log, signer).sign(
+        token = sign_event(
+            signer,
             "model.released",
             subject={"permit": card["permit"], "job": "job-late", "model": "job-late.model"},
             details={"model_hash": card["model_hash"], "rounds": 2, "sites": 3},
+            origin=log.log_id,
+            index=log.size(),
         )
         log.append(token)
     argv = run.argv(card=_card(run, tmp_path, model="job-late.model"))
