@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from federation import trees
+from federation import trees, ubj
+from federation.errors import ModelFormatError
 from federation.job import TrainingJob
 from federation.permit_view import PermitPlan
 from federation.ports import AuditSink, CheckpointSource
@@ -38,6 +39,34 @@ def _checkpoint(audit: AuditSink) -> dict[str, object] | None:
     if isinstance(audit, CheckpointSource):
         return dict(audit.checkpoint())
     return None
+
+
+def released_model_hash(path: str | Path) -> str:
+    """The ``model_hash`` of a released model file (``model.ubj`` or ``model.json``).
+
+    Recomputed from the file the way the coordinator computed it before
+    logging ``model.released`` (the hash of the canonical tree pack), so a
+    third party holding only the file can compare it with the audit log.
+    Raises :class:`ModelFormatError` for a file that is not such a model.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelFormatError(f"cannot read model file: {type(exc).__name__}") from None
+    try:
+        document = orjson.loads(data) if data[:2] == b'{"' else ubj.loads(data)
+    except ModelFormatError:
+        raise
+    except Exception:
+        raise ModelFormatError("model file is neither XGBoost UBJ nor JSON") from None
+    if not isinstance(document, Mapping):
+        raise ModelFormatError("model file does not hold an XGBoost model document")
+    try:
+        return trees.pack_hash(trees.pack_from_model(document))
+    except ModelFormatError:
+        raise
+    except Exception:
+        raise ModelFormatError("model file does not hold an XGBoost model document") from None
 
 
 def model_json(pack: Mapping[str, Any]) -> bytes:

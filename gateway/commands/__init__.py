@@ -18,5 +18,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "features",
     "view",
     "train",
+    "model",
     "demo",
 )

@@ -200,3 +200,18 @@ def test_tampered_payload_fails(key: SigningKey) -> None:
 def test_thumbprint_matches_a_jwcrypto_key() -> None:
     k = jwk.JWK.generate(kty="OKP", crv="Ed25519")
     assert thumbprint(k) == k.thumbprint()
+
+
+def test_load_or_create_keeps_declared_uses_and_refuses_more(tmp_path: Path) -> None:
+    path = tmp_path / "service.jwk"
+    created = SigningKey.load_or_create(path, uses={KeyUse.PERMIT, KeyUse.STATUS, KeyUse.AUDIT})
+    assert created.uses == {KeyUse.PERMIT, KeyUse.STATUS, KeyUse.AUDIT}
+    assert SigningKey.load_or_create(path, uses={KeyUse.AUDIT}).uses == created.uses
+    with pytest.raises(KeyUseError):  # the file never said it may cosign checkpoints
+        SigningKey.load_or_create(path, uses={KeyUse.WITNESS})
+    # an operator's JWK without declared uses is taken to be for what the config says
+    bare = tmp_path / "bare.jwk"
+    bare.write_text(SigningKey.generate(uses={KeyUse.AUDIT}).jwk.export_private())
+    assert SigningKey.load_or_create(bare, uses={KeyUse.REQUEST}).uses == {KeyUse.REQUEST}
+    with pytest.raises(TrustKeyError):
+        SigningKey.load_or_create(tmp_path / "absent.jwk", uses={KeyUse.AUDIT}, create=False)
