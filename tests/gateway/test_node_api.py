@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,25 +235,6 @@ async def test_node_audit_entries_need_a_signature_but_proofs_are_public(
 async def test_flower_status_off(node: Api, keys: Keys) -> None:
     status = await (await node.call("GET", "/flower/status", key=keys.operator)).json()
     assert status == {"mode": "off", "superlink": "127.0.0.1:9092"}
-
-
-async def test_supernode_child_is_started_and_stopped(
-    tmp_path: Path, keys: Keys, site_data: Path
-) -> None:
-    settings = FlowerSettings(
-        mode="run", command=(sys.executable, "-c", "import time; time.sleep(120)")
-    )
-    supernode = SuperNode(settings, stop_timeout=5)
-    client = await start(
-        create_node_app(node_config(tmp_path, site_data), keys=keys.ring(), supernode=supernode)
-    )
-    api = Api(client, "site-a")
-    status = await (await api.call("GET", "/flower/status", key=keys.operator)).json()
-    assert status["running"] is True and isinstance(status["pid"], int)
-    assert (await api.call("GET", "/ready")).status == 200
-    assert supernode.process is not None
-    await client.close()
-    assert supernode.process.returncode is not None  # stopped on shutdown
 
 
 async def test_supernode_connect_reports_reachability(
