@@ -99,7 +99,10 @@ def fhir_exporter(log_id: str) -> AuditEventExport:
 
 
 def signer_for(config: GatewayConfig) -> EventSigner:
-    key = load_or_create_private_key(config.audit_signing_key)
+    # Generated only at the default place; a configured key that is missing is an error.
+    key = load_or_create_private_key(
+        config.audit_signing_key, create=config.audit.signing_key is None
+    )
     return EventSigner(config.org, key.export(private_key=True, as_dict=True))
 
 

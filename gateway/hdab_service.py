@@ -387,7 +387,10 @@ def create_hdab_app(
     components, tail = metered(audit if audit is not None else open_audit(config), m)
     app[LOG_TAIL_KEY] = tail
     if hdab is None:
-        signing_key = load_or_create_private_key(config.hdab_signing_key)
+        signing_key = load_or_create_private_key(
+            config.hdab_signing_key,
+            create=config.hdab.signing_key is None and config.audit.signing_key is None,
+        )
         hdab = HdabService(
             _sqlalchemy_url(config.hdab_database),
             hdab_id=config.hdab.id,

@@ -55,7 +55,10 @@ def load_or_create_private_key(path: Path, *, create: bool = True) -> jwk.JWK:
     """Load a private JWK, or generate one (0600) if the file is absent and ``create``."""
     if not path.exists():
         if not create:
-            raise ConfigError(f"signing key not found: {path}")
+            raise ConfigError(
+                f"signing key not found: {path} (a configured key is never generated; "
+                "create it with `ehds keys generate` or unset the setting)"
+            )
         key = generate_key()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
