@@ -27,3 +27,6 @@ def register(sub: Any) -> None:
     add_serve_options(serve)
     serve.set_defaults(func=_serve)
     register_client_commands(commands, "hdab")
+    from gateway.commands.hdab_remote import register_hdab_remote
+
+    register_hdab_remote(commands)
