@@ -27,13 +27,15 @@ from typing import Any
 
 from jwcrypto.jws import JWS
 
+from permits import TrustList, trusted_key
 from permits.audit import NullSink
 from permits.guard import AccessRequest, PermitGuard
 from permits.hdab import HdabService
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 SPEC = "sha256:" + "ab" * 32
 

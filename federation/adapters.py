@@ -7,7 +7,6 @@ process: a Ray worker in simulation, a SuperNode's ClientApp in deployment.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,15 +15,17 @@ from typing import Any
 import numpy as np
 import orjson
 
+import trust
 from federation.errors import AccessDeniedError, JobConfigError
 from federation.permit_view import read_permit
 from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
+from permits import TrustList
 from permits.guard import AccessRequest, PermitGuard
-from permits.keys import TrustList, load_jwk
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import load_jwk
 
 # --------------------------------------------------------------------- audit sinks
 
@@ -67,7 +68,7 @@ class CheckpointingSink:
     """
 
     def __init__(self, db_url: str, key_path: str, log_id: str = "default") -> None:
-        from audit_chain.keys import EventSigner
+        from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
 
@@ -209,14 +210,6 @@ def request_signer(*, key_path: str, permit_token: str, ttl: int = 300) -> Permi
 # -------------------------------------------------------------------- data sources
 
 
-def spec_digest(spec: Mapping[str, Any]) -> str:
-    """Canonical hash of a spec document (sorted keys, compact)."""
-    return (
-        "sha256:"
-        + hashlib.sha256(orjson.dumps(dict(spec), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    )
-
-
 class ArraySource:
     """Features already computed into an ``.npz`` (``X``, ``y``, ``feature_names``).
 
@@ -229,7 +222,7 @@ class ArraySource:
         self.path = path
 
     def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
-        if spec_digest(spec) != spec_hash:
+        if trust.spec_hash(spec) != spec_hash:
             raise AccessDeniedError(
                 "spec document does not match its hash", reason="spec_hash_mismatch"
             )

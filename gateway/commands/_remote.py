@@ -46,11 +46,15 @@ def add_remote_options(parser: argparse.ArgumentParser, service: str) -> None:
 def load_client_key(path: Path | None) -> Any:
     if path is None:
         return None
-    from gateway.keystore import load_or_create_private_key
+    import trust
 
     if not path.exists():
         raise ConfigError(f"client key not found: {path}")
-    return load_or_create_private_key(path, create=False)
+    try:
+        # a key without declared uses (``ehds keys generate``) is taken to be for requests
+        return trust.SigningKey.load_or_create(path, uses=[trust.KeyUse.REQUEST], create=False).jwk
+    except trust.TrustError as exc:
+        raise ConfigError(f"client key {path}: {exc}") from None
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -32,7 +32,7 @@ def test_a_configured_signing_key_that_is_missing_is_config_invalid(
     code = main(["hdab", "serve", "--data-dir", str(tmp_path), "--port", taken_port])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"ehds: error: [CONFIG_INVALID] signing key not found: {typo}")
+    assert err[-1].startswith(f"ehds: error: [CONFIG_INVALID] signing key not found: {typo} ")
     assert not typo.exists()
 
 

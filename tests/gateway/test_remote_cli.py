@@ -151,8 +151,8 @@ def test_the_whole_permit_lifecycle_from_the_command_line(
     as_user = ("--url", url, "--key", str(keys / "user.jwk"), "--json")
     as_staff = ("--url", url, "--key", str(keys / "staff.jwk"), "--json")
 
-    code, rec, _ = ehds(capsys, "hdab", "application", "apply", str(application), *as_user)
-    assert code == 0 and rec["status"] == "pending", rec
+    code, rec, err = ehds(capsys, "hdab", "application", "apply", str(application), *as_user)
+    assert code == 0 and rec["status"] == "pending", err
     app_id = rec["id"]
     # a data user cannot decide: the service's refusal is one JSON error, exit 2
     code, out, err = ehds(capsys, "hdab", "application", "approve", app_id, *as_user)

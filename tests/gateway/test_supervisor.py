@@ -257,11 +257,14 @@ def test_a_port_in_use_is_its_own_error_and_starts_no_supernode(
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 2
-    lines = [x for x in err.splitlines() if not x.startswith("{")]
-    assert lines == [
-        f"ehds: error: [PORT_IN_USE] cannot listen on 127.0.0.1:{port}: the address is already "
-        "in use (another service, or an earlier instance still running)"
-    ]
-    events = [json.loads(x)["event"] for x in err.splitlines() if x.startswith("{")]
+    records = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    assert records[-1] == {  # under --json the error is JSON too
+        "error": {
+            "code": "PORT_IN_USE",
+            "message": f"cannot listen on 127.0.0.1:{port}: the address is already in use "
+            "(another service, or an earlier instance still running)",
+        }
+    }
+    events = [r.get("event") for r in records]
     assert "child.started" not in events  # never started, so nothing can be left behind
     assert pids(record) == []

@@ -7,14 +7,16 @@ from typing import Any
 
 from jwcrypto import jwk
 
+from permits import TrustList, trusted_key
 from permits.audit import MemorySink
 from permits.guard import AccessRequest, Decision, PermitGuard
 from permits.hdab import HdabService, IssuedPermit
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
 from permits.reasons import ReasonCode
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 T0 = 1_800_000_000
 SPEC_A = "sha256:" + "a" * 64
