@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "fhir",
     "features",
+    "job",
     "train",
     "demo",
 )

@@ -90,11 +90,12 @@ async def _jwks(c: Any, a: argparse.Namespace) -> Any:
 
 
 def _cosign(args: argparse.Namespace) -> int:
+    import trust
     from permits import cosign_permit
-    from permits.keys import load_jwk
 
     token = Path(args.token).read_text(encoding="utf-8").strip()
-    signed = cosign_permit(token, load_jwk(args.key))
+    key = trust.SigningKey.load_or_create(args.key, uses=[trust.KeyUse.PERMIT], create=False)
+    signed = cosign_permit(token, key)
     out: Path = args.out or Path(args.token)
     out.write_text(signed + "\n", encoding="utf-8")
     return emit(args, {"token_file": str(out), "signed": True}, text=f"co-signed: {out}")

@@ -37,3 +37,6 @@ def register(sub: Any) -> None:
     from gateway.commands.node_remote import register_node_remote
 
     register_node_remote(commands)
+    from gateway.commands.node_init import register_node_init
+
+    register_node_init(commands)
