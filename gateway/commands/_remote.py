@@ -97,9 +97,13 @@ def emit(args: argparse.Namespace, value: Any, *, text: str | None = None) -> in
 
 
 def write_out(path: Path | None, data: bytes) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    """Write atomically: a site's ClientApp may read the status list at any moment."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def command(
