@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.gateway.test_serve import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ("operators.md", "deployment.md")
@@ -62,12 +63,6 @@ def blocks(text: str) -> list[Block]:
             out.append(Block(start + 1, "\n".join(body), mode, arg))
         i += 1
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

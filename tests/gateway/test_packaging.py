@@ -28,15 +28,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.gateway.test_serve import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def compose() -> dict[str, Any]:

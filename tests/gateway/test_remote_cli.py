@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,14 +22,9 @@ from jwcrypto import jwk
 
 from gateway.cli import main
 from tests.gateway.conftest import application_body
+from tests.gateway.test_serve import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ehds(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:

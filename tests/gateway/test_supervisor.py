@@ -28,6 +28,7 @@ from gateway.node_service import create_node_app
 from gateway.supernode import SuperNode
 from gateway.supervisor import Supervised
 from tests.gateway.conftest import Keys, node_config
+from tests.gateway.test_serve import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEPER = "import os,sys,time; open(sys.argv[1],'a').write(f'{os.getpid()}\\n'); time.sleep(600)"
@@ -167,12 +168,6 @@ async def test_status_tells_the_truth_about_a_dead_supernode(
             assert getattr(exc, "code", None) == "SUPERNODE_DOWN"
         else:
             pytest.fail("a dead SuperNode must make the gateway not ready")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def gateway(tmp_path: Path, site_data: Path, record: Path, port: int) -> subprocess.Popen[str]:
