@@ -68,14 +68,14 @@ class CheckpointingSink:
     """
 
     def __init__(
-        self, db_url: str, key_path: str, log_id: str = "default", org: str | None = None
+        self, db_url: str, key_path: str, log_id: str | None = None, org: str | None = None
     ) -> None:
         from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
 
         # A bare JWK (the gateway's own audit key) signs for the log's organisation.
-        signer = EventSigner.load(key_path, org or (log_id.rpartition(":")[0] or None))
+        signer = EventSigner.load(key_path, org or ((log_id or "").rpartition(":")[0] or None))
         self.log = AuditLog.open(db_url, log_id=log_id, signer=signer)
         self.sink = SignedLogSink(self.log, signer)
 
@@ -92,10 +92,11 @@ class CheckpointingSink:
 
 
 def signed_log_sink(
-    db_url: str, key_path: str, log_id: str = "default", org: str | None = None
+    db_url: str, key_path: str, log_id: str | None = None, org: str | None = None
 ) -> CheckpointingSink:
     """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``.
 
+    The log is named after the key's organisation unless ``log_id`` is given.
     ``key_path`` is an ``{org, alg, jwk}`` file or a bare private JWK; for the
     latter the organisation is ``org``, else the part of ``log_id`` before ``:``
     (``hospital-a:audit`` is the gateway's log of ``hospital-a``).
