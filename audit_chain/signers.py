@@ -233,13 +233,20 @@ class EventSigner:
 
     @classmethod
     def load(cls, path: str | Path, org: str | None = None) -> EventSigner:
-        """Read ``{"org": ..., "alg": ..., "jwk": {...private...}}`` (see :meth:`to_json`)."""
+        """Read ``{"org": ..., "alg": ..., "jwk": {...private...}}`` (see :meth:`to_json`).
+
+        A bare private JWK (what ``ehds keys generate`` and the gateway write) is
+        accepted too when ``org`` is given, so a hospital's gateway and its
+        ClientApp can sign the same log with the same key file.
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise AuditKeyError(f"cannot read signing key {path}: {exc}") from exc
+        if isinstance(data, dict) and org and "kty" in data and "jwk" not in data:
+            return cls(org, data, data.get("alg"), uses=data.get(trust.keys.USES_MEMBER))
         if not isinstance(data, dict) or not isinstance(data.get("jwk"), dict):
-            raise AuditKeyError('signing key file must be {"org", "alg", "jwk"}')
+            raise AuditKeyError('signing key file must be {"org", "alg", "jwk"} or a bare JWK')
         uses = data["jwk"].get(trust.keys.USES_MEMBER)
         return cls(org or str(data.get("org")), data["jwk"], data.get("alg"), uses=uses)
 

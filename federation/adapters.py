@@ -68,12 +68,15 @@ class CheckpointingSink:
     what the model card cites so anyone can check the run's events against it.
     """
 
-    def __init__(self, db_url: str, key_path: str, log_id: str | None = None) -> None:
+    def __init__(
+        self, db_url: str, key_path: str, log_id: str | None = None, org: str | None = None
+    ) -> None:
         from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
 
-        signer = EventSigner.load(key_path)
+        # A bare JWK (the gateway's own audit key) signs for the log's organisation.
+        signer = EventSigner.load(key_path, org or ((log_id or "").rpartition(":")[0] or None))
         self.log = AuditLog.open(db_url, log_id=log_id, signer=signer)
         self.sink = SignedLogSink(self.log, signer)
 
@@ -89,12 +92,17 @@ class CheckpointingSink:
         self.log.close()
 
 
-def signed_log_sink(db_url: str, key_path: str, log_id: str | None = None) -> CheckpointingSink:
+def signed_log_sink(
+    db_url: str, key_path: str, log_id: str | None = None, org: str | None = None
+) -> CheckpointingSink:
     """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``.
 
     The log is named after the key's organisation unless ``log_id`` is given.
+    ``key_path`` is an ``{org, alg, jwk}`` file or a bare private JWK; for the
+    latter the organisation is ``org``, else the part of ``log_id`` before ``:``
+    (``hospital-a:audit`` is the gateway's log of ``hospital-a``).
     """
-    return CheckpointingSink(db_url, key_path, log_id)
+    return CheckpointingSink(db_url, key_path, log_id, org)
 
 
 # ------------------------------------------------------------ permits: site + user

@@ -67,3 +67,17 @@ class EngineError(FederationError):
 
     code = "FED_ENGINE"
     reason = "engine_failure"
+
+
+class DegenerateModelError(FederationError):
+    """The run finished but every tree predicts one constant: nothing worth releasing."""
+
+    code = "FED_DEGENERATE_MODEL"
+    reason = "degenerate_model"
+
+
+class NoEvaluationError(FederationError):
+    """The run finished but no site returned evaluation metrics for the final model."""
+
+    code = "FED_NO_EVALUATION"
+    reason = "no_evaluation"

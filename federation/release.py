@@ -105,6 +105,7 @@ def release_model(
     )
     card = {
         "format": CARD_FORMAT,
+        "status": "completed",
         "model": f"{job.job_id}.model",
         "model_hash": model_hash,
         "files": {"ubj": ubj_path.name, "json": json_path.name},

@@ -29,6 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 from federation import trees, wire
 from federation.errors import FederationError, JobConfigError
 from federation.job import RoundReport, TrainingJob, TrainingResult
+from federation.outcome import check_releasable, failure_card, write_card
 from federation.permit_view import check_job, read_permit
 from federation.ports import AuditSink, RequestSigner
 from federation.release import release_model
@@ -66,10 +67,12 @@ def run_coordinator(
         signer: RequestSigner = job.request_signer.build()
     except FederationError as exc:
         result.error_code = exc.code
+        _fail_card(job, None, result)
         return result
     except Exception as exc:
         log(ERROR, "coordinator set-up failed: %s", type(exc).__name__)
         result.error_code = JobConfigError.code
+        _fail_card(job, None, result)
         return result
     initial = trees.empty_pack(
         objective=job.params.objective,
@@ -107,6 +110,11 @@ def run_coordinator(
             timeout=job.round_timeout,
         )
         state = strategy.state
+        check_releasable(  # never release a useless model
+            state.global_pack,
+            state.metrics,
+            evaluation_permitted="aggregate_metrics" in plan.outputs,
+        )
         released = release_model(state.global_pack, job, plan, state, audit, Path(job.output_dir))
         result.status = "completed"
         result.model_hash = released.model_hash
@@ -133,7 +141,32 @@ def run_coordinator(
     result.failed_sites = dict(state.failed)
     result.metrics = dict(state.metrics)
     result.wall_seconds = time.monotonic() - started
+    if result.status != "completed":
+        _fail_card(job, plan.jti, result)
     return result
+
+
+def _fail_card(job: TrainingJob, permit: str | None, result: TrainingResult) -> None:
+    """Say why in ``model_card.json``; remove model files an earlier run left there."""
+    out = Path(job.output_dir)
+    for name in ("model.ubj", "model.json"):
+        (out / name).unlink(missing_ok=True)
+    card = failure_card(
+        job_id=job.job_id,
+        permit=permit,
+        spec_hash=job.spec_hash,
+        error=result.error_code or "FED_ERROR",
+        rounds=len(result.rounds),
+        sites_contributed=result.contributing_sites,
+        sites_failed=result.failed_sites,
+    )
+    result.model_card = str(write_card(out, card))
+
+
+class RunFailedError(FederationError):
+    """Raised by the deployment ServerApp so that Flower records the run as failed."""
+
+    code = "FED_RUN_FAILED"
 
 
 def make_server_app(
@@ -179,3 +212,5 @@ def main(grid: Grid, context: Context) -> None:
         grid, job, engine="deployment", progress=_file_progress(out / PROGRESS_FILE)
     )
     (out / RESULT_FILE).write_bytes(orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2))
+    if outcome.status != "completed":  # Flower then shows the run as finished:failed
+        raise RunFailedError(f"training failed [{outcome.error_code}]")

@@ -109,6 +109,14 @@ class UnavailableError(GatewayError):
     title = "Service unavailable"
 
 
+class PortInUseError(GatewayError):
+    """The address to listen on is taken (another service, or an old one still running)."""
+
+    code = "PORT_IN_USE"
+    status = 500
+    title = "Address already in use"
+
+
 class DisclosureError(GatewayError):
     """An aggregate would fall below the disclosure floor, so nothing is returned."""
 
@@ -130,6 +138,7 @@ __all__ = [
     "ForbiddenError",
     "GatewayError",
     "NotFoundError",
+    "PortInUseError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
     "ValidationError",

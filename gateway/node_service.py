@@ -38,6 +38,7 @@ from gateway.http.routing import (
     query_int,
     signed,
 )
+from gateway.http.server import on_bound
 from gateway.http.witness_routes import service_witness_routes
 from gateway.node_data import NodeData
 from gateway.supernode import SuperNode
@@ -274,6 +275,7 @@ def create_node_app(
     add_ready_check(app, "audit_log", audit_ready)
     add_ready_check(app, "fhir_source", app[NODE_DATA_KEY].check_ready)
     add_ready_check(app, "supernode", app[SUPERNODE_KEY].check_ready)
+    on_bound(app, app[SUPERNODE_KEY].start)
     install_fhir_sync(app, config, app[NODE_DATA_KEY])
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
@@ -282,9 +284,8 @@ def create_node_app(
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     supernode = app[SUPERNODE_KEY]
-    await supernode.start()
     yield
-    await supernode.stop()
+    await supernode.stop()  # started by serve() once the port is bound (on_bound)
     app[EXECUTOR_KEY].shutdown(wait=False, cancel_futures=True)
     with contextlib.suppress(Exception):
         await asyncio.get_running_loop().run_in_executor(None, app[NODE_AUDIT_KEY].close)

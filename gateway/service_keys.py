@@ -28,8 +28,22 @@ def uses_for(config: GatewayConfig, path: Path) -> frozenset[KeyUse]:
     return frozenset(uses or {KeyUse.AUDIT})
 
 
-def load_service_key(config: GatewayConfig, path: Path, *, create: bool = True) -> trust.SigningKey:
-    """Load (or create, mode 0600) the private key at ``path`` declared for its configured uses."""
+def load_service_key(
+    config: GatewayConfig, path: Path, *, create: bool | None = None
+) -> trust.SigningKey:
+    """Load (or create, mode 0600) the private key at ``path`` declared for its configured uses.
+
+    By default a key is created only at a default place: a path the operator
+    configured that does not exist is a typo or a missing mount, and signing
+    with a fresh key there would go unnoticed (``CONFIG_INVALID`` instead).
+    """
+    if create is None:
+        create = path not in {config.audit.signing_key, config.hdab.signing_key}
+    if not create and not path.exists():
+        raise ConfigError(
+            f"signing key not found: {path} (a configured key is never generated: create it "
+            "with `ehds keys generate --out FILE` or unset the setting)"
+        )
     needed = uses_for(config, path)
     try:
         return trust.SigningKey.load_or_create(path, uses=needed, create=create)

@@ -1,16 +1,19 @@
-"""The Flower SuperNode next to a hospital gateway: run it as a child, or report on one.
+"""The Flower SuperNode next to a hospital gateway: supervise it as a child, or report on one.
 
-``mode = "run"`` starts the configured command (e.g. ``flower-supernode
---superlink 10.0.0.5:9092 ...``) when the gateway starts and stops it on
-shutdown: SIGTERM, then SIGKILL after the shutdown timeout, by its own PID.
-``mode = "connect"`` only reports whether the SuperLink's port answers.
-Status never includes the command line (it may carry key paths).
+``mode = "run"`` supervises the configured command (e.g. ``flower-supernode
+--superlink 10.0.0.5:9092 ...``) with :class:`gateway.supervisor.Supervised`:
+started only once the gateway has bound its port (a gateway that cannot start
+leaves nothing behind), its output in the gateway's log, restarted with backoff
+when it dies, gone when the gateway goes (even by SIGKILL). ``mode = "connect"``
+only reports whether the SuperLink's port answers. Status never includes a
+command line (it may carry key paths).
 
 In ``run`` mode the SuperNode gets ``--isolation process`` and a fresh SuperExec
-secret, and the gateway starts its own executor next to it
+secret, and the gateway supervises its own executor next to it
 (:mod:`federation.site_runtime`): every ClientApp task runs the gateway's
 installed ClientApp after the run's app was checked against the permit, never
 code from the researcher's app bundle. Status lists the app digest of each run.
+More children can be added with :meth:`SuperNode.add_child`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,10 @@ from federation.site_runtime import (
 )
 from gateway.config import FlowerSettings
 from gateway.errors import ConfigError, UnavailableError
+from gateway.supervisor import Supervised
+
+SUPERNODE = "supernode"
+EXECUTOR = "executor"
 
 
 class SuperNode:
@@ -43,47 +50,62 @@ class SuperNode:
         *,
         stop_timeout: float = 10.0,
         runtime_dir: Path | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
     ) -> None:
         self.settings = settings
         self.stop_timeout = stop_timeout
-        self.runtime_dir = runtime_dir
-        self.process: asyncio.subprocess.Process | None = None
-        self.executor: asyncio.subprocess.Process | None = None
+        self.children: dict[str, Supervised] = {}
         self.runtime: RuntimeEndpoint | None = None
-        self.started_at: float | None = None
         self._tempdir: Path | None = None
+        if settings.mode != "run":
+            return
+        if runtime_dir is None:
+            self._tempdir = Path(tempfile.mkdtemp(prefix="ehds-supernode-"))
+        self.runtime = prepare_runtime(runtime_dir or self._tempdir or Path("."))
+        try:
+            command = trusted_supernode_command(settings.command, self.runtime)
+        except JobConfigError as exc:
+            self._cleanup()
+            raise ConfigError(str(exc), code="SUPERNODE_COMMAND") from None
+        backoff = {"backoff_initial": backoff_initial, "backoff_max": backoff_max}
+        self.add_child(SUPERNODE, command, **backoff)
+        self.add_child(EXECUTOR, executor_command(self.runtime, parent_pid=os.getpid()), **backoff)
+
+    def add_child(self, name: str, command: Sequence[str], **options: Any) -> Supervised:
+        """Supervise one more command next to the SuperNode (started and stopped with it)."""
+        options.setdefault("stop_timeout", self.stop_timeout)
+        child = Supervised(name, command, **options)
+        self.children[name] = child
+        return child
+
+    @property
+    def supervised(self) -> Supervised | None:
+        return self.children.get(SUPERNODE)
+
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        child = self.supervised
+        return child.process if child is not None else None
+
+    @property
+    def executor(self) -> asyncio.subprocess.Process | None:
+        child = self.children.get(EXECUTOR)
+        return child.process if child is not None else None
 
     async def start(self) -> None:
-        if self.settings.mode != "run":
-            return
-        if self.runtime_dir is None:
-            self._tempdir = Path(tempfile.mkdtemp(prefix="ehds-supernode-"))
-        self.runtime = prepare_runtime(self.runtime_dir or self._tempdir or Path("."))
-        try:
-            command = trusted_supernode_command(self.settings.command, self.runtime)
-        except JobConfigError as exc:
-            raise ConfigError(str(exc), code="SUPERNODE_COMMAND") from None
-        self.process = await _spawn(command)
-        self.executor = await _spawn(executor_command(self.runtime, parent_pid=os.getpid()))
-        self.started_at = time.time()
+        for child in self.children.values():
+            await child.start()
 
     async def stop(self) -> None:
-        for proc in (self.executor, self.process):
-            await self._stop(proc)
+        for child in reversed(list(self.children.values())):
+            await child.stop()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
-
-    async def _stop(self, proc: asyncio.subprocess.Process | None) -> None:
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=self.stop_timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            self._tempdir = None
 
     async def _superlink_reachable(self) -> bool:
         host, _, port = self.settings.superlink.rpartition(":")
@@ -102,38 +124,24 @@ class SuperNode:
         out: dict[str, Any] = {"mode": self.settings.mode, "superlink": self.settings.superlink}
         if self.settings.mode == "off":
             return out
+        supernode = self.supervised
+        if supernode is not None:
+            out.update(supernode.status())
+        others = {n: c.status() for n, c in self.children.items() if n != SUPERNODE}
+        if others:
+            out["children"] = others
         if self.settings.mode == "run":
-            proc = self.process
-            out["running"] = proc is not None and proc.returncode is None
-            out["pid"] = proc.pid if proc is not None else None
-            out["exit_code"] = proc.returncode if proc is not None else None
-            out["uptime_seconds"] = (
-                round(time.time() - self.started_at, 1) if self.started_at else None
-            )
-            out["executor_running"] = self.executor is not None and self.executor.returncode is None
+            executor = self.children.get(EXECUTOR)
+            out["executor_running"] = executor is not None and executor.running
             out["runs"] = recent_runs(self.runtime.runs_file if self.runtime else None)
         out["superlink_reachable"] = await self._superlink_reachable()
         return out
 
     async def check_ready(self) -> None:
-        if self.settings.mode == "run" and (
-            self.process is None or self.process.returncode is not None
-        ):
-            raise UnavailableError("the SuperNode process is not running", code="SUPERNODE_DOWN")
-        if self.settings.mode == "run" and (
-            self.executor is None or self.executor.returncode is not None
-        ):
-            raise UnavailableError("the ClientApp executor is not running", code="EXECUTOR_DOWN")
-
-
-async def _spawn(command: list[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )
+        for name, child in self.children.items():
+            if not child.running:
+                code = "EXECUTOR_DOWN" if name == EXECUTOR else "SUPERNODE_DOWN"
+                raise UnavailableError(f"the {name} process is not running", code=code)
 
 
 __all__ = ["SuperNode"]

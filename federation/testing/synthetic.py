@@ -45,7 +45,9 @@ def risk_cohort(
             p = 1 / (1 + np.exp(-(logits[:, 0] - logits[:, 0].mean() - 1.0 - (X[:, 0] - 48) / 10)))
             y = (rng.random(n) < p).astype(np.float32)
         else:
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            # standardise per class: otherwise the age-like column decides alone (one class)
+            z = (logits - logits.mean(axis=0)) / (logits.std(axis=0) + 1e-9)
+            p = np.exp(z - z.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             y = np.array([rng.choice(n_classes, p=row) for row in p], dtype=np.float32)
         return X.astype(np.float32), y

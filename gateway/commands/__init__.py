@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fhir",
     "features",
     "view",
+    "job",
     "train",
     "model",
     "demo",

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = FeatureSpec.from_file(args.spec)
     if args.hash:
-        print(spec.canonical_hash())
+        digest = spec.canonical_hash()
+        print(orjson.dumps({"spec_hash": digest}).decode() if args.json else digest)
         return 0
     if not args.source:
         raise FhirAdapterError("give at least one --source", code="FEATURE_NO_SOURCE")

@@ -30,3 +30,7 @@ def register(sub: Any) -> None:
     from gateway.commands.hdab_staff import register_staff_commands
 
     register_staff_commands(commands)
+
+    from gateway.commands.hdab_remote import register_hdab_remote
+
+    register_hdab_remote(commands)

@@ -34,3 +34,9 @@ def register(sub: Any) -> None:
     )
     serve.set_defaults(func=_serve)
     register_client_commands(commands, "node")
+    from gateway.commands.node_remote import register_node_remote
+
+    register_node_remote(commands)
+    from gateway.commands.node_init import register_node_init
+
+    register_node_init(commands)

@@ -4,20 +4,34 @@ On a signal the listening socket closes first (no new connections), in-flight
 requests get ``shutdown_timeout`` seconds to finish, then cleanup hooks run
 (SuperNode stopped by PID, databases closed). A second signal does not
 interrupt the cleanup half-way.
+
+Hooks registered with :func:`on_bound` run only once the socket is bound: a
+child such as the SuperNode must not start for a gateway that cannot listen
+(port taken), since nothing would then stop it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
+from gateway.errors import PortInUseError
+
 LOG = logging.getLogger("ehds.server")
+BoundHook = Callable[[], Awaitable[None]]
+BOUND_HOOKS_KEY = web.AppKey("ehds_bound_hooks", list)
+
+
+def on_bound(app: web.Application, hook: BoundHook) -> None:
+    """Run ``hook`` after the listening socket is bound (before serving starts)."""
+    app.setdefault(BOUND_HOOKS_KEY, []).append(hook)
 
 
 async def serve(
@@ -34,7 +48,16 @@ async def serve(
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"cannot listen on {host}:{port}: the address is already in use "
+                "(another service, or an earlier instance still running)"
+            ) from None
+        raise
     bound_port = port
     sockets = getattr(site._server, "sockets", None)  # learn the real port when 0 was asked
     if sockets:
@@ -45,9 +68,11 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
     LOG.info(orjson.dumps({"event": "server.started", "host": host, "port": bound_port}).decode())
-    if on_ready is not None:
-        on_ready(host, bound_port)
     try:
+        for hook in app.get(BOUND_HOOKS_KEY, []):
+            await hook()
+        if on_ready is not None:
+            on_ready(host, bound_port)
         await stop.wait()
     finally:
         LOG.info(
@@ -60,4 +85,4 @@ async def serve(
         LOG.info(orjson.dumps({"event": "server.stopped"}).decode())
 
 
-__all__ = ["serve"]
+__all__ = ["BOUND_HOOKS_KEY", "on_bound", "serve"]
