@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,7 @@ async def test_supernode_child_is_started_and_stopped(
         create_node_app(node_config(tmp_path, site_data), keys=keys.ring(), supernode=supernode)
     )
     api = Api(client, "site-a")
+    await supernode.start()  # what the server's on-bound hook does (the test client binds none)
     assert supernode.process is not None and supernode.runtime is not None
     # the SuperNode launches no ClientApp itself: the gateway's executor serves its tasks
     cmdline = Path(f"/proc/{supernode.process.pid}/cmdline").read_bytes().split(b"\0")
