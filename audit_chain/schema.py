@@ -78,6 +78,9 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "bytes_sent": (Kind.COUNT,),
     "trees": (Kind.COUNT,),
     "checkpoint_size": (Kind.COUNT,),
+    "requester": (Kind.REF,),  # the authorised person's key thumbprint, never a name
+    "count": (Kind.COUNT,),  # aggregated refusals: how many in the window
+    "excluded_time_range": (Kind.COUNT,),
 }
 
 EVENT_SCHEMAS: dict[str, frozenset[str]] = {
@@ -88,10 +91,18 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "permit.amended": frozenset({"permit_hash", "version", "signatures", "supersedes"}),
     "permit.revoked": frozenset({"reason", "status_list_version"}),
     "statuslist.published": frozenset({"status_list_version", "revoked_count"}),
-    "access.allowed": frozenset({"reason", "operation", "rounds_used"}),
-    "access.denied": frozenset({"reason", "operation", "rounds_used"}),
+    "access.allowed": frozenset({"reason", "operation", "rounds_used", "requester"}),
+    "access.denied": frozenset({"reason", "operation", "rounds_used", "requester", "count"}),
     "data.extracted": frozenset(
-        {"spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"}
+        {
+            "spec_hash",
+            "patients",
+            "rows",
+            "features",
+            "excluded_opt_out",
+            "quarantined",
+            "excluded_time_range",
+        }
     ),
     "optout.applied": frozenset({"excluded_opt_out", "patients"}),
     "training.started": frozenset({"spec_hash", "rounds", "sites", "strategy"}),

@@ -126,7 +126,7 @@ def _permit(
                     "holder": h,
                     "datasets": ["ehr-primary-care"],
                     "feature_spec_hash": spec_hash,
-                    "time_range": {"start": "2015-01-01", "end": "2025-12-31"},
+                    "time_range": {"start": "2015-01-01", "end": "2026-12-31"},
                     "form": "pseudonymised",
                 }
                 for h in sites

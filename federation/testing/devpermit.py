@@ -73,7 +73,7 @@ def build_permit_world(
                     "holder": h,
                     "datasets": ["ehr"],
                     "feature_spec_hash": spec_hash,
-                    "time_range": {"start": "2015-01-01", "end": "2025-12-31"},
+                    "time_range": {"start": "2015-01-01", "end": "2026-12-31"},
                     "form": "anonymised",
                 }
                 for h in holders
