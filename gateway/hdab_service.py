@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.audit_wiring import AuditComponents, metered
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
+from gateway.hdab_cosigned import cosigned_routes
 from gateway.http.app import (
     CONFIG_KEY,
     LOG_TAIL_KEY,
@@ -46,6 +47,7 @@ from gateway.http.routing import (
     signed,
 )
 from gateway.keystore import KeyRing, load_or_create_private_key
+from gateway.status_push import install_pusher, notify, status_list_response
 from permits.hdab import HdabService
 from permits.jose import parse_jws
 
@@ -153,6 +155,7 @@ async def post_issue(request: web.Request) -> web.Response:
     issued = await _db(
         request, lambda: _hdab(request).issue(app_id, nbf=nbf, conditions=conditions)
     )
+    notify(request.app)
     return json_response(
         _issued(issued), status=201, headers={"Location": f"/permits/{issued.jti}"}
     )
@@ -184,6 +187,7 @@ async def post_amend(request: web.Request) -> web.Response:
         raise ValidationError("'changes' must be a non-empty object of top-level permit fields")
     jti = request.match_info["jti"]
     issued = await _db(request, lambda: _hdab(request).amend(jti, changes))
+    notify(request.app)
     return json_response(_issued(issued))
 
 
@@ -192,6 +196,7 @@ async def post_revoke(request: web.Request) -> web.Response:
     reason = field_str(body, "reason")
     jti = request.match_info["jti"]
     version = await _db(request, lambda: _hdab(request).revoke(jti, reason))
+    notify(request.app)  # pushed to the hospital gateways at once
     return json_response({"jti": jti, "status": "revoked", "status_list_version": version})
 
 
@@ -210,7 +215,7 @@ async def get_status_list(request: web.Request) -> web.Response:
     token = await _db(request, lambda: _hdab(request).status_list())
     if token is None:
         raise NotFoundError("no status list published yet", code="STATUS_LIST_MISSING")
-    return json_response({"token": token}, headers={"Cache-Control": "no-cache"})
+    return status_list_response(request, token)  # ETag / 304 for conditional polls
 
 
 JWKS_KEY = web.AppKey("ehds_jwks", list)
@@ -406,7 +411,8 @@ def create_hdab_app(
         if entry["kid"] not in {j["kid"] for j in jwks}:
             jwks.append(entry)
     app[JWKS_KEY] = jwks
-    install(app, hdab_routes() + audit_routes())
+    install(app, hdab_routes() + audit_routes() + cosigned_routes())
+    install_pusher(app, config.hdab.push_to, lambda: hdab.key, hdab.status_list)
 
     async def audit_ready() -> None:
         await components.view.checkpoint()
@@ -450,6 +456,7 @@ async def _refresh_status_list(app: web.Application, every: float) -> None:
         await asyncio.sleep(every)
         try:
             version = await view.run_sync(hdab.publish_status_list)
+            notify(app)
             LOG.info(orjson.dumps({"event": "statuslist.refreshed", "version": version}).decode())
         except Exception as exc:  # keep trying: data holders fail closed meanwhile
             LOG.error(

@@ -38,6 +38,7 @@ from gateway.http.routing import (
 )
 from gateway.keystore import KeyRing
 from gateway.node_data import NodeData
+from gateway.node_permits import install_node_permits
 from gateway.supernode import SuperNode
 
 NODE_DATA_KEY = web.AppKey("ehds_node_data", NodeData)
@@ -254,6 +255,7 @@ def create_node_app(
     app[DRY_RUN_SLOTS_KEY] = asyncio.Semaphore(MAX_DRY_RUNS)
     entry_readers = frozenset({"operator", "auditor"})
     install(app, node_routes(config.node.dry_run_roles) + audit_routes(entries_roles=entry_readers))
+    install_node_permits(app, config, components, app[METRICS_KEY])  # status lists, guard
 
     async def audit_ready() -> None:
         await components.view.checkpoint()
