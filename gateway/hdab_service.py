@@ -36,6 +36,8 @@ from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
+from gateway.http.refusals import install_refusal_audit
+from gateway.http.refusals import record_via as _record_via
 from gateway.http.routing import (
     BODY_KEY,
     Param,
@@ -425,6 +427,7 @@ def create_hdab_app(
     add_ready_check(app, "permit_store", store_ready)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
+    install_refusal_audit(app, _record_via(components), components.view.run_sync, {})
     return finish(app)
 
 

@@ -29,6 +29,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, UnavailableError, ValidationError
 from gateway.http.app import add_ready_check
 from gateway.http.metrics import Metrics
+from gateway.http.refusals import AUDITED_KEY
 from gateway.http.routing import RouteSpec, field_str, install, json_body, json_response, signed
 from gateway.status_sync import SYNC_KEY, StatusSync, register_metrics, sync_lifecycle
 from permits.guard import AccessRequest, PermitGuard
@@ -38,8 +39,6 @@ from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
 
 PERMITS_KEY = web.AppKey("ehds_node_permits", object)
-#: set on a request whose refusal the guard already wrote to the audit log
-AUDITED_KEY = web.RequestKey("ehds_refusal_audited", bool)
 
 
 @dataclass

@@ -26,6 +26,8 @@ from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish, wa
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
+from gateway.http.refusals import install_refusal_audit
+from gateway.http.refusals import record_via as _record_via
 from gateway.http.routing import (
     REQUEST_ID_KEY,
     Param,
@@ -265,6 +267,9 @@ def create_node_app(
     add_ready_check(app, "supernode", app[SUPERNODE_KEY].check_ready)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
+    install_refusal_audit(
+        app, _record_via(components), components.view.run_sync, {"site": config.node.site}
+    )
     return finish(app)
 
 

@@ -15,12 +15,13 @@ from fhir_adapters.testing.synthetic import synthetic_spec_document
 from gateway.config import FlowerSettings
 from gateway.node_service import create_node_app
 from gateway.supernode import SuperNode
-from tests.gateway.conftest import Api, Keys, node_config, start
+from tests.gateway.conftest import Api, Keys, decisions_size, node_config, start
 from tests.gateway.test_hdab_api import problem
 
 
 async def audit_size(api: Api) -> int:
-    return int((await (await api.call("GET", "/audit/checkpoint")).json())["size"])
+    """Decisions in the log; refused HTTP requests are audited too, see test_refusals.py."""
+    return await decisions_size(api)
 
 
 async def test_health_ready_and_source_status(node: Api, keys: Keys) -> None:
@@ -98,7 +99,7 @@ async def test_opt_outs_are_excluded_and_small_counts_withheld(
     config = node_config(tmp_path, site_data, EHDS_NODE_OPT_OUT=str(registry))
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         resp = await api.call(
             "POST", "/features/dry-run", key=keys.operator, json={"spec": synthetic_spec_document()}
         )
@@ -115,7 +116,7 @@ async def test_cohort_below_floor_is_refused_and_not_audited(
 ) -> None:
     client = await start(create_node_app(node_config(tmp_path, tiny_site), keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         before = await audit_size(api)
         resp = await api.call(
             "POST", "/features/dry-run", key=keys.user, json={"spec": synthetic_spec_document()}
@@ -248,7 +249,7 @@ async def test_supernode_child_is_started_and_stopped(
     client = await start(
         create_node_app(node_config(tmp_path, site_data), keys=keys.ring(), supernode=supernode)
     )
-    api = Api(client, "site-a")
+    api = Api(client, "site-a", reader=keys.auditor)
     status = await (await api.call("GET", "/flower/status", key=keys.operator)).json()
     assert status["running"] is True and isinstance(status["pid"], int)
     assert (await api.call("GET", "/ready")).status == 200
@@ -268,7 +269,9 @@ async def test_supernode_connect_reports_reachability(
     )
     try:
         status: dict[str, Any] = await (
-            await Api(client, "site-a").call("GET", "/flower/status", key=keys.auditor)
+            await Api(client, "site-a", reader=keys.auditor).call(
+                "GET", "/flower/status", key=keys.auditor
+            )
         ).json()
         assert status["superlink_reachable"] is True
     finally:
@@ -323,7 +326,7 @@ async def test_dry_runs_are_for_operators_by_default(
     assert config.node.dry_run_roles == ("operator",)
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         spec = {"spec": synthetic_spec_document()}
         await problem(
             await api.call("POST", "/features/dry-run", key=keys.user, json=spec),
@@ -369,7 +372,7 @@ async def test_network_source_status_reads_the_capability_statement(
     )
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         status = await (await api.call("GET", "/fhir/status", key=keys.operator)).json()
         assert status["reachable"] is True
         assert status["capability"]["release"] == "R4"
