@@ -46,7 +46,6 @@ class NodePermits:
     sync: StatusSync | None
     guard: PermitGuard | None
     audit: AuditComponents
-    refused_at_start: tuple[str, ...] = ()
 
 
 def trust_list_path(config: GatewayConfig) -> Path | None:
@@ -72,7 +71,7 @@ def build_node_permits(config: GatewayConfig, audit: AuditComponents) -> NodePer
     sync = StatusSync(
         store, config.data_dir / "status_lists", issuers, poll_seconds=settings.poll_seconds
     )
-    refused = tuple(sync.load_folder())
+    sync.load_folder()
     guard = PermitGuard(
         config.node.site,
         PermitVerifier(trust),
@@ -81,7 +80,7 @@ def build_node_permits(config: GatewayConfig, audit: AuditComponents) -> NodePer
         replay=state,
         ledger=state,
     )
-    return NodePermits(sync, guard, audit, refused)
+    return NodePermits(sync, guard, audit)
 
 
 def _permits(request: web.Request) -> NodePermits:
@@ -133,6 +132,8 @@ async def post_check(request: web.Request) -> web.Response:
         operation=operation,  # type: ignore[arg-type]
         params=params,
     )
+    assert permits.sync is not None
+    permits.sync.check_refused()  # an old list put back at restart: refused, with its reason
     decision = await permits.audit.view.run_sync(lambda: guard.decide(access))
     if not decision.allowed:  # already in the audit log, written by the guard
         request[AUDITED_KEY] = True

@@ -65,6 +65,9 @@ class StatusSync:
     timeout: float = 10.0
     on_accept: list[Callable[[StatusList], None]] = field(default_factory=list)
     state: dict[str, IssuerState] = field(default_factory=dict)
+    #: HDAB -> reason its list on disk was refused at start (e.g. status_list_rollback);
+    #: every check fails with it until a valid list of that HDAB is accepted
+    refused: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -75,23 +78,31 @@ class StatusSync:
     def accept(self, token: str) -> StatusList:
         """Verify and hold a list; persist the token for the ClientApp. Raises on refusal."""
         status = self.store.update(token)
-        if status.iss not in self.state and self.issuers:
-            # a trusted HDAB we do not poll: held (it may have co-signed), not polled
-            LOG.info(orjson.dumps({"event": "statuslist.unpolled_issuer"}).decode())
+        self.refused.pop(status.iss, None)
         self._write(status.iss, token.strip())
         for hook in self.on_accept:
             hook(status)
         return status
 
-    def load_folder(self) -> list[str]:
-        """At start: the lists written before a restart (refusals keep their reason)."""
-        refused: list[str] = []
+    def load_folder(self) -> dict[str, str]:
+        """At start: the lists kept before a restart; a refused one keeps its reason.
+
+        A list older than the version floor persisted in the guard state (someone
+        put back an old file) is refused with ``status_list_rollback``, and every
+        check fails with that reason until a newer list of that HDAB arrives.
+        """
         for path in sorted(self.folder.glob("*.jws")):
             try:
                 self.store.update(path.read_text().strip())
             except (OSError, VerificationError) as exc:
-                refused.append(getattr(exc, "reason", ReasonCode.STATUS_LIST_INVALID).value)
-        return refused
+                reason = getattr(exc, "reason", ReasonCode.STATUS_LIST_INVALID)
+                self.refused[_issuer_hint(path)] = reason.value
+        return dict(self.refused)
+
+    def check_refused(self) -> None:
+        """Raise with the reason a list was refused at start, while it stands."""
+        for reason in self.refused.values():
+            raise VerificationError(ReasonCode(reason), "status list refused at start")
 
     def _write(self, hdab: str, token: str) -> None:
         current = self.store.token(hdab)
@@ -155,6 +166,7 @@ class StatusSync:
     # -- readiness and metrics ----------------------------------------------------------
     def check(self, now: float | None = None) -> None:
         """Raise with the precise reason unless every configured HDAB's list is held and fresh."""
+        self.check_refused()
         now = time.time() if now is None else now
         held = {i.hdab: i for i in self.store.info(now)}
         for hdab in self.state:
@@ -184,6 +196,11 @@ class StatusSync:
                 }
             )
         return out
+
+
+def _issuer_hint(path: Path) -> str:
+    """The HDAB a refused file belongs to: its name (files are written as ``<hdab>.jws``)."""
+    return path.stem
 
 
 class _PollError(Exception):
