@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOCK   := requirements/lock.txt
 STAMP  := $(VENV)/.synced
-PACKAGES := audit_chain permits fhir_adapters federation gateway
+PACKAGES := trust audit_chain permits fhir_adapters federation gateway
 PYTEST_ARGS ?=
 
 export FLWR_TELEMETRY_ENABLED := 0

@@ -29,10 +29,10 @@ from audit_chain.checkpoint import (
 )
 from audit_chain.errors import AuditError, AuditSchemaError
 from audit_chain.events import EVENT_TYP, Event, build_event, sign_event, verify_event
-from audit_chain.keys import EventSigner, TrustedKey, TrustStore
 from audit_chain.log import AuditLog, Entry
 from audit_chain.merkle import verify_consistency, verify_inclusion
 from audit_chain.schema import EVENT_SCHEMAS
+from audit_chain.signers import EventSigner, TrustedKey, TrustStore
 from audit_chain.sink import SignedLogSink
 from audit_chain.verify import VerifyReport, verify_log
 

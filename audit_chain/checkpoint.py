@@ -39,9 +39,9 @@ from audit_chain.errors import (
     AuditRollbackError,
 )
 from audit_chain.events import utc_now
-from audit_chain.jws import parse_compact, verify_compact
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.schema import HASH, MAX_COUNT, SCHEMA_VERSION, check_time, is_identifier
+from audit_chain.signers import EventSigner, TrustStore, parse_token, verify_token
+from trust import canonical_json
 
 CHECKPOINT_TYP = "ehds-checkpoint+jws"
 CHECKPOINT_KEYS = frozenset({"v", "origin", "size", "root", "time"})
@@ -99,7 +99,7 @@ def sign_checkpoint(
         "root": root_text(root),
         "time": when,
     }
-    token = signer.sign(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), CHECKPOINT_TYP)
+    token = signer.sign(canonical_json(payload), CHECKPOINT_TYP)
     return Checkpoint(origin, size, root, when, signer.kid, token)
 
 
@@ -121,7 +121,7 @@ def _from_payload(raw: bytes, kid: str, token: str) -> Checkpoint:
         when = check_time(p["time"])
     except AuditError as exc:
         raise AuditCheckpointError(str(exc)) from exc
-    if orjson.dumps(p, option=orjson.OPT_SORT_KEYS) != raw:
+    if canonical_json(p) != raw:
         raise AuditCheckpointError("checkpoint payload is not canonical JSON")
     return Checkpoint(p["origin"], size, parse_root(p["root"]), when, kid, token)
 
@@ -129,12 +129,10 @@ def _from_payload(raw: bytes, kid: str, token: str) -> Checkpoint:
 def parse_checkpoint(token: str | bytes) -> Checkpoint:
     """Decode a checkpoint WITHOUT checking its signature (display only)."""
     try:
-        parsed = parse_compact(token)
+        parsed = parse_token(token, CHECKPOINT_TYP)
     except AuditError as exc:
         raise AuditCheckpointError(f"malformed checkpoint: {exc}") from exc
-    if parsed.header["typ"] != CHECKPOINT_TYP:
-        raise AuditCheckpointError(f"not a checkpoint (typ must be {CHECKPOINT_TYP})")
-    return _from_payload(parsed.payload, parsed.header["kid"], parsed.token)
+    return _from_payload(parsed.payload, parsed.kid, parsed.token)
 
 
 def verify_checkpoint(
@@ -150,7 +148,7 @@ def verify_checkpoint(
     ``AUDIT_UNKNOWN_KEY``, ``AUDIT_ALG_MISMATCH``); everything else is
     ``AUDIT_BAD_CHECKPOINT``.
     """
-    parsed, key = verify_compact(token, trust, CHECKPOINT_TYP)
+    parsed, key = verify_token(token, trust, CHECKPOINT_TYP)
     cp = _from_payload(parsed.payload, key.kid, parsed.token)
     if origin is not None and cp.origin != origin:
         raise AuditCheckpointError("checkpoint is for another log (origin differs)")

@@ -8,8 +8,10 @@ never event contents (which could, if a producer misbehaved, hold personal data)
 
 from __future__ import annotations
 
+from trust import TrustError
 
-class AuditError(Exception):
+
+class AuditError(TrustError):
     """Base class: everything the audit chain raises on purpose."""
 
     code: str = "AUDIT_ERROR"
@@ -29,6 +31,12 @@ class AuditKeyError(AuditError):
     """A malformed key, or a key the trust store does not know."""
 
     code = "AUDIT_UNKNOWN_KEY"
+
+
+class AuditKeyUseError(AuditKeyError):
+    """A key declared for another use (e.g. a witness key signing an audit event)."""
+
+    code = "AUDIT_KEY_USE"
 
 
 class AuditAlgorithmError(AuditError):
@@ -99,6 +107,7 @@ __all__ = [
     "AuditError",
     "AuditForkError",
     "AuditKeyError",
+    "AuditKeyUseError",
     "AuditProofError",
     "AuditRangeError",
     "AuditRollbackError",

@@ -1,7 +1,7 @@
 """Signed events: a schema-checked v1 payload in a compact JWS signed by its actor.
 
 The log's leaves are the exact ASCII bytes of these tokens. Payload JSON is
-canonical (sorted keys, no whitespace) so the same event always has the same
+canonical (RFC 8785, :func:`trust.canonical_json`) so the same event always has the same
 bytes, and the payload's ``actor`` must name the key that signed it.
 
     token = sign_event(signer, "permit.issued", subject={"permit": jti},
@@ -19,9 +19,16 @@ from typing import Any
 import orjson
 
 from audit_chain.errors import AuditActorError, AuditSchemaError
-from audit_chain.jws import Compact, parse_compact, verify_compact
-from audit_chain.keys import EventSigner, TrustedKey, TrustStore
 from audit_chain.schema import SCHEMA_VERSION, check_payload
+from audit_chain.signers import (
+    EventSigner,
+    Token,
+    TrustedKey,
+    TrustStore,
+    parse_token,
+    verify_token,
+)
+from trust import TrustError, canonical_json
 
 EVENT_TYP = "ehds-audit-event+jws"
 
@@ -54,7 +61,10 @@ class Event:
         }
 
     def payload_bytes(self) -> bytes:
-        return orjson.dumps(self.to_payload(), option=orjson.OPT_SORT_KEYS)
+        try:
+            return canonical_json(self.to_payload())
+        except TrustError as exc:
+            raise AuditSchemaError(f"event has no canonical form: {exc}") from None
 
     @classmethod
     def from_payload(cls, payload: object) -> Event:
@@ -107,7 +117,7 @@ def sign_event(
     return signer.sign(event.payload_bytes(), EVENT_TYP)
 
 
-def _payload_event(parsed: Compact) -> Event:
+def _payload_event(parsed: Token) -> Event:
     try:
         payload = orjson.loads(parsed.payload)
     except orjson.JSONDecodeError as exc:
@@ -116,18 +126,15 @@ def _payload_event(parsed: Compact) -> Event:
     if event.payload_bytes() != parsed.payload:
         # duplicate keys, whitespace or key order would let two parsers read one signed
         # event differently, and give one event several byte forms (several leaves)
-        raise AuditSchemaError("event payload is not canonical JSON (sorted keys, no whitespace)")
-    if event.kid != parsed.header["kid"]:
+        raise AuditSchemaError("event payload is not canonical JSON (RFC 8785)")
+    if event.kid != parsed.kid:
         raise AuditActorError("payload actor.kid is not the key that signed the event")
     return event
 
 
 def parse_event(token: str | bytes) -> Event:
     """Shape and schema check without signature verification (what ``append`` enforces)."""
-    parsed = parse_compact(token)
-    if parsed.header["typ"] != EVENT_TYP:
-        raise AuditSchemaError(f"not an audit event (typ must be {EVENT_TYP})")
-    return _payload_event(parsed)
+    return _payload_event(parse_token(token, EVENT_TYP))
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class VerifiedEvent:
 
 def verify_event(token: str | bytes, trust: TrustStore) -> VerifiedEvent:
     """Verify signature (pinned alg), schema and that the actor owns the signing key."""
-    parsed, key = verify_compact(token, trust, EVENT_TYP)
+    parsed, key = verify_token(token, trust, EVENT_TYP)
     event = _payload_event(parsed)
     if event.org != key.org:
         raise AuditActorError(f"payload actor.org is not the owner of key {key.kid}")

@@ -26,9 +26,9 @@ from fhir.resources.R4B.auditevent import AuditEvent
 
 from audit_chain.checkpoint import root_text
 from audit_chain.events import Event, parse_event, verify_event
-from audit_chain.keys import TrustStore
 from audit_chain.log import AuditLog, Entry
 from audit_chain.schema import DETAIL_KINDS, Kind
+from audit_chain.signers import TrustStore
 
 BASE = "https://ehds-gateway.eu/fhir"
 TYPE_SYSTEM = f"{BASE}/CodeSystem/audit-event-type"

@@ -26,8 +26,8 @@ from audit_chain import merkle
 from audit_chain.checkpoint import Checkpoint, parse_checkpoint, sign_checkpoint
 from audit_chain.errors import AuditConfigError, AuditRangeError
 from audit_chain.events import Event, parse_event, verify_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.schema import is_identifier
+from audit_chain.signers import EventSigner, TrustStore
 from audit_chain.storage import LogStore, StoredEntry, redact_url
 
 

@@ -21,17 +21,10 @@ from datetime import datetime
 from enum import Enum
 
 from audit_chain.errors import AuditSchemaError
+from trust.identifiers import CODE, HASH, IDENTIFIER, KID, is_identifier, is_kid
 
 SCHEMA_VERSION = 1
 
-IDENTIFIER = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-"""Subject values and organisation ids: identifiers, never names or patient ids."""
-CODE = re.compile(r"[a-z0-9_.:-]{1,64}")
-"""Reason, purpose, operation and strategy codes."""
-HASH = re.compile(r"sha256:[0-9a-f]{64}")
-"""Content hashes (permits, feature specs, models, log roots)."""
-KID = re.compile(r"[A-Za-z0-9_-]{43}")
-"""RFC 7638 SHA-256 thumbprint, base64url without padding."""
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 """UTC instant, RFC 3339 with a literal ``Z``."""
 
@@ -117,14 +110,6 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
 
 def _matches(pattern: re.Pattern[str], value: object) -> bool:
     return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-
-def is_identifier(value: object) -> bool:
-    return _matches(IDENTIFIER, value)
-
-
-def is_kid(value: object) -> bool:
-    return _matches(KID, value)
 
 
 def _fits(kind: Kind, value: object) -> bool:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from audit_chain.events import EVENT_TYP, Event, build_event
-from audit_chain.keys import EventSigner
 from audit_chain.log import AuditLog
+from audit_chain.signers import EventSigner
 
 
 class SignedLogSink:

@@ -32,8 +32,8 @@ from audit_chain import merkle
 from audit_chain.checkpoint import Checkpoint, verify_checkpoint
 from audit_chain.errors import AuditError
 from audit_chain.events import verify_event
-from audit_chain.keys import TrustStore
 from audit_chain.log import AuditLog
+from audit_chain.signers import TrustStore
 
 OK = "OK"
 MISSING_ENTRY = "AUDIT_MISSING_ENTRY"

@@ -35,9 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audit_chain import merkle
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.events import sign_event, verify_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import LogStore

@@ -34,13 +34,15 @@ from typing import Any
 
 from jwcrypto.jws import JWS
 
+from permits import TrustList, trusted_key
 from permits.audit import NullSink
 from permits.guard import AccessRequest, PermitGuard
 from permits.hdab import HdabService
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 SPEC = "sha256:" + "ab" * 32
 
@@ -183,10 +185,10 @@ async def _revocation_latency(push: bool, n: int) -> list[float]:
     import orjson
     from aiohttp.test_utils import TestClient, TestServer
 
+    from gateway.client_keys import KeyRing
     from gateway.config import load_config
     from gateway.hdab_service import HDAB_KEY, create_hdab_app
     from gateway.http.client import ServiceClient
-    from gateway.keystore import KeyRing
     from gateway.node_service import create_node_app
     from gateway.status_sync import SYNC_KEY, StatusSync
 

@@ -7,7 +7,6 @@ process: a Ray worker in simulation, a SuperNode's ClientApp in deployment.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,16 +15,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+import trust
 from federation.errors import AccessDeniedError, JobConfigError
 from federation.permit_view import read_permit
 from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
+from permits import TrustList
 from permits.errors import VerificationError
 from permits.guard import AccessRequest, PermitGuard
-from permits.keys import TrustList, load_jwk
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import load_jwk
 
 # --------------------------------------------------------------------- audit sinks
 
@@ -68,7 +69,7 @@ class CheckpointingSink:
     """
 
     def __init__(self, db_url: str, key_path: str, log_id: str = "default") -> None:
-        from audit_chain.keys import EventSigner
+        from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
 
@@ -233,14 +234,6 @@ def request_signer(*, key_path: str, permit_token: str, ttl: int = 300) -> Permi
 # -------------------------------------------------------------------- data sources
 
 
-def spec_digest(spec: Mapping[str, Any]) -> str:
-    """Canonical hash of a spec document (sorted keys, compact)."""
-    return (
-        "sha256:"
-        + hashlib.sha256(orjson.dumps(dict(spec), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    )
-
-
 class ArraySource:
     """Features already computed into an ``.npz`` (``X``, ``y``, ``feature_names``).
 
@@ -265,7 +258,7 @@ class ArraySource:
         Precomputed features without dates (benchmarks) were cut to the permit's
         range by whoever computed them; the ClientApp still counts nothing as excluded.
         """
-        if spec_digest(spec) != spec_hash:
+        if trust.spec_hash(spec) != spec_hash:
             raise AccessDeniedError(
                 "spec document does not match its hash", reason="spec_hash_mismatch"
             )

@@ -7,8 +7,10 @@ codes only.
 
 from __future__ import annotations
 
+from trust import TrustError
 
-class FederationError(Exception):
+
+class FederationError(TrustError):
     """Base class; ``code`` is stable and machine-readable, ``reason`` goes to audit."""
 
     code = "FED_ERROR"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from federation.errors import JobConfigError
 from federation.job import TrainingJob
-from permits.jose import parse_jws
-from permits.model import Permit, sha256_tag
+from permits.model import Permit
+from trust import parse_jws, sha256_tag
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,16 @@ paths and counts only.
 
 from __future__ import annotations
 
+from trust import TrustError
 
-class FhirAdapterError(Exception):
+
+class FhirAdapterError(TrustError):
     """Base class of every error raised by ``fhir_adapters``."""
 
     code: str = "FHIR_ERROR"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+        super().__init__(message, code=code)
 
 
 class FhirPathSyntaxError(FhirAdapterError):

@@ -13,14 +13,13 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from audit_chain import merkle
+from audit_chain import EventSigner, merkle
 from audit_chain.checkpoint import sign_checkpoint
 from audit_chain.events import parse_event, sign_event
-from audit_chain.keys import EventSigner
 from gateway.audit_view import ThreadedAuditView
 from gateway.audit_wiring import AuditComponents, AuditEventExport
 from gateway.config import GatewayConfig
-from gateway.keystore import load_or_create_private_key
+from gateway.service_keys import load_service_key
 
 
 def entry_json(index: int, token: str) -> dict[str, Any]:
@@ -99,8 +98,7 @@ def fhir_exporter(log_id: str) -> AuditEventExport:
 
 
 def signer_for(config: GatewayConfig) -> EventSigner:
-    key = load_or_create_private_key(config.audit_signing_key)
-    return EventSigner(config.org, key.export(private_key=True, as_dict=True))
+    return EventSigner(config.org, load_service_key(config, config.audit_signing_key))
 
 
 def open_audit(config: GatewayConfig) -> AuditComponents:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from audit_chain.keys import EventSigner
+from audit_chain import EventSigner
 from audit_chain.log import AuditLog
 from audit_chain.merkle import NodeId
 from audit_chain.sink import SignedLogSink

@@ -92,10 +92,12 @@ def _permit(
     world: Path, spec_hash: str, sites: tuple[str, ...]
 ) -> tuple[str, Any, Path, Path, Path, list[Any]]:
     """Two HDABs co-sign one cross-border permit; files as each site receives them."""
-    from permits.keys import TrustList, generate_key, thumbprint, trusted_key
+    from permits import TrustList, trusted_key
     from permits.model import Permit
     from permits.signing import cosign_permit, sign_permit
     from permits.statuslist import StatusEntry, build_status_list, sign_status_list
+    from trust import generate_jwk as generate_key
+    from trust import thumbprint
 
     world.mkdir(parents=True, exist_ok=True)
     hdab_keys = [generate_key() for _ in HDABS]
@@ -253,7 +255,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run every step; ``say`` receives one progress line per step."""
-    from audit_chain.keys import EventSigner, TrustStore
+    from audit_chain import EventSigner, TrustStore
     from audit_chain.log import AuditLog
     from audit_chain.verify import verify_log
     from federation.adapters import spec_hash_of

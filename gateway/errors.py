@@ -8,8 +8,10 @@ identifiers, hashes, counts and limits only.
 
 from __future__ import annotations
 
+from trust import TrustError
 
-class GatewayError(Exception):
+
+class GatewayError(TrustError):
     """Base class of everything the gateway refuses."""
 
     code: str = "GATEWAY_ERROR"
@@ -17,9 +19,7 @@ class GatewayError(Exception):
     title: str = "Request refused"
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+        super().__init__(message, code=code)
         if status is not None:
             self.status = status
 

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from gateway.audit_wiring import AuditComponents, metered
+from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
 from gateway.hdab_cosigned import cosigned_routes
@@ -48,10 +49,10 @@ from gateway.http.routing import (
     json_response,
     signed,
 )
-from gateway.keystore import KeyRing, load_or_create_private_key
+from gateway.service_keys import load_service_key
 from gateway.status_push import install_pusher, notify, status_list_response
 from permits.hdab import HdabService
-from permits.jose import parse_jws
+from trust import parse_jws
 
 LOG = logging.getLogger("ehds.hdab")
 HDAB_KEY = web.AppKey("ehds_hdab", HdabService)
@@ -384,7 +385,7 @@ def create_hdab_app(
 ) -> web.Application:
     """The HDAB service; components are built from ``config`` unless given (tests, the demo)."""
     from gateway.audit_backend import open_audit
-    from permits.keys import load_jwk, public_jwk
+    from trust import load_jwk, public_jwk
 
     if config.service != "hdab":
         raise ValueError("create_hdab_app needs a config loaded with service='hdab'")
@@ -394,7 +395,7 @@ def create_hdab_app(
     components, tail = metered(audit if audit is not None else open_audit(config), m)
     app[LOG_TAIL_KEY] = tail
     if hdab is None:
-        signing_key = load_or_create_private_key(config.hdab_signing_key)
+        signing_key = load_service_key(config, config.hdab_signing_key).jwk
         hdab = HdabService(
             _sqlalchemy_url(config.hdab_database),
             hdab_id=config.hdab.id,

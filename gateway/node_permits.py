@@ -32,8 +32,8 @@ from gateway.http.metrics import Metrics
 from gateway.http.refusals import AUDITED_KEY
 from gateway.http.routing import RouteSpec, field_str, install, json_body, json_response, signed
 from gateway.status_sync import SYNC_KEY, StatusSync, register_metrics, sync_lifecycle
+from permits import TrustList
 from permits.guard import AccessRequest, PermitGuard
-from permits.keys import TrustList
 from permits.request import AccessParams
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit_wiring import AuditComponents, metered
+from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.errors import UnavailableError, ValidationError
 from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish, warm_audit_cache
@@ -38,7 +39,6 @@ from gateway.http.routing import (
     query_int,
     signed,
 )
-from gateway.keystore import KeyRing
 from gateway.node_data import NodeData
 from gateway.node_permits import install_node_permits
 from gateway.supernode import SuperNode

@@ -11,7 +11,6 @@ protocol declared here; ``audit_chain`` provides a matching implementation.
 from permits.audit import AuditSink, MemorySink
 from permits.errors import PermitError, VerificationError
 from permits.guard import AccessRequest, Decision, PermitGuard, check_bounds
-from permits.keys import TrustedKey, TrustList, generate_key, load_jwk, thumbprint, trusted_key
 from permits.model import Permit, PermitApplication, permit_json_schema
 from permits.optout import (
     ConsentOptOutRegistry,
@@ -25,7 +24,10 @@ from permits.reasons import ReasonCode
 from permits.request import AccessParams, make_request
 from permits.signing import cosign_permit, sign_permit
 from permits.statuslist import StatusListStore
+from permits.trust_list import TrustedKey, TrustList, trusted_key
 from permits.verify import PermitVerifier, VerifiedPermit
+from trust import generate_jwk as generate_key  # kept in the public API; lives in trust
+from trust import load_jwk, thumbprint
 
 __all__ = [
     "AccessParams",

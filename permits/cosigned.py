@@ -9,23 +9,27 @@ from __future__ import annotations
 
 from jwcrypto import jwk
 
-from permits.errors import HdabStateError, PermitModelError
-from permits.jose import check_header, parse_jws, verify_one
-from permits.keys import alg_for_key, thumbprint
+import trust
+from permits.errors import HdabStateError, PermitModelError, VerificationError
 from permits.model import Permit, parse_permit
 from permits.signing import PERMIT_TYP
+from permits.tokens import reasons
+from trust import KeyUse
 
 
 def check_cosigned(token: str, key: jwk.JWK, hdab_id: str) -> Permit:
     """The permit in ``token`` if ``key`` signed it and it names ``hdab_id`` as co-issuer."""
-    parsed = parse_jws(token)
-    kid = thumbprint(key)
-    ours = [s for s in parsed.signatures if s.header.get("kid") == kid]
-    if len(ours) != 1:
-        raise HdabStateError("the permit carries no signature by this HDAB's key")
-    check_header(ours[0].header, PERMIT_TYP)
-    public = jwk.JWK(**key.export_public(as_dict=True))
-    verify_one(ours[0], parsed.payload, public, alg_for_key(public))
+    public = trust.PublicKey.from_jwk(key, uses={KeyUse.PERMIT})
+    try:
+        with reasons():
+            parsed = trust.parse_jws(token)
+            ours = [s for s in parsed.signatures if s.kid == public.kid]
+            if len(ours) != 1:
+                raise HdabStateError("the permit carries no signature by this HDAB's key")
+            trust.check_header(ours[0].header, PERMIT_TYP)
+            trust.verify_signature(parsed, ours[0], public, use=KeyUse.PERMIT)
+    except VerificationError as exc:
+        raise HdabStateError(f"the permit's signature by this HDAB fails: {exc.reason}") from None
     try:
         permit = parse_permit(parsed.payload)
     except PermitModelError as exc:

@@ -8,17 +8,16 @@ personal data: identifiers, hashes and counts only.
 from __future__ import annotations
 
 from permits.reasons import ReasonCode
+from trust import TrustError
 
 
-class PermitError(Exception):
+class PermitError(TrustError):
     """Base class: anything the permits package refuses."""
 
     code: str = "PERMIT_ERROR"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+        super().__init__(message, code=code)
 
 
 class PermitModelError(PermitError):

@@ -30,19 +30,11 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from permits.audit import AuditSink
 from permits.errors import HdabNotFoundError, HdabPolicyError, HdabStateError, PermitModelError
-from permits.jose import parse_jws
-from permits.keys import thumbprint
-from permits.model import (
-    Fees,
-    Issuer,
-    Permit,
-    PermitApplication,
-    canonical_json,
-    sha256_tag,
-)
+from permits.model import Fees, Issuer, Permit, PermitApplication
 from permits.purposes import purpose_violations
 from permits.signing import sign_permit
 from permits.statuslist import StatusEntry, StatusList, sign_status_list
+from trust import canonical_json, parse_jws, sha256_tag, thumbprint
 
 _REASON = re.compile(r"^[a-z0-9_.:-]{1,64}$")
 DAY = 86400

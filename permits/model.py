@@ -11,21 +11,26 @@ permit is a malformed permit, not something to ignore.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from permits.errors import PermitModelError
 from permits.purposes import PurposeCode
+from trust import (
+    HASH_PATTERN,
+    KID_PATTERN,
+    TrustError,
+    canonical_json,
+    sha256_tag,
+    spec_hash,
+    strict_json,
+)
+from trust import IDENTIFIER_PATTERN as ID_PATTERN
 
-ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
-KID_PATTERN = r"^[A-Za-z0-9_-]{43}$"
-HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
 
 #: Art. 68(12): a permit is valid for at most ten years (leap days included).
@@ -135,6 +140,17 @@ class DataGrant(FrozenModel):
     form: Literal["anonymised", "pseudonymised"] = Field(
         description="Anonymised unless the purpose needs pseudonymised data (Art. 66(2)-(3))."
     )
+
+    def pins_spec(self, document: Mapping[str, Any]) -> bool:
+        """Whether ``document`` is the feature specification this grant pins.
+
+        The hash is :func:`trust.spec_hash` (RFC 8785), the same function
+        ``fhir_adapters`` and ``federation`` use, so all three agree.
+        """
+        try:
+            return spec_hash(document) == self.feature_spec_hash
+        except TrustError:
+            return False
 
 
 class FederatedXGBoost(FrozenModel):
@@ -303,55 +319,6 @@ class Permit(PermitBody):
 
 
 # ---------------------------------------------------------------------------- helpers
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no whitespace: equal content always gives equal bytes and hash."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-
-def sha256_tag(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _no_duplicates(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate member {key!r}")
-        out[key] = value
-    return out
-
-
-def strict_json(data: bytes | str) -> Any:
-    """Parse JSON refusing duplicate members, NaN/Infinity and invalid UTF-8.
-
-    Duplicate members are the classic way to make two parsers see two different
-    documents; a signed object must mean one thing only.
-    """
-
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        fast = orjson.loads(raw)  # refuses NaN/Infinity and invalid UTF-8
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"invalid JSON: {exc}") from None
-    # Fast path: what we sign is canonical JSON; if re-serializing gives the same bytes,
-    # no member can have been dropped, so there was no duplicate.
-    try:
-        if canonical_json(fast) == raw:
-            return fast
-    except TypeError:  # orjson's serializer stops at 254 levels; no permit is that deep
-        raise ValueError("JSON nested too deeply") from None
-
-    def _no_constants(name: str) -> Any:
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    try:
-        return json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
 def parse_permit(payload: bytes) -> Permit:
     """Strictly parse a signed payload into a :class:`Permit` (no type coercion)."""
     try:
@@ -408,10 +375,7 @@ __all__ = [
     "Spe",
     "Strategy",
     "TimeRange",
-    "canonical_json",
     "parse_permit",
     "permit_json_schema",
     "schema_text",
-    "sha256_tag",
-    "strict_json",
 ]

@@ -33,6 +33,7 @@ class ReasonCode(StrEnum):
     SIGNER_UNEXPECTED = "signer_unexpected"
     KEY_NOT_VALID = "key_not_valid"
     KEY_COMPROMISED = "key_compromised"
+    KEY_USE_NOT_ALLOWED = "key_use_not_allowed"
 
     # payload and validity window
     PAYLOAD_INVALID = "payload_invalid"

@@ -24,13 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from jwcrypto import jwk
 from pydantic import Field, ValidationError
 
+import trust
 from permits.errors import VerificationError
-from permits.jose import b64url_encode, check_header, parse_jws, sign_core, verify_one
-from permits.keys import PRIVATE_MEMBERS, Alg, alg_for_key, thumbprint
 from permits.model import (
     FrozenModel,
     Identifier,
@@ -38,10 +36,13 @@ from permits.model import (
     Operation,
     Sha256,
     Strategy,
-    canonical_json,
-    strict_json,
 )
 from permits.reasons import ReasonCode
+from permits.tokens import reasons
+from trust import KeyUse, canonical_json, strict_json
+
+REQUEST_HEADER = trust.jws.BASE_HEADER | {"jwk"}
+"""A request carries its public key (DPoP style), trusted only via the permit's kid list."""
 
 REQUEST_TYP = "ehds-request+jws"
 MAX_REQUEST_WINDOW = 300
@@ -123,18 +124,18 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(24)
 
 
-def sign_request(key: jwk.JWK, claims: RequestClaims) -> str:
+def sign_request(key: jwk.JWK | trust.SigningKey, claims: RequestClaims) -> str:
     """Compact JWS with the requester's public key in the protected header."""
-    public = {
-        k: v for k, v in key.export_public(as_dict=True).items() if k in ("kty", "crv", "x", "y")
-    }
+    signer = trust.signing_key(key, uses={KeyUse.REQUEST})
     payload = canonical_json(claims.model_dump(mode="json", exclude_none=True))
-    protected, signature = sign_core(payload, key, {"typ": REQUEST_TYP, "jwk": public})
-    return f"{protected}.{b64url_encode(payload)}.{signature}"
+    with reasons():
+        return trust.sign_compact(
+            payload, signer, REQUEST_TYP, use=KeyUse.REQUEST, extra={"jwk": signer.public.jwk}
+        )
 
 
 def make_request(
-    key: jwk.JWK,
+    key: jwk.JWK | trust.SigningKey,
     *,
     permit: str,
     permit_hash: str,
@@ -162,19 +163,18 @@ def make_request(
 
 
 @functools.lru_cache(maxsize=1024)
-def _key_from_json(canonical: bytes) -> tuple[jwk.JWK, str, Alg]:
-    key = jwk.JWK(**orjson.loads(canonical))
-    alg = alg_for_key(key)
-    key.get_op_key("verify")  # build (and let jwcrypto keep) the public key object once
-    return key, thumbprint(key), alg
+def _key_from_json(canonical: bytes) -> trust.PublicKey:
+    return trust.PublicKey.from_jwk(canonical.decode("utf-8"), uses={KeyUse.REQUEST})
 
 
-def _requester_key(raw: Mapping[str, Any]) -> tuple[jwk.JWK, str, Alg]:
-    """JWK, thumbprint and algorithm of a request key, cached by its exact members.
+def _requester_key(raw: Mapping[str, Any]) -> trust.PublicKey:
+    """The request key (declared for ``request``), cached by its exact members.
 
     Requests from the same person repeat the same key; building a JWK and its
     thumbprint is most of a cached guard decision otherwise.
     """
+    if trust.PRIVATE_MEMBERS & raw.keys():
+        raise VerificationError(ReasonCode.REQUEST_MALFORMED, "request header needs a public jwk")
     try:
         return _key_from_json(canonical_json(dict(raw)))
     except Exception:
@@ -183,6 +183,7 @@ def _requester_key(raw: Mapping[str, Any]) -> tuple[jwk.JWK, str, Alg]:
 
 _REMAP = {
     ReasonCode.TOKEN_MALFORMED: ReasonCode.REQUEST_MALFORMED,
+    ReasonCode.KID_UNKNOWN: ReasonCode.REQUEST_MALFORMED,  # requests name no stored key
     ReasonCode.TYPE_MISMATCH: ReasonCode.REQUEST_MALFORMED,
     ReasonCode.PAYLOAD_INVALID: ReasonCode.REQUEST_MALFORMED,
     ReasonCode.SIGNATURE_INVALID: ReasonCode.REQUEST_SIGNATURE_INVALID,
@@ -219,24 +220,27 @@ def _verify_request(
     leeway: int,
     replay: ReplayStore,
 ) -> VerifiedRequest:
-    parsed = parse_jws(token)
-    if parsed.serialization != "compact":
-        raise VerificationError(ReasonCode.REQUEST_MALFORMED, "requests are compact JWS")
-    sig = parsed.signatures[0]
-    alg = check_header(sig.header, REQUEST_TYP, allow_jwk=True)
+    with reasons():
+        parsed = trust.parse_jws(token)
+        if parsed.serialization != "compact":
+            raise VerificationError(ReasonCode.REQUEST_MALFORMED, "requests are compact JWS")
+        sig = parsed.signatures[0]
+        alg = trust.check_header(sig.header, REQUEST_TYP, allowed=REQUEST_HEADER)
     raw_jwk = sig.header.get("jwk")
-    if not isinstance(raw_jwk, dict) or PRIVATE_MEMBERS & raw_jwk.keys():
+    if not isinstance(raw_jwk, dict):
         raise VerificationError(ReasonCode.REQUEST_MALFORMED, "request header needs a public jwk")
-    key, kid, key_alg = _requester_key(raw_jwk)
+    key = _requester_key(raw_jwk)
+    kid = key.kid
     if sig.header.get("kid") != kid:
         raise VerificationError(
             ReasonCode.REQUEST_MALFORMED, "request kid is not the jwk's thumbprint"
         )
     if kid not in allowed_kids:
         raise VerificationError(ReasonCode.REQUESTER_NOT_AUTHORISED, "key not bound to the permit")
-    if alg != key_alg:
+    if alg != key.alg:
         raise VerificationError(ReasonCode.ALG_MISMATCH, "alg does not fit the key")
-    verify_one(sig, parsed.payload, key, key_alg)
+    with reasons():
+        trust.verify_signature(parsed, sig, key, use=KeyUse.REQUEST)
     try:
         strict_json(parsed.payload)
         claims = RequestClaims.model_validate_json(parsed.payload, strict=True)

@@ -22,19 +22,11 @@ from jwcrypto import jwk
 from pydantic import Field, ValidationError
 
 from permits.errors import VerificationError
-from permits.jose import ParsedSignature, parse_jws, sign_compact, verify_all
-from permits.keys import TrustList
-from permits.model import (
-    ID_PATTERN,
-    FrozenModel,
-    Identifier,
-    NumericDate,
-    Sha256,
-    canonical_json,
-    sha256_tag,
-    strict_json,
-)
+from permits.model import ID_PATTERN, FrozenModel, Identifier, NumericDate, Sha256
 from permits.reasons import ReasonCode
+from permits.tokens import sign_compact, verify_hdab_token
+from permits.trust_list import TrustList
+from trust import KeyUse, SigningKey, canonical_json, sha256_tag, strict_json
 
 STATUS_TYP = "ehds-statuslist+jws"
 DEFAULT_MAX_AGE = 3600
@@ -59,29 +51,23 @@ class StatusList(FrozenModel):
         return sum(1 for e in self.entries.values() if e.status == "revoked")
 
 
-def sign_status_list(status: StatusList, key: jwk.JWK) -> str:
+def sign_status_list(status: StatusList, key: jwk.JWK | SigningKey) -> str:
     return sign_compact(
-        canonical_json(status.model_dump(mode="json", exclude_none=True)), key, STATUS_TYP
+        canonical_json(status.model_dump(mode="json", exclude_none=True)),
+        key,
+        STATUS_TYP,
+        KeyUse.STATUS,
     )
 
 
 def parse_status_list(token: str, trust: TrustList) -> StatusList:
     """Verify a status list token against the trust list and parse it."""
 
-    def lookup(sig: ParsedSignature) -> tuple[jwk.JWK, str]:
-        trusted = trust.get(str(sig.header.get("kid")))
-        if trusted is None:
-            raise VerificationError(ReasonCode.KID_UNKNOWN)
-        if sig.header.get("alg") != trusted.alg:
-            raise VerificationError(ReasonCode.ALG_MISMATCH)
-        return trusted.key, trusted.alg
-
-    parsed = parse_jws(token)
-    if len(parsed.signatures) != 1:
+    parsed, signers = verify_hdab_token(token, trust, typ=STATUS_TYP, use=KeyUse.STATUS)
+    if len(signers) != 1:
         raise VerificationError(
             ReasonCode.TOKEN_MALFORMED, "a status list has exactly one signature"
         )
-    verify_all(parsed, STATUS_TYP, lookup)
     try:
         strict_json(parsed.payload)
         status = StatusList.model_validate_json(parsed.payload, strict=True)
@@ -89,8 +75,7 @@ def parse_status_list(token: str, trust: TrustList) -> StatusList:
         raise VerificationError(ReasonCode.PAYLOAD_INVALID, "status list payload invalid") from None
     if any(not _valid_id(k) for k in status.entries):
         raise VerificationError(ReasonCode.PAYLOAD_INVALID, "status list entry id invalid")
-    signer = trust.get(str(parsed.signatures[0].header["kid"]))
-    assert signer is not None
+    (signer,) = signers
     if signer.hdab != status.iss:
         raise VerificationError(ReasonCode.SIGNER_UNEXPECTED, "status list signed by another HDAB")
     signer.check_signed_at(status.iat)

@@ -18,14 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from jwcrypto import jwk
-
 from permits.errors import PermitModelError, VerificationError
-from permits.jose import ParsedSignature, parse_jws, verify_all
-from permits.keys import TrustedKey, TrustList
-from permits.model import Permit, parse_permit, sha256_tag
+from permits.model import Permit, parse_permit
 from permits.reasons import ReasonCode
 from permits.signing import PERMIT_TYP
+from permits.tokens import verify_hdab_token
+from permits.trust_list import TrustedKey, TrustList
+from trust import KeyUse, sha256_tag
 
 DEFAULT_LEEWAY = 30
 Clock = Callable[[], float]
@@ -57,27 +56,13 @@ class PermitVerifier:
         self.leeway = leeway
         self.clock = clock
 
-    def _lookup(self, sig: ParsedSignature) -> tuple[jwk.JWK, str]:
-        trusted = self.trust.get(str(sig.header.get("kid")))
-        if trusted is None:
-            raise VerificationError(ReasonCode.KID_UNKNOWN, "kid not in the trust list")
-        if sig.header.get("alg") != trusted.alg:
-            raise VerificationError(
-                ReasonCode.ALG_MISMATCH, "alg differs from the one pinned for this kid"
-            )
-        return trusted.key, trusted.alg
-
     def verify_signatures(self, token: str | bytes) -> VerifiedPermit:
         """Everything that depends only on the token and the trust list."""
-        parsed = parse_jws(token)
-        sigs = verify_all(parsed, PERMIT_TYP, self._lookup)
+        parsed, signers = verify_hdab_token(token, self.trust, typ=PERMIT_TYP, use=KeyUse.PERMIT)
         try:
             permit = parse_permit(parsed.payload)
         except PermitModelError as exc:
             raise VerificationError(ReasonCode.PAYLOAD_INVALID, str(exc)) from None
-        signers = tuple(
-            t for t in (self.trust.get(str(s.header["kid"])) for s in sigs) if t is not None
-        )
         required = permit.required_issuers()
         signed_by = {s.hdab for s in signers}
         if signed_by - required:

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"audit_chain", "permits", "fhir_adapters", "federation", "gateway"}
+OURS = {"trust", "audit_chain", "permits", "fhir_adapters", "federation", "gateway"}
 ALLOWED: dict[str, set[str]] = {
-    "audit_chain": set(),
-    "permits": set(),
-    "fhir_adapters": set(),
-    "federation": {"audit_chain", "permits", "fhir_adapters"},
+    "trust": set(),
+    "audit_chain": {"trust"},
+    "permits": {"trust"},
+    "fhir_adapters": {"trust"},
+    "federation": {"trust", "audit_chain", "permits", "fhir_adapters"},
     "gateway": OURS - {"gateway"},
 }
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import orjson
 
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
+from permits import TrustList, trusted_key
 from permits.model import Permit
 from permits.signing import sign_permit
 from permits.statuslist import StatusEntry, build_status_list, sign_status_list
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 
 @dataclass(frozen=True)

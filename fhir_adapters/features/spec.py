@@ -5,9 +5,9 @@ every site must compute exactly the same features. The specification is one
 JSON document (``specVersion`` 1) holding SQL-on-FHIR v2 ViewDefinitions,
 optional ConceptMaps, and a recipe naming, per feature, which view rows count
 (codes), how they are aggregated over which window around the index date, and
-in which unit. :meth:`FeatureSpec.canonical_hash` is computed over a canonical
-JSON form (RFC 8785 style: sorted keys, no insignificant whitespace, UTF-8,
-integral numbers without a fraction) and is what a permit pins.
+in which unit. :meth:`FeatureSpec.canonical_hash` is :func:`trust.spec_hash`
+(SHA-256 of the RFC 8785 canonical JSON), the one function permits and
+``federation`` use too, and is what a permit pins.
 
 Everything is checked here, before any data is read: unknown keys, unknown
 views or columns, aggregations, windows, duplicate feature names, and each
@@ -33,7 +33,6 @@ Shape (see ``docs/features.md`` for the full reference)::
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 
 import orjson
 
+import trust
 from fhir_adapters.conceptmap import ConceptMapIndex
 from fhir_adapters.errors import ConceptMapError, FeatureSpecError, FhirAdapterError
 
@@ -56,11 +56,11 @@ EVENT_ROLES = ("patient", "time", "system", "code", "value", "unit")
 Coding = tuple[str, str]
 
 
-# ---------------------------------------------------------------- canonical JSON
+# ---------------------------------------------------------------- JSON values
 
 
 def _canonical_value(value: Any) -> Any:
-    """Numbers as RFC 8785 would print them: 1.0 -> 1; NaN/inf are refused."""
+    """A plain JSON value: integral floats as ints (so ``1.0`` parses like ``1``); NaN/inf refused."""
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
@@ -77,8 +77,11 @@ def _canonical_value(value: Any) -> Any:
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: byte-identical for equal documents."""
-    return orjson.dumps(_canonical_value(document), option=orjson.OPT_SORT_KEYS)
+    """RFC 8785 bytes of a specification document (:func:`trust.canonical_json`)."""
+    try:
+        return trust.canonical_json(_canonical_value(document))
+    except trust.TrustError as exc:
+        raise FeatureSpecError(f"specification has no canonical form: {exc}") from None
 
 
 # ---------------------------------------------------------------- parsed recipe
@@ -255,8 +258,11 @@ class FeatureSpec:
         return canonical_json(self.document)
 
     def canonical_hash(self) -> str:
-        """``sha256:<hex>`` of the canonical JSON: what a data permit pins."""
-        return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
+        """:func:`trust.spec_hash` of the document: what a data permit pins."""
+        try:
+            return trust.spec_hash(self.document)
+        except trust.TrustError as exc:
+            raise FeatureSpecError(f"specification has no canonical form: {exc}") from None
 
     def to_json(self, *, indent: bool = True) -> bytes:
         opt = orjson.OPT_INDENT_2 if indent else 0

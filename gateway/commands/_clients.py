@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gateway.client_keys import ROLES, KeyRing, client_key
 from gateway.errors import ConfigError
-from gateway.keystore import ROLES, KeyRing, client_key
 
 
 def _load(path: Path) -> KeyRing:
@@ -49,7 +49,7 @@ def _add(args: argparse.Namespace) -> int:
         raise ConfigError("the key file must hold one JWK object")
     entry = client_key(item, org=args.org, roles=args.role)
     ring = _load(path)
-    ring.add(entry.key, org=entry.org, roles=entry.roles)
+    ring.add(entry.public, org=entry.org, roles=entry.roles)
     _write(path, ring)
     out = {"kid": entry.kid, "org": entry.org, "roles": sorted(entry.roles), "clients": str(path)}
     print(

@@ -14,10 +14,10 @@ import json
 import sys
 from typing import Any
 
+from audit_chain import EventSigner, TrustStore
 from audit_chain.checkpoint import CheckpointVerifier
 from audit_chain.errors import AuditConfigError, AuditError
 from audit_chain.fhir_export import export_audit_events
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.storage import LogStore
 from audit_chain.verify import verify_log

@@ -15,8 +15,11 @@ from typing import Any
 
 import orjson
 
+from permits import trusted_key
 from permits.errors import PermitKeyError
-from permits.keys import alg_for_key, generate_key, load_jwk, public_jwk, thumbprint, trusted_key
+from trust import alg_for as alg_for_key
+from trust import generate_jwk as generate_key
+from trust import load_jwk, public_jwk, thumbprint
 
 
 def register(subparsers: Any) -> None:

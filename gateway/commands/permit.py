@@ -22,14 +22,13 @@ from typing import Any
 
 import orjson
 
+from permits import TrustList
 from permits.errors import PermitError, VerificationError
 from permits.hdab import HdabService
-from permits.jose import parse_jws
-from permits.keys import TrustList, load_jwk
-from permits.model import sha256_tag
 from permits.reasons import ReasonCode
 from permits.statuslist import StatusListStore
 from permits.verify import DEFAULT_LEEWAY, PermitVerifier
+from trust import load_jwk, parse_jws, sha256_tag
 
 EXIT_INVALID = 1
 
@@ -147,7 +146,7 @@ class _LogSink:
     """``audit_chain.sink.SignedLogSink`` on the HDAB's audit log, signed with the HDAB key."""
 
     def __init__(self, url: str, org: str, key_path: Path) -> None:
-        from audit_chain.keys import EventSigner
+        from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
 

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.audit_wiring import LogTail
+from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
@@ -33,7 +34,6 @@ from gateway.http.middleware import (
 )
 from gateway.http.openapi import build_openapi
 from gateway.http.routing import SPECS_KEY, RouteSpec, install, json_response
-from gateway.keystore import KeyRing
 
 ReadyCheck = Callable[[], Awaitable[None]]
 CONFIG_KEY = web.AppKey("ehds_config", GatewayConfig)

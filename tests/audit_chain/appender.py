@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from audit_chain.keys import EventSigner
+from audit_chain import EventSigner
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import and_, update
 
-from audit_chain import merkle
-from audit_chain.keys import EventSigner, TrustStore
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import ENTRIES

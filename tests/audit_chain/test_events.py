@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jwcrypto import jwk, jws
 
-from audit_chain import schema
+from audit_chain import EventSigner, TrustStore, schema
 from audit_chain.errors import (
     AuditActorError,
     AuditAlgorithmError,
@@ -17,14 +17,20 @@ from audit_chain.errors import (
     AuditSchemaError,
     AuditSignatureError,
 )
-from audit_chain.events import EVENT_TYP, build_event, parse_event, sign_event, verify_event
-from audit_chain.jws import b64url_encode
-from audit_chain.keys import EventSigner, TrustStore, thumbprint
+from audit_chain.events import (
+    EVENT_TYP,
+    Event,
+    build_event,
+    parse_event,
+    sign_event,
+    verify_event,
+)
 from tests.audit_chain.conftest import HASH
+from trust import b64url_encode, thumbprint
 
 
-def _build(type: str = "data.extracted", subject: Any = None, details: Any = None) -> None:
-    build_event(
+def _build(type: str = "data.extracted", subject: Any = None, details: Any = None) -> Event:
+    return build_event(
         type,
         org="hospital-a",
         kid="A" * 43,
@@ -41,7 +47,8 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
         "training.site_failed", "model.released",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
-        "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"
+        "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined",
+        "excluded_time_range",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["model.released"] == {
         "model_hash", "rounds", "sites", "checkpoint_size", "checkpoint_root"
@@ -80,17 +87,27 @@ def test_schema_refuses_anything_outside_v1(type: str, subject: Any, details: An
 
 
 def test_valid_payloads_pass() -> None:
-    _build(
+    issued = _build(
         "permit.issued",
         {"permit": "urn:uuid:1-2"},
         {"permit_hash": HASH, "version": 2, "signatures": 2, "supersedes": "P-0"},
     )
-    _build(
+    assert issued.type == "permit.issued"
+    assert dict(issued.subject) == {"permit": "urn:uuid:1-2"}
+    assert dict(issued.details) == {
+        "permit_hash": HASH,
+        "version": 2,
+        "signatures": 2,
+        "supersedes": "P-0",
+    }
+    rnd = _build(
         "training.round",
         {"job": "job-1", "site": "site.a"},
         {"round": 1, "model_hash": HASH, "bytes_sent": 10},
     )
-    _build("statuslist.published", {}, {"status_list_version": 3, "revoked_count": 0})
+    assert dict(rnd.details) == {"round": 1, "model_hash": HASH, "bytes_sent": 10}
+    listed = _build("statuslist.published", {}, {"status_list_version": 3, "revoked_count": 0})
+    assert listed.details["status_list_version"] == 3
 
 
 def test_payload_top_level_is_exact() -> None:
@@ -218,3 +235,21 @@ def test_non_canonical_payload_refused(actor: EventSigner, trust: TrustStore) ->
         with pytest.raises(AuditSchemaError):
             verify_event(actor.sign(variant, EVENT_TYP), trust)
     assert verify_event(actor.sign(canonical, EVENT_TYP), trust).event == event
+
+
+def test_key_declared_for_another_use_is_refused(actor: EventSigner) -> None:
+    """A witness key (or any non-audit key) cannot sign an audit event, even if trusted."""
+    from audit_chain.errors import AuditKeyUseError
+
+    token = sign_event(actor, "access.allowed", subject={"permit": "p-1"}, details={})
+    witness_only = TrustStore()
+    witness_only.add(actor.org, actor.public_jwk(), uses=["witness"])
+    with pytest.raises(AuditKeyUseError) as err:
+        verify_event(token, witness_only)
+    assert err.value.code == "AUDIT_KEY_USE"
+    audit = TrustStore()
+    audit.add(actor.org, actor.public_jwk())  # entries without uses are audit keys
+    assert verify_event(token, audit).event.type == "access.allowed"
+    # a trust store file keeps the declared use
+    again = TrustStore.from_json(witness_only.to_json())
+    assert next(iter(again)).uses == {"witness"}

@@ -9,7 +9,7 @@ from typing import Protocol
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from audit_chain import merkle
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.checkpoint import CheckpointVerifier, verify_checkpoint
 from audit_chain.errors import (
     AuditCheckpointError,
@@ -22,7 +22,6 @@ from audit_chain.errors import (
 )
 from audit_chain.events import sign_event
 from audit_chain.fhir_export import EXT_JWS, export_audit_events
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.verify import verify_log

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from audit_chain.keys import EventSigner, TrustStore
+from audit_chain import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.verify import verify_log
 from tests.conftest import ROOT

@@ -12,11 +12,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import and_, delete, select, update
 
-from audit_chain import merkle
+from audit_chain import EventSigner, TrustStore, merkle
 from audit_chain.checkpoint import CheckpointVerifier
 from audit_chain.errors import AuditForkError, AuditRollbackError
 from audit_chain.events import sign_event
-from audit_chain.keys import EventSigner, TrustStore
 from audit_chain.log import AuditLog
 from audit_chain.sink import SignedLogSink
 from audit_chain.storage import CHECKPOINTS, ENTRIES, HEADS, NODES

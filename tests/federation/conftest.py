@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from federation.adapters import spec_digest
+import trust
 from federation.factory import FactoryRef
 from federation.job import BoosterParams, SiteConfig, TrainingJob
 from federation.testing.devpermit import DevPermitWorld, build_permit_world
@@ -90,7 +90,7 @@ def make_world(tmp_path: Path) -> WorldFactory:
         split = risk_cohort(SITES, patients=patients, n_features=6, n_classes=n_classes, seed=3)
         data = write_site_arrays(split, tmp_path / "data")
         spec = {"name": "test-spec", "features": list(split.feature_names)}
-        spec_hash = spec_digest(spec)
+        spec_hash = trust.spec_hash(spec)
         holders = permit_kwargs.pop("holders", SITES)
         permit = build_permit_world(
             tmp_path / "permit", holders=holders, spec_hash=spec_hash, **permit_kwargs

@@ -21,7 +21,7 @@ from federation.client_app import SimulationSites, make_client_app
 from federation.factory import FactoryRef
 from federation.job import BoosterParams
 from federation.testing.inprocess import InProcessGrid
-from permits.keys import load_jwk, thumbprint
+from permits import load_jwk, thumbprint
 from tests.federation.conftest import SITES, World, WorldFactory
 
 
@@ -163,7 +163,7 @@ def test_rounds_beyond_the_permit_are_refused(make_world: WorldFactory) -> None:
 
 def test_status_list_rollback_after_restart_is_refused(world: World, tmp_path: Path) -> None:
     """A site restarted with an older status list than it accepted before refuses."""
-    from permits.keys import TrustList
+    from permits import TrustList
     from permits.statuslist import build_status_list, parse_status_list, sign_status_list
 
     current = world.permit.status_list.read_text()

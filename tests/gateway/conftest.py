@@ -13,9 +13,11 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from jwcrypto import jwk
 
+from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig, load_config
 from gateway.http.auth import sign_request
-from gateway.keystore import KeyRing, generate_key, thumbprint
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 
 @dataclass

@@ -10,9 +10,11 @@ import orjson
 import pytest
 from jwcrypto import jwk, jws
 
+from gateway.client_keys import KeyRing
 from gateway.errors import AuthError, ConfigError, ForbiddenError, UnavailableError
 from gateway.http.auth import ReplayCache, RequestVerifier, require_role, sign_request
-from gateway.keystore import KeyRing, generate_key, thumbprint
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 AUD = "hdab-x"
 

@@ -413,7 +413,7 @@ async def test_service_client_signs_and_raises_problems(hdab: Api, keys: Keys) -
 
 
 async def test_only_the_holder_or_staff_may_fetch_a_permit(hdab: Api, keys: Keys) -> None:
-    from gateway.keystore import generate_key
+    from trust import generate_jwk as generate_key
 
     jti = (await issue(hdab, keys))["jti"]
     other = generate_key()

@@ -27,7 +27,7 @@ from yarl import URL
 
 from gateway.http.auth import sign_request
 from gateway.http.routing import SPECS_KEY, RouteSpec
-from permits.keys import TrustList, generate_key, trusted_key
+from permits import TrustList, generate_key, trusted_key
 from tests.gateway.conftest import Keys, make_config, node_config
 
 NASTY_TEXT = [

@@ -283,7 +283,7 @@ async def test_decisions_written_by_another_process_reach_metrics(
     node: Api, keys: Keys, tmp_path: Path
 ) -> None:
     """The ClientApp's PermitGuard writes access.denied into the node's log from its own process."""
-    from audit_chain.keys import EventSigner
+    from audit_chain import EventSigner
     from audit_chain.log import AuditLog
     from audit_chain.sink import SignedLogSink
 

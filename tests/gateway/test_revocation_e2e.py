@@ -24,9 +24,9 @@ import orjson
 import pytest
 from jwcrypto import jwk
 
+from gateway.client_keys import KeyRing
 from gateway.http.client import ServiceClient, ServiceError
-from gateway.keystore import KeyRing, generate_key
-from permits.keys import TrustList, trusted_key
+from permits import TrustList, generate_key, trusted_key
 from permits.request import make_request
 from tests.gateway.conftest import application_body
 from tests.gateway.test_serve import ROOT, free_port

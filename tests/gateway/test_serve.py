@@ -170,8 +170,10 @@ async def test_in_flight_request_completes_during_shutdown(tmp_path: Path, keys:
 
 def test_client_commands_manage_the_file_serve_reads(tmp_path: Path) -> None:
     from gateway.cli import main
+    from gateway.client_keys import KeyRing
     from gateway.config import load_config
-    from gateway.keystore import KeyRing, generate_key, thumbprint
+    from trust import generate_jwk as generate_key
+    from trust import thumbprint
 
     key = generate_key()
     public = tmp_path / "alice.pub.jwk"

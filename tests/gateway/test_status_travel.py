@@ -18,10 +18,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.keystore import KeyRing, generate_key
+from gateway.client_keys import KeyRing
 from gateway.status_sync import StatusSync
+from permits import TrustList, generate_key, trusted_key
 from permits.errors import VerificationError
-from permits.keys import TrustList, trusted_key
 from permits.reasons import ReasonCode
 from permits.request import make_request
 from tests.gateway.conftest import Api, Keys, application_body, make_config, node_config

@@ -7,14 +7,16 @@ from typing import Any
 
 from jwcrypto import jwk
 
+from permits import TrustList, trusted_key
 from permits.audit import MemorySink
 from permits.guard import AccessRequest, Decision, PermitGuard
 from permits.hdab import HdabService, IssuedPermit
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
 from permits.reasons import ReasonCode
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import generate_jwk as generate_key
+from trust import thumbprint
 
 T0 = 1_800_000_000
 SPEC_A = "sha256:" + "a" * 64
@@ -115,6 +117,8 @@ class World:
     co_keys: list[jwk.JWK] = field(default_factory=list)
     guards: dict[str, PermitGuard] = field(default_factory=dict)
     max_age: int = 3600
+    #: the co-issuing HDAB (cross-border worlds): it records the permit and may revoke it
+    co_service: HdabService | None = None
 
     @property
     def guard(self) -> PermitGuard:
@@ -126,6 +130,10 @@ class World:
             token = self.service.status_list()
             assert token is not None
             store.update(token)
+            if self.co_service is not None:  # every signer's list is consulted
+                co_token = self.co_service.status_list()
+                assert co_token is not None
+                store.update(co_token)
             verifier = PermitVerifier(self.trust, clock=self.clock)
             self.guards[holder] = PermitGuard(holder, verifier, store, self.sink, clock=self.clock)
         return self.guards[holder]
@@ -210,4 +218,26 @@ def build_world(
     record = service.apply(app)
     service.approve(record.id)
     issued = service.issue(record.id, co_signers=co_keys, nbf=int(clock()) + nbf_offset)
-    return World(clock, sink, hdab_key, trust, service, issued, person_key, org_key, co_keys)
+    co_service = None
+    if cross_border:  # the co-issuer records what it co-signed, so it can revoke it too
+        co_service = HdabService(
+            "sqlite://",
+            hdab_id="hdab-se",
+            country="SE",
+            key=co_keys[0],
+            sink=MemorySink(),
+            clock=clock,
+        )
+        co_service.record_cosigned(issued.token)
+    return World(
+        clock,
+        sink,
+        hdab_key,
+        trust,
+        service,
+        issued,
+        person_key,
+        org_key,
+        co_keys,
+        co_service=co_service,
+    )

@@ -13,12 +13,11 @@ import pytest
 from jwcrypto import jwk
 from jwcrypto.jws import JWS, JWSCore
 
-from permits.jose import b64url_decode, b64url_encode
-from permits.keys import generate_key, thumbprint
-from permits.model import canonical_json
 from permits.reasons import ReasonCode
 from permits.signing import PERMIT_TYP
 from tests.permits.helpers import DAY, SPEC_B, World, build_world, train_params
+from trust import b64url_decode, b64url_encode, canonical_json, thumbprint
+from trust import generate_jwk as generate_key
 
 
 def _forge(
@@ -192,3 +191,14 @@ def test_replayed_request(world: World) -> None:
     world.clock.advance(DAY)  # long after the request's window it is expired, not forgotten
     world.refresh_status()
     world.assert_denied(request, ReasonCode.REQUEST_EXPIRED)
+
+
+def test_hdab_key_declared_only_for_status_lists_cannot_sign_permits(world: World) -> None:
+    from permits import TrustList, trusted_key
+    from tests.permits.helpers import T0
+    from trust import KeyUse
+
+    world.trust = TrustList(
+        [trusted_key(world.hdab_key, "hdab-fi", "FI", valid_from=T0 - DAY, uses={KeyUse.STATUS})]
+    )
+    world.assert_denied(world.request(), ReasonCode.KEY_USE_NOT_ALLOWED)

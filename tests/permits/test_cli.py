@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from gateway.cli import main
-from permits.keys import generate_key, load_jwk, thumbprint
 from tests.permits.helpers import application
+from trust import generate_jwk as generate_key
+from trust import load_jwk, thumbprint
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:

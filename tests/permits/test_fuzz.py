@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from permits.errors import VerificationError
 from permits.guard import AccessRequest
-from permits.jose import parse_jws
 from tests.permits.helpers import World, build_world
 
 WORLD: World = build_world(cross_border=True)
@@ -39,10 +35,3 @@ def test_any_single_character_change_of_the_request_is_denied(pos: int, char: st
         request.permit, _mutate(request.proof, pos, char), request.operation, request.params
     )
     assert not WORLD.decide(mutated).allowed
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
-def test_parser_only_raises_verification_errors(data: str | bytes) -> None:
-    with contextlib.suppress(VerificationError):
-        parse_jws(data)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from permits import TrustList, trusted_key
 from permits.audit import MemorySink
 from permits.guard import AccessRequest, PermitGuard
-from permits.keys import TrustList, generate_key, thumbprint, trusted_key
-from permits.model import Permit, canonical_json
+from permits.model import Permit
 from permits.reasons import ReasonCode
 from permits.request import AccessParams
 from permits.signing import PERMIT_TYP, sign_permit
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
 from tests.permits.helpers import DAY, SPEC_A, T0, World, build_world, train_params
+from trust import canonical_json, thumbprint
+from trust import generate_jwk as generate_key
 
 
 def _permit(world: World) -> Permit:
-    from permits.jose import parse_jws
+    from trust import parse_jws
 
     return Permit.model_validate_json(parse_jws(world.issued.token).payload)
 
@@ -171,7 +173,9 @@ def test_key_rotation_retired_key_stays_valid_compromised_key_does_not() -> None
 
 
 def test_header_edge_cases(world: World) -> None:
-    from permits.jose import JWSCore, b64url_decode, b64url_encode
+    from jwcrypto.jws import JWSCore
+
+    from trust import b64url_decode, b64url_encode
 
     payload = b64url_decode(world.issued.token.split(".")[1])
 
@@ -303,7 +307,7 @@ def test_stolen_permit_key_with_backdated_iat_is_still_refused() -> None:
     # the genuine permit, signed before the compromise, still works
     assert guard.decide(request(issued.token, issued.permit_hash)).allowed
     # a forgery with wider bounds, backdated before the compromise time
-    from permits.jose import parse_jws
+    from trust import parse_jws
 
     genuine = Permit.model_validate_json(parse_jws(issued.token).payload)
     xgb = genuine.processing.federated_xgboost.model_copy(update={"max_rounds": 10_000})

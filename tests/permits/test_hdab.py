@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from permits import TrustList, trusted_key
 from permits.audit import MemorySink
 from permits.errors import HdabNotFoundError, HdabPolicyError, HdabStateError, PermitModelError
 from permits.hdab import HdabService
-from permits.keys import TrustList, generate_key, trusted_key
 from permits.reasons import ReasonCode
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
 from tests.permits.helpers import T0, Clock, application
+from trust import generate_jwk as generate_key
 
 
 def _lifecycle(db: str) -> None:

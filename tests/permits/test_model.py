@@ -111,7 +111,7 @@ def test_purposes() -> None:
 
 @pytest.mark.parametrize("depth", [300, 900, 2000])
 def test_deeply_nested_json_is_refused_cleanly(depth: int) -> None:
-    from permits.model import strict_json
+    from trust import strict_json
 
     nested = b'{"a":' * depth + b"1" + b"}" * depth
     for data in (nested, b" " + nested):

@@ -6,9 +6,11 @@ import pytest
 
 from permits.audit import MemorySink
 from permits.errors import HdabStateError, VerificationError
+from permits.guard import PermitGuard
 from permits.hdab import HdabService
 from permits.reasons import ReasonCode
 from permits.statuslist import StatusListStore
+from permits.verify import PermitVerifier
 from tests.permits.helpers import World, build_world
 
 
@@ -66,20 +68,31 @@ def _co_issuer(world: World) -> HdabService:
 
 def test_a_co_issuer_can_revoke_a_cross_border_permit() -> None:
     world = build_world(cross_border=True)
-    co = _co_issuer(world)
-    co.record_cosigned(world.issued.token)
-    guard = world.guard  # holds the lead's list
-    co_list = co.status_list()
-    assert co_list is not None
-    # the co-issuer's list is required: without it the guard fails closed
-    world.assert_denied(world.request(), ReasonCode.STATUS_LIST_MISSING)
-    guard.status.update(co_list)
-    assert world.decide(world.request()).allowed
+    co = world.co_service
+    assert co is not None  # it recorded the permit it co-signed (record_cosigned)
+    assert world.decide(world.request()).allowed  # the guard holds both HDABs' lists
     co.revoke(world.issued.jti, "breach_of_conditions")
     revoked = co.status_list()
     assert revoked is not None
-    guard.status.update(revoked)
+    world.guard.status.update(revoked)
     world.assert_denied(world.request(), ReasonCode.PERMIT_REVOKED)
+
+
+def test_without_the_co_issuers_list_the_guard_fails_closed() -> None:
+    world = build_world(cross_border=True)
+    lead_only = StatusListStore(world.trust, clock=world.clock)
+    token = world.service.status_list()
+    assert token is not None
+    lead_only.update(token)
+    guard = PermitGuard(
+        "site-a",
+        PermitVerifier(world.trust, clock=world.clock),
+        lead_only,
+        MemorySink(),
+        clock=world.clock,
+    )
+    decision = guard.decide(world.request())
+    assert not decision.allowed and decision.reason is ReasonCode.STATUS_LIST_MISSING
 
 
 def test_a_co_issuer_records_only_permits_it_signed() -> None:

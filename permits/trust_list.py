@@ -1,8 +1,10 @@
-"""Keys: JWK generation, RFC 7638 thumbprints and the HDAB trust list.
+"""The HDAB trust list: which keys may sign permits and status lists, and when.
 
-A data holder trusts HDAB keys only through a configured :class:`TrustList`.
-Each entry pins the algorithm (so ``alg`` in a token can never choose it), the
-HDAB that owns the key and a signing window:
+Key handling itself (JWK, RFC 7638 ``kid``, pinned algorithm, declared use) is
+:mod:`trust`. A data holder trusts HDAB keys only through a configured
+:class:`TrustList`. Each entry pins the algorithm (so ``alg`` in a token can
+never choose it), the HDAB that owns the key, the key's uses (``permit``,
+``status``; a verifier refuses a key outside the use it needs) and a signing window:
 
 * ``valid_from``/``valid_until`` bound when the key may *sign* (``iat``). After
   ``valid_until`` the key is retired: what it signed inside its window stays
@@ -19,73 +21,18 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from jwcrypto import jwk
 
+import trust
 from permits.errors import PermitKeyError, VerificationError
 from permits.reasons import ReasonCode
+from trust import KeyUse
 
-Alg = Literal["EdDSA", "ES256"]
-ALLOWED_ALGS: frozenset[str] = frozenset({"EdDSA", "ES256"})
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-
-
-def generate_key(alg: Alg = "EdDSA") -> jwk.JWK:
-    """A new signing key with ``kid`` = its RFC 7638 thumbprint and ``alg`` pinned."""
-    if alg == "EdDSA":
-        key = jwk.JWK.generate(kty="OKP", crv="Ed25519")
-    elif alg == "ES256":
-        key = jwk.JWK.generate(kty="EC", crv="P-256")
-    else:
-        raise PermitKeyError(f"unsupported algorithm {alg!r}; use EdDSA or ES256")
-    key.update(kid=thumbprint(key), alg=alg, use="sig")
-    return key
-
-
-def thumbprint(key: jwk.JWK) -> str:
-    """RFC 7638 SHA-256 thumbprint, base64url without padding (43 chars)."""
-    return str(key.thumbprint())
-
-
-def alg_for_key(key: jwk.JWK) -> Alg:
-    """The only algorithm a key may be used with, derived from its type."""
-    kty = key.get("kty")
-    crv = key.get("crv")
-    if kty == "OKP" and crv == "Ed25519":
-        return "EdDSA"
-    if kty == "EC" and crv == "P-256":
-        return "ES256"
-    raise PermitKeyError(f"unsupported key type {kty}/{crv}; use Ed25519 or P-256")
-
-
-def public_jwk(key: jwk.JWK) -> dict[str, Any]:
-    """The public members only, with kid/alg, as a plain dict."""
-    out: dict[str, Any] = dict(key.export_public(as_dict=True))
-    out["kid"] = thumbprint(key)
-    out["alg"] = alg_for_key(key)
-    return out
-
-
-def load_jwk(source: str | Path | Mapping[str, Any]) -> jwk.JWK:
-    """A JWK from a dict, a JSON string or a file path; checks kid and type."""
-    try:
-        if isinstance(source, Mapping):
-            data = dict(source)
-        else:
-            text = Path(source).read_bytes() if isinstance(source, Path) else source.encode()
-            data = orjson.loads(text)
-        key = jwk.JWK(**data)
-    except (OSError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
-        raise PermitKeyError(f"cannot read JWK: {type(exc).__name__}") from None
-    alg = alg_for_key(key)
-    if data.get("alg") not in (None, alg):
-        raise PermitKeyError(f"JWK alg {data.get('alg')!r} does not match its key type ({alg})")
-    if data.get("kid") not in (None, thumbprint(key)):
-        raise PermitKeyError("JWK kid is not its RFC 7638 thumbprint")
-    key.update(kid=thumbprint(key), alg=alg)
-    return key
+HDAB_USES: frozenset[KeyUse] = frozenset({KeyUse.PERMIT, KeyUse.STATUS})
+"""Uses of an HDAB trust-list entry that does not declare its own."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +42,9 @@ class TrustedKey:
     hdab: str
     country: str
     kid: str
-    alg: Alg
+    alg: str
     key: jwk.JWK = field(repr=False, compare=False)
+    public: trust.PublicKey = field(repr=False, compare=False)
     valid_from: int = 0
     valid_until: int | None = None
     compromised_at: int | None = None
@@ -127,27 +75,33 @@ class TrustedKey:
             "valid_from": self.valid_from,
             "valid_until": self.valid_until,
             "compromised_at": self.compromised_at,
-            "jwk": public_jwk(self.key),
+            "uses": sorted(self.public.uses),
+            "jwk": {**self.public.jwk, "kid": self.kid, "alg": self.alg},
         }
 
 
 def trusted_key(
-    key: jwk.JWK,
+    key: jwk.JWK | Mapping[str, Any],
     hdab: str,
     country: str,
     *,
     valid_from: int = 0,
     valid_until: int | None = None,
     compromised_at: int | None = None,
+    uses: Iterable[KeyUse | str] = HDAB_USES,
 ) -> TrustedKey:
-    """A trust entry for ``key`` (its public part only)."""
-    public = jwk.JWK(**key.export_public(as_dict=True))
+    """A trust entry for ``key`` (its public part only), declared for ``uses``."""
+    try:
+        public = trust.PublicKey.from_jwk(key, uses=uses)
+    except trust.TrustError as exc:
+        raise PermitKeyError(str(exc)) from None
     return TrustedKey(
         hdab=hdab,
         country=country,
-        kid=thumbprint(public),
-        alg=alg_for_key(public),
-        key=public,
+        kid=public.kid,
+        alg=public.alg,
+        key=public.as_jwcrypto(),
+        public=public,
         valid_from=valid_from,
         valid_until=valid_until,
         compromised_at=compromised_at,
@@ -166,7 +120,7 @@ class TrustList:
         for k in keys:
             if k.kid in self._keys:
                 raise PermitKeyError(f"kid {k.kid} listed twice in the trust list")
-            if k.alg not in ALLOWED_ALGS or alg_for_key(k.key) != k.alg:
+            if k.alg not in trust.ALLOWED_ALGS or k.public.alg != k.alg or k.public.kid != k.kid:
                 raise PermitKeyError(f"kid {k.kid}: algorithm {k.alg} does not fit the key")
             if k.key.has_private:
                 raise PermitKeyError(f"kid {k.kid}: trust lists hold public keys only")
@@ -218,13 +172,16 @@ class TrustList:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("jwk"), Mapping):
                 raise PermitKeyError(f"trust list entry {i}: missing 'jwk'")
             raw = dict(entry["jwk"])
-            if PRIVATE_MEMBERS & raw.keys():
+            if trust.PRIVATE_MEMBERS & raw.keys():
                 raise PermitKeyError(f"trust list entry {i}: private key material is not allowed")
-            key = load_jwk(raw)
+            try:
+                key = trust.load_jwk(raw)
+            except trust.TrustError as exc:
+                raise PermitKeyError(f"trust list entry {i}: {exc}") from None
             alg = entry.get("alg")
-            if alg != alg_for_key(key):
+            if alg != trust.alg_for(key):
                 raise PermitKeyError(
-                    f"trust list entry {i}: 'alg' must be pinned to {alg_for_key(key)}"
+                    f"trust list entry {i}: 'alg' must be pinned to {trust.alg_for(key)}"
                 )
             for name in ("valid_from", "valid_until", "compromised_at"):
                 value = entry.get(name)
@@ -241,6 +198,7 @@ class TrustList:
                     valid_from=entry.get("valid_from") or 0,
                     valid_until=entry.get("valid_until"),
                     compromised_at=entry.get("compromised_at"),
+                    uses=entry.get("uses", HDAB_USES),
                 )
             )
         return cls(keys)
@@ -254,15 +212,4 @@ class TrustList:
         return cls.from_dict(data)
 
 
-__all__ = [
-    "ALLOWED_ALGS",
-    "Alg",
-    "TrustList",
-    "TrustedKey",
-    "alg_for_key",
-    "generate_key",
-    "load_jwk",
-    "public_jwk",
-    "thumbprint",
-    "trusted_key",
-]
+__all__ = ["HDAB_USES", "TrustList", "TrustedKey", "trusted_key"]
