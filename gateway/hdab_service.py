@@ -25,6 +25,7 @@ from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
 from gateway.hdab_cosigned import cosigned_routes
+from gateway.hdab_keys import KEYSET_KEY, HdabKeySet, key_routes, open_keyset
 from gateway.http.app import (
     CONFIG_KEY,
     LOG_TAIL_KEY,
@@ -394,14 +395,18 @@ def create_hdab_app(
     m = app[METRICS_KEY]
     components, tail = metered(audit if audit is not None else open_audit(config), m)
     app[LOG_TAIL_KEY] = tail
+    keyset: HdabKeySet | None = None
     if hdab is None:
-        signing_key = load_service_key(config, config.hdab_signing_key).jwk
+        load_service_key(config, config.hdab_signing_key)  # created on first start
+        keyset = open_keyset(config)  # permit key (rotated) + a separate status key
+        assert keyset.current is not None
         hdab = HdabService(
             _sqlalchemy_url(config.hdab_database),
             hdab_id=config.hdab.id,
             country=config.hdab.country,
-            key=signing_key,
+            key=keyset.current.jwk,
             sink=components.sink,
+            status_key=keyset.status_key.jwk,
         )
     else:
         hdab.sink = components.sink
@@ -413,9 +418,15 @@ def create_hdab_app(
         entry = public_jwk(load_jwk(item))
         if entry["kid"] not in {j["kid"] for j in jwks}:
             jwks.append(entry)
+    if keyset is not None:  # each key with its declared use and signing window
+        keyset.others = [j for j in jwks if j["kid"] != keyset.current_kid]
+        jwks = keyset.jwks()["keys"]
+        app[KEYSET_KEY] = keyset
+        install(app, key_routes())
     app[JWKS_KEY] = jwks
     install(app, hdab_routes() + audit_routes() + cosigned_routes())
-    install_pusher(app, config.hdab.push_to, lambda: hdab.key, hdab.status_list)
+    push_key = load_service_key(config, config.audit_signing_key).jwk  # stable across rotations
+    install_pusher(app, config.hdab.push_to, lambda: push_key, hdab.status_list)
 
     async def audit_ready() -> None:
         await components.view.checkpoint()

@@ -31,12 +31,16 @@ from gateway.http.app import add_ready_check
 from gateway.http.metrics import Metrics
 from gateway.http.refusals import AUDITED_KEY
 from gateway.http.routing import RouteSpec, field_str, install, json_body, json_response, signed
+from gateway.key_sync import KeySync
 from gateway.status_sync import SYNC_KEY, StatusSync, register_metrics, sync_lifecycle
 from permits import TrustList
+from permits.errors import VerificationError
 from permits.guard import AccessRequest, PermitGuard
+from permits.reasons import ReasonCode
 from permits.request import AccessParams
 from permits.statuslist import StatusListStore
 from permits.verify import PermitVerifier
+from trust import parse_jws
 
 PERMITS_KEY = web.AppKey("ehds_node_permits", object)
 
@@ -64,14 +68,15 @@ def build_node_permits(config: GatewayConfig, audit: AuditComponents) -> NodePer
     if path is None:
         return NodePermits(None, None, audit)
     settings = config.node.permits
-    trust = TrustList.from_file(path)
+    pinned_path = config.data_dir / "trust_list.pinned.json"
+    # the configured list is the anchor; keys pinned since (rotations) survive a restart
+    trust = TrustList.from_file(pinned_path if pinned_path.exists() else path)
     state = SqliteGuardState(config.data_dir / "guard.sqlite")
     store = StatusListStore(trust, max_age=settings.max_age_seconds, floor=state)
     issuers = dict(item.split("=", 1) for item in settings.issuers)
     sync = StatusSync(
         store, config.data_dir / "status_lists", issuers, poll_seconds=settings.poll_seconds
     )
-    sync.load_folder()
     guard = PermitGuard(
         config.node.site,
         PermitVerifier(trust),
@@ -80,7 +85,28 @@ def build_node_permits(config: GatewayConfig, audit: AuditComponents) -> NodePer
         replay=state,
         ledger=state,
     )
+    keys = KeySync(trust, issuers, pinned_path)
+
+    def use_keys(merged: TrustList) -> None:  # the guard verifies with the pinned keys
+        guard.verifier.trust = merged
+        store.trust = merged
+
+    keys.on_change.append(use_keys)
+    sync.keys = keys
+    sync.load_folder()
     return NodePermits(sync, guard, audit)
+
+
+KEY_REFRESH_SECONDS = 5.0  # a flood of unknown kids cannot make us hammer the HDAB
+
+
+def unknown_signers(token: str, trust_list: TrustList) -> bool:
+    """True when the permit names a signing kid not pinned yet (unverified peek, no decision)."""
+    try:
+        parsed = parse_jws(token)
+    except Exception:
+        return False  # malformed: the guard refuses it with its own reason
+    return any(trust_list.get(s.kid or "") is None for s in parsed.signatures)
 
 
 def _permits(request: web.Request) -> NodePermits:
@@ -98,7 +124,13 @@ async def post_status_list(request: web.Request) -> web.Response:
     assert permits.sync is not None
     token = field_str(json_body(request), "token")
     sync = permits.sync
-    status = await permits.audit.view.run_sync(lambda: sync.accept(token))
+    try:
+        status = await permits.audit.view.run_sync(lambda: sync.accept(token))
+    except VerificationError as exc:  # a key not pinned yet (e.g. a new status key): fetch
+        if exc.reason is not ReasonCode.KID_UNKNOWN:
+            raise
+        await sync.refresh_keys()
+        status = await permits.audit.view.run_sync(lambda: sync.accept(token))
     issuer = sync.state.get(status.iss)
     if issuer is not None:
         issuer.pushes += 1
@@ -133,6 +165,8 @@ async def post_check(request: web.Request) -> web.Response:
         params=params,
     )
     assert permits.sync is not None
+    if unknown_signers(access.permit, guard.verifier.trust):  # a rotation we have not seen
+        await permits.sync.refresh_keys(min_interval=KEY_REFRESH_SECONDS)
     permits.sync.check_refused()  # an old list put back at restart: refused, with its reason
     decision = await permits.audit.view.run_sync(lambda: guard.decide(access))
     if not decision.allowed:  # already in the audit log, written by the guard

@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from gateway.http.metrics import Gauge, Metrics
+from gateway.key_sync import KeySync
 from permits.errors import VerificationError
 from permits.reasons import ReasonCode
 from permits.statuslist import StatusList, StatusListStore
@@ -68,6 +69,9 @@ class StatusSync:
     #: HDAB -> reason its list on disk was refused at start (e.g. status_list_rollback);
     #: every check fails with it until a valid list of that HDAB is accepted
     refused: dict[str, str] = field(default_factory=dict)
+    #: fetches and pins the HDABs' keys (rotation, the status key); optional
+    keys: KeySync | None = None
+    _keys_fetched_at: float = -1e9
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -134,7 +138,13 @@ class StatusSync:
                 if not isinstance(token, str):
                     raise _PollError("no_token")
                 etag = resp.headers.get("ETag")
-            status = self.accept(token)
+            try:
+                status = self.accept(token)
+            except VerificationError as exc:  # maybe signed by a key not fetched yet
+                if exc.reason is not ReasonCode.KID_UNKNOWN or self.keys is None:
+                    raise
+                await self.keys.fetch(session, hdab)
+                status = self.accept(token)
             if status.iss != hdab:
                 raise _PollError("issuer_mismatch")
             st.etag, st.last_error = etag, None
@@ -152,7 +162,21 @@ class StatusSync:
         )
         return False
 
+    async def refresh_keys(self, *, min_interval: float = 0.0) -> None:
+        """Fetch every HDAB's signed JWKS now (at most once per ``min_interval`` seconds)."""
+        if self.keys is None:
+            return
+        now = time.monotonic()
+        if now - self._keys_fetched_at < min_interval:
+            return
+        self._keys_fetched_at = now
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await self.keys.fetch_all(session)
+
     async def poll_all(self, session: aiohttp.ClientSession) -> None:
+        if self.keys is not None:  # keys first: a rotated or new status key is pinned
+            await self.keys.fetch_all(session)
         await asyncio.gather(*(self.poll_once(session, h) for h in self.state))
 
     async def run(self) -> None:

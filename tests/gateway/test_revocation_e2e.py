@@ -3,7 +3,9 @@
 issue -> allowed at both sites -> revoke over HTTP -> the next request at both
 sites is refused (the time from revoke to first refusal is measured and
 printed, not asserted) -> a site restarted with the older list on disk refuses
-(``status_list_rollback``).
+(``status_list_rollback``) -> the HDAB rotates its permit key mid-run: a permit
+signed before keeps working, one signed after by the new key is allowed (the
+gateway follows the signed JWKS), one signed by the retired key is refused.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from jwcrypto import jwk
 
 from gateway.client_keys import KeyRing
 from gateway.http.client import ServiceClient, ServiceError
-from permits import TrustList, generate_key, trusted_key
+from permits import TrustList, generate_key, sign_permit, trusted_key
+from permits.model import Permit
 from permits.request import make_request
 from tests.gateway.conftest import application_body
 from tests.gateway.test_serve import ROOT, free_port
+from trust import parse_jws
 
 SITES = ("site-a", "site-b")
 TRAIN = {
@@ -225,5 +229,21 @@ def test_revocation_reaches_running_sites_and_a_restart_cannot_undo_it(world: Wo
                 await public.get("/ready")
         assert exc.value.status == 503
         assert await _check(world, "site-b", issued) == "PERMIT_REVOKED"
+
+        # key rotation mid-run at site-b
+        kept = await _issue(world)
+        await _until(world, "site-b", kept, "ALLOWED")
+        async with ServiceClient(world.procs["hdab"].url, key=world.staff) as staff:
+            rotated = await staff.post("/keys/rotate", {})
+        assert rotated["kid"] != world.hdab_key.thumbprint()
+        await asyncio.sleep(1.1)  # strictly after the old key's retirement
+        fresh = await _issue(world)  # signed by the new key
+        await _until(world, "site-b", fresh, "ALLOWED")
+        assert await _check(world, "site-b", kept) == "ALLOWED"  # old-key permit stays valid
+        permit = Permit.model_validate_json(parse_jws(fresh["token"]).payload)
+        forged = permit.model_copy(update={"jti": "permit-forged-after-rotation"})
+        token = sign_permit(forged, [world.hdab_key])  # the retired key signs something new
+        stolen = {**fresh, "token": token, "jti": forged.jti}
+        assert await _check(world, "site-b", stolen) == "PERMIT_KEY_NOT_VALID"
 
     asyncio.run(scenario())

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.client_keys import KeyRing
 from gateway.status_sync import StatusSync
-from permits import TrustList, generate_key, trusted_key
+from permits import TrustList, generate_key, load_jwk, trusted_key
 from permits.errors import VerificationError
 from permits.reasons import ReasonCode
 from permits.request import make_request
@@ -47,6 +47,7 @@ class Pair:
     node: Api
     sync: StatusSync
     keys: Keys
+    root: Path
 
 
 async def _pair(
@@ -75,7 +76,8 @@ async def _pair(
     hdab_client = TestClient(TestServer(hdab_app, host="127.0.0.1"))
     await hdab_client.start_server()
     ring: KeyRing = keys.ring()
-    ring.add(hdab_key, org="hdab-test", roles=["hdab_staff"])  # the HDAB may push
+    push_key = load_jwk(tmp_path / "h" / "keys" / "hdab.jwk")  # the HDAB's service key pushes
+    ring.add(push_key, org="hdab-test", roles=["hdab_staff"])
     ncfg = node_config(
         tmp_path / "n",
         site_data,
@@ -89,7 +91,7 @@ async def _pair(
     sync = node_app[SYNC_KEY]
     assert isinstance(sync, StatusSync)
     try:
-        yield Pair(Api(hdab_client, "hdab-test"), Api(node_client, "site-a"), sync, keys)
+        yield Pair(Api(hdab_client, "hdab-test"), Api(node_client, "site-a"), sync, keys, tmp_path)
     finally:
         await node_client.close()
         await hdab_client.close()
@@ -200,10 +202,46 @@ async def test_an_older_pushed_list_is_refused_as_rollback(pushed: Pair) -> None
     old = (await resp.json())["token"]
     issued = await _issue(pushed)  # publishes a newer list, pushed to the gateway
     await _until(pushed, issued, 200)
-    from gateway.hdab_service import HDAB_KEY
-
-    assert pushed.hdab.client.app is not None
-    hdab_key = pushed.hdab.client.app[HDAB_KEY].key
-    resp = await pushed.node.call("POST", "/status-lists", key=hdab_key, json={"token": old})
+    push_key = load_jwk(pushed.root / "h" / "keys" / "hdab.jwk")
+    resp = await pushed.node.call("POST", "/status-lists", key=push_key, json={"token": old})
     assert resp.status == 403
     assert (await resp.json())["code"] == "PERMIT_STATUS_LIST_ROLLBACK"
+
+
+async def test_status_lists_are_signed_by_a_separate_status_key(pushed: Pair) -> None:
+    """The node pinned the HDAB's status key from its signed JWKS; the permit key is not it."""
+    from gateway.hdab_service import HDAB_KEY
+
+    issued = await _issue(pushed)
+    await _until(pushed, issued, 200)
+    assert pushed.hdab.client.app is not None
+    service = pushed.hdab.client.app[HDAB_KEY]
+    assert service.status_key is not None
+    status_kid = service.status_key.thumbprint()
+    assert status_kid != service.key.thumbprint()
+    pinned = pushed.sync.store.trust.get(status_kid)
+    assert pinned is not None and {u.value for u in pinned.public.uses} == {"status"}
+
+
+async def test_a_rotated_key_is_followed_and_the_retired_one_refused(pushed: Pair) -> None:
+    from gateway.hdab_service import HDAB_KEY
+    from permits import sign_permit
+    from permits.model import Permit
+    from trust import parse_jws
+
+    before = await _issue(pushed)
+    await _until(pushed, before, 200)
+    assert pushed.hdab.client.app is not None
+    service = pushed.hdab.client.app[HDAB_KEY]
+    old_key = service.key
+    resp = await pushed.hdab.call("POST", "/keys/rotate", key=pushed.keys.staff, json={})
+    assert resp.status == 200, await resp.text()
+    await asyncio.sleep(1.1)  # the next permit is signed after the old key's retirement
+    after = await _issue(pushed)  # signed by the new key: the gateway follows the rotation
+    await _until(pushed, after, 200)
+    assert (await _check(pushed, before))[0] == 200  # old-key permits stay valid
+    # a new permit signed by the retired key (e.g. a thief with the old key) is refused
+    permit = Permit.model_validate_json(parse_jws(after["token"]).payload)
+    forged = sign_permit(permit.model_copy(update={"jti": "permit-forged-1"}), [old_key])
+    status, code = await _check(pushed, {**after, "token": forged, "jti": "permit-forged-1"})
+    assert (status, code) == (403, "PERMIT_KEY_NOT_VALID")

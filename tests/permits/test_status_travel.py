@@ -105,3 +105,28 @@ def test_a_co_issuer_records_only_permits_it_signed() -> None:
     )
     with pytest.raises(HdabStateError):
         impostor.record_cosigned(world.issued.token)
+
+
+def test_a_status_list_signed_by_a_permit_only_key_is_refused() -> None:
+    """A stolen permit key cannot sign a list that un-revokes anything."""
+    from permits import generate_key, trusted_key
+    from permits.statuslist import build_status_list, sign_status_list
+    from permits.trust_list import TrustList
+
+    world = build_world()
+    permit_key, status_key = generate_key(), generate_key()
+    trust = TrustList(
+        [
+            trusted_key(permit_key, "hdab-fi", "FI", uses={"permit"}),
+            trusted_key(status_key, "hdab-fi", "FI", uses={"status"}),
+        ]
+    )
+    status = build_status_list("hdab-fi", 7, int(world.clock()), {})
+    store = StatusListStore(trust, clock=world.clock)
+    store.update(sign_status_list(status, status_key))  # the status key may
+    with pytest.raises(VerificationError) as exc:
+        store.update(
+            sign_status_list(build_status_list("hdab-fi", 8, int(world.clock()), {}), permit_key)
+        )
+    assert exc.value.reason is ReasonCode.KEY_USE_NOT_ALLOWED
+    assert store.get("hdab-fi") is not None and store.get("hdab-fi").version == 7  # type: ignore[union-attr]
