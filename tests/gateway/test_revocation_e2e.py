@@ -33,16 +33,10 @@ from permits.model import Permit
 from permits.request import make_request
 from tests.gateway.conftest import application_body
 from tests.gateway.test_serve import ROOT, free_port
+from tests.gateway.test_status_travel import TRAIN
 from trust import parse_jws
 
 SITES = ("site-a", "site-b")
-TRAIN = {
-    "spec_hash": "sha256:" + "a" * 64,
-    "rounds": 1,
-    "max_depth": 4,
-    "min_child_weight": 10.0,
-    "strategy": "bagging",
-}
 
 
 @dataclass
