@@ -83,6 +83,9 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "known_size": (Kind.COUNT,),
     "role": (Kind.CODE,),
     "failures": (Kind.COUNT,),
+    "requester": (Kind.REF,),  # the authorised person's key thumbprint, never a name
+    "count": (Kind.COUNT,),  # aggregated refusals: how many in the window
+    "excluded_time_range": (Kind.COUNT,),
 }
 
 EVENT_SCHEMAS: dict[str, frozenset[str]] = {
@@ -94,8 +97,10 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "permit.amended": frozenset({"permit_hash", "version", "signatures", "supersedes"}),
     "permit.revoked": frozenset({"reason", "status_list_version"}),
     "statuslist.published": frozenset({"status_list_version", "revoked_count"}),
-    "access.allowed": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
-    "access.denied": frozenset({"reason", "operation", "rounds_used", "app_digest"}),
+    "access.allowed": frozenset({"reason", "operation", "rounds_used", "app_digest", "requester"}),
+    "access.denied": frozenset(
+        {"reason", "operation", "rounds_used", "app_digest", "requester", "count"}
+    ),
     "data.extracted": frozenset(
         {
             "spec_hash",
@@ -105,6 +110,7 @@ EVENT_SCHEMAS: dict[str, frozenset[str]] = {
             "excluded_opt_out",
             "quarantined",
             "feature_warnings",
+            "excluded_time_range",
         }
     ),
     "optout.applied": frozenset({"excluded_opt_out", "patients"}),

@@ -22,6 +22,7 @@ from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
 from permits import TrustList
 from permits.app_pin import AppObservation
+from permits.errors import VerificationError
 from permits.guard import AccessRequest, PermitGuard
 from permits.request import AccessParams, make_request
 from permits.statuslist import StatusListStore
@@ -109,10 +110,15 @@ def signed_log_sink(
 
 
 class PermitGuardAuthorizer:
-    """``permits.PermitGuard`` behind the :class:`~federation.ports.Authorizer` port."""
+    """``permits.PermitGuard`` behind the :class:`~federation.ports.Authorizer` port.
 
-    def __init__(self, guard: PermitGuard) -> None:
+    ``refusal`` is a reason code found while building the guard (e.g. a status
+    list older than one accepted before): every request is then refused with it.
+    """
+
+    def __init__(self, guard: PermitGuard, refusal: str | None = None) -> None:
         self.guard = guard
+        self.refusal = refusal
 
     def authorize(
         self,
@@ -123,6 +129,8 @@ class PermitGuardAuthorizer:
         params: Mapping[str, Any],
         app: Mapping[str, str] | None = None,
     ) -> AccessTerms:
+        if self.refusal is not None:
+            raise AccessDeniedError("the site's status lists are not usable", reason=self.refusal)
         if operation not in ("train", "evaluate"):
             raise AccessDeniedError("unknown operation", reason="operation_not_allowed")
         try:
@@ -154,8 +162,12 @@ class PermitGuardAuthorizer:
                 recorded=True,
             )
         bounds = decision.permit.processing.federated_xgboost
+        grant = decision.grant
         return AccessTerms(
             permit_jti=decision.permit.jti,
+            requester=decision.requester,
+            datasets=frozenset(grant.datasets),
+            time_range=(grant.time_range.start.isoformat(), grant.time_range.end.isoformat()),
             spec_hash=decision.grant.feature_spec_hash,
             strategies=frozenset(bounds.strategies),
             operations=frozenset(decision.permit.processing.operations),
@@ -176,18 +188,30 @@ def permit_guard(
     audit: AuditSink,
     leeway: int = 30,
 ) -> PermitGuardAuthorizer:
-    """Factory for a site: trust list (JSON), latest status list token, state file.
+    """Factory for a site: trust list (JSON), status list(s), state file.
 
+    ``status_list`` is one token file, or the folder the hospital gateway keeps
+    current (one ``*.jws`` per HDAB, fetched and pushed; see ``gateway.status_sync``).
+    The highest version per HDAB is persisted in ``state_db``: an older list after
+    a restart refuses every request with ``status_list_rollback``.
     ``audit`` is injected by the ClientApp (the site's own sink), so the guard's
     ``access.allowed``/``access.denied`` land in the same log as the training events.
     """
     trust = TrustList.from_file(trust_list)
-    store = StatusListStore(trust, leeway=leeway)
+    state = SqliteGuardState(state_db)
+    store = StatusListStore(trust, leeway=leeway, floor=state)
+    source = Path(status_list)
     try:
-        store.update(Path(status_list).read_text().strip())
+        files = sorted(source.glob("*.jws")) if source.is_dir() else [source]
+        tokens = [f.read_text().strip() for f in files]
     except OSError as exc:
         raise JobConfigError("cannot read the site's status list") from exc
-    state = SqliteGuardState(state_db)
+    refusal: str | None = None
+    for token in tokens:
+        try:
+            store.update(token)
+        except VerificationError as exc:  # fail closed, with the list's own reason
+            refusal = refusal or exc.reason.value
     guard = PermitGuard(
         holder,
         PermitVerifier(trust, leeway=leeway),
@@ -196,7 +220,7 @@ def permit_guard(
         replay=state,
         ledger=state,
     )
-    return PermitGuardAuthorizer(guard)
+    return PermitGuardAuthorizer(guard, refusal)
 
 
 class PermitRequestSigner:
@@ -241,10 +265,22 @@ class ArraySource:
     are the spec's features, so it cannot be used to train on something else.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, dataset: str | None = None) -> None:
         self.path = path
+        self.dataset = dataset
 
-    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
+    def load(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        spec_hash: str,
+        time_range: tuple[str, str] | None = None,
+    ) -> SiteDataset:
+        """Rows are filtered by ``time_range`` when the file has a ``dates`` column.
+
+        Precomputed features without dates (benchmarks) were cut to the permit's
+        range by whoever computed them; the ClientApp still counts nothing as excluded.
+        """
         if trust.spec_hash(spec) != spec_hash:
             raise AccessDeniedError(
                 "spec document does not match its hash", reason="spec_hash_mismatch"
@@ -253,13 +289,21 @@ class ArraySource:
             X = np.asarray(data["X"], dtype=np.float32)
             y = np.asarray(data["y"])
             names = tuple(str(n) for n in data["feature_names"])
+            dates = np.asarray(data["dates"]).astype("U10") if "dates" in data.files else None
         if list(names) != list(spec.get("features", [])):
             raise JobConfigError("site columns differ from the spec's features")
-        return SiteDataset(X=X, y=y, feature_names=names, patients=int(X.shape[0]))
+        excluded = 0
+        if time_range is not None and dates is not None:
+            keep = (dates >= time_range[0]) & (dates <= time_range[1])
+            excluded = int((~keep).sum())
+            X, y = X[keep], y[keep]
+        return SiteDataset(
+            X=X, y=y, feature_names=names, patients=int(X.shape[0]), excluded_time_range=excluded
+        )
 
 
-def array_source(path: str) -> ArraySource:
-    return ArraySource(path)
+def array_source(path: str, dataset: str | None = None) -> ArraySource:
+    return ArraySource(path, dataset)
 
 
 class FhirSource:
@@ -272,14 +316,29 @@ class FhirSource:
     whose canonical hash is not the permit's is refused before reading data.
     """
 
-    def __init__(self, path: str, opt_out: str | None = None, validate: str = "off") -> None:
+    def __init__(
+        self,
+        path: str,
+        opt_out: str | None = None,
+        validate: str = "off",
+        dataset: str | None = None,
+    ) -> None:
         self.path = path
         self.opt_out = opt_out
         self.validate = validate
+        self.dataset = dataset
 
-    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
+    def load(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        spec_hash: str,
+        time_range: tuple[str, str] | None = None,
+    ) -> SiteDataset:
         from fhir_adapters.features import FeatureSpec, extract_features
         from fhir_adapters.optout_file import read_opt_out
+        from fhir_adapters.stream import ResourceStream
+        from fhir_adapters.timerange import FilteredStream, TimeRangeFilter
         from permits.optout import ConsentOptOutRegistry
 
         try:
@@ -293,7 +352,16 @@ class FhirSource:
         registry = None
         if self.opt_out is not None:
             registry = read_opt_out(self.opt_out, ConsentOptOutRegistry.from_resources)
-        matrix = extract_features(feature_spec, self.path, opt_out=registry, validate=self.validate)
+        stream: Any = ResourceStream(
+            [self.path],
+            validate=self.validate,
+            fhir_version=feature_spec.fhir_version,
+            validate_types=feature_spec.resource_types(),
+        )
+        time_filter = TimeRangeFilter.from_iso(*time_range) if time_range is not None else None
+        if time_filter is not None:  # records outside the permit's time_range are never read
+            stream = FilteredStream(stream, time_filter)
+        matrix = extract_features(feature_spec, stream, opt_out=registry)
         if matrix.y is None:
             raise JobConfigError("the feature spec defines no label")
         keep = ~np.isnan(matrix.y)
@@ -305,11 +373,14 @@ class FhirSource:
             excluded_opt_out=int(matrix.report.excluded_opt_out),
             quarantined=int(matrix.report.quality.problems),
             extra={"feature_warnings": len(matrix.report.warnings)},
+            excluded_time_range=time_filter.excluded if time_filter is not None else 0,
         )
 
 
-def fhir_source(path: str, opt_out: str | None = None, validate: str = "off") -> FhirSource:
-    return FhirSource(path, opt_out, validate)
+def fhir_source(
+    path: str, opt_out: str | None = None, validate: str = "off", dataset: str | None = None
+) -> FhirSource:
+    return FhirSource(path, opt_out, validate, dataset)
 
 
 def spec_feature_names(spec: Mapping[str, Any]) -> tuple[str, ...]:

@@ -5,8 +5,10 @@ Order of a request, each step fail-closed and audited at the site:
 1. check the permit and the coordinator's signed request (``Authorizer``, i.e.
    ``permits.PermitGuard``) - before any data is read; a refusal records
    ``access.denied`` and the reply carries only the reason code;
-2. compute features with the permit's feature specification from the site's
-   configured source (``data.extracted`` with counts and the spec hash);
+2. check the site's dataset is one the permit names, then compute features
+   with the permit's feature specification from the site's configured source,
+   reading only records dated inside the permit's ``time_range``
+   (``data.extracted`` with counts, the spec hash and ``excluded_time_range``);
 3. enforce the permit's minimum rows per site and per leaf;
 4. train on top of the global model and send back only the new trees, with no
    per-node statistics (``training.round`` with the trees' hash), or evaluate
@@ -40,6 +42,9 @@ _log = logging.getLogger(__name__)
 SiteResolver = Callable[[Context], SiteConfig]
 _CODE = re.compile(r"[^a-z0-9_.:-]+")
 _CACHE_SIZE = 8
+_AUDITED_REFUSALS = frozenset(
+    {"min_rows_per_site", "min_rows_per_leaf", "max_depth_exceeded", "dataset_not_permitted"}
+)
 # Per-process cache of extracted features, keyed by the site's full data recipe and
 # the spec hash: a Ray actor or SuperNode ClientApp process serves many rounds of
 # the same job, and re-extracting FHIR every round would dominate the run time.
@@ -78,20 +83,42 @@ class SimulationSites:
         return self.sites[index]
 
 
+def check_dataset(source: object, terms: AccessTerms) -> None:
+    """The site's dataset must be one the permit names for this holder.
+
+    A source that declares no dataset is accepted only when the permit names
+    exactly one: then there is nothing else the site's data could be.
+    """
+    if not terms.datasets:
+        return
+    declared = getattr(source, "dataset", None)
+    if declared is None and len(terms.datasets) == 1:
+        return
+    if declared not in terms.datasets:
+        raise AccessDeniedError(
+            "the site's dataset is not named in the permit", reason="dataset_not_permitted"
+        )
+
+
 def _load_features(
     site: SiteConfig,
     spec: Mapping[str, Any],
     spec_hash: str,
     audit: AuditSink,
     subject: Mapping[str, str],
+    terms: AccessTerms,
 ) -> SiteDataset:
-    key = (orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode(), spec_hash)
+    source: SiteDataSource = site.data.build()
+    check_dataset(source, terms)
+    key = (
+        orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode(),
+        spec_hash + "|" + ":".join(terms.time_range or ()),
+    )
     cached = _FEATURES.get(key)
     if cached is not None:
         _FEATURES.move_to_end(key)
         return cached
-    source: SiteDataSource = site.data.build()
-    data = source.load(spec, spec_hash=spec_hash)
+    data = source.load(spec, spec_hash=spec_hash, time_range=terms.time_range)
     audit.record(
         "data.extracted",
         subject=subject,
@@ -103,6 +130,7 @@ def _load_features(
             "excluded_opt_out": int(data.excluded_opt_out),
             "quarantined": int(data.quarantined),
             "feature_warnings": int(data.extra.get("feature_warnings", 0)),
+            "excluded_time_range": int(data.excluded_time_range),
         },
     )
     _FEATURES[key] = data
@@ -209,7 +237,7 @@ def _handle(
         ):
             raise JobConfigError("global model and parameters disagree on the task")
         spec = orjson.loads(_str(cfg, "spec"))
-        data = _load_features(site, spec, spec_hash, audit, subject)
+        data = _load_features(site, spec, spec_hash, audit, subject, terms)
         site_ops.check_site_rows(data, terms)
         fraction = cfg.get("eval-fraction")
         split = site_ops.split_rows(
@@ -224,10 +252,11 @@ def _handle(
         return wire.site_reply(msg, site_id=site.site_id, metrics=metrics)
     except FederationError as exc:
         reason = reason_of(exc)
-        if exc.reason in ("min_rows_per_site", "min_rows_per_leaf", "max_depth_exceeded"):
-            audit.record(
-                "access.denied", subject=subject, details={"reason": reason, "operation": operation}
-            )
+        if exc.reason in _AUDITED_REFUSALS:
+            details: dict[str, object] = {"reason": reason, "operation": operation}
+            if terms.requester is not None:
+                details["requester"] = terms.requester
+            audit.record("access.denied", subject=subject, details=details)
         return wire.site_reply(msg, site_id=site.site_id, error=reason)
     except Exception as exc:  # fail closed with a code, no message leaves the site
         _log.warning(

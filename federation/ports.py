@@ -45,6 +45,12 @@ class AccessTerms:
     max_depth: int
     min_rows_per_site: int
     min_rows_per_leaf: int
+    #: the authorised person's key thumbprint that signed the request (audit, never a name)
+    requester: str | None = None
+    #: dataset identifiers the permit names for this holder (empty: not restricted)
+    datasets: frozenset[str] = frozenset()
+    #: inclusive ISO dates (start, end) of records in scope; ``None``: not restricted
+    time_range: tuple[str, str] | None = None
 
 
 class Authorizer(Protocol):
@@ -87,6 +93,8 @@ class SiteDataset:
     patients: int
     excluded_opt_out: int = 0
     quarantined: int = 0
+    #: resources dropped because their record date is outside the permit's time_range
+    excluded_time_range: int = 0
     extra: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -97,4 +105,15 @@ class SiteDataset:
 class SiteDataSource(Protocol):
     """Computes a site's features for the permitted feature specification."""
 
-    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset: ...
+    #: the dataset identifier this source serves (checked against the permit's datasets)
+    dataset: str | None
+
+    def load(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        spec_hash: str,
+        time_range: tuple[str, str] | None = None,
+    ) -> SiteDataset:
+        """``time_range``: inclusive ISO days; records dated outside it must not be used."""
+        ...

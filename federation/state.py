@@ -1,10 +1,11 @@
-"""Persistent permit state at a site: rounds used and request nonces seen.
+"""Persistent permit state at a site: rounds used, request nonces seen, status-list versions.
 
 ``PermitGuard`` counts rounds against ``max_rounds`` and refuses replayed
 requests, but its default stores live in memory. A ClientApp process may be
 restarted (and in deployment runs per Flower run), so the site keeps both in a
 small SQLite file: a restart neither resets the round budget nor reopens a
-replay window.
+replay window. The highest status-list version accepted per HDAB is kept here
+too, so a restart with an older list is refused (``status_list_rollback``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 
 class SqliteGuardState:
-    """Implements ``permits.guard.RoundLedger`` and ``permits.request.ReplayStore``."""
+    """Implements ``RoundLedger``, ``ReplayStore`` and ``permits.statuslist.VersionFloor``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -26,6 +27,9 @@ class SqliteGuardState:
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS rounds (key TEXT PRIMARY KEY, used INTEGER)")
             db.execute("CREATE TABLE IF NOT EXISTS nonces (key TEXT PRIMARY KEY, until REAL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS status_versions (hdab TEXT PRIMARY KEY, version INTEGER)"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -67,3 +71,19 @@ class SqliteGuardState:
             db.execute("INSERT INTO nonces (key, until) VALUES (?, ?)", (key, expires_at))
             db.execute("COMMIT")
             return True
+
+    def highest(self, hdab: str) -> int | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT version FROM status_versions WHERE hdab = ?", (hdab,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def raise_to(self, hdab: str, version: int) -> None:
+        """Never lowers: the floor only moves up, whatever order writers come in."""
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT INTO status_versions (hdab, version) VALUES (?, ?) "
+                "ON CONFLICT(hdab) DO UPDATE SET version = MAX(version, excluded.version)",
+                (hdab, version),
+            )

@@ -150,6 +150,13 @@ class HdabSettings:
         },
     )
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    push_to: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "Hospital gateway base URLs to push each new status list to (signed with the "
+            "HDAB key, role hdab_staff there), so a revocation arrives in seconds."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,32 @@ class FlowerSettings:
 
 
 @dataclass(frozen=True)
+class NodePermitSettings:
+    """Permit checks at this data holder: trusted HDAB keys and their status lists."""
+
+    trust_list: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Trust list (JSON) of HDAB keys; empty = <data_dir>/trust_list.json if present, "
+            "else every permit check is refused."
+        },
+    )
+    issuers: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "HDABs whose status lists are fetched, as id=base_url (comma-separated in env)."
+        },
+    )
+    poll_seconds: int = field(
+        default=30, metadata={"doc": "Conditional re-fetch of every status list this often."}
+    )
+    max_age_seconds: int = field(
+        default=3600,
+        metadata={"doc": "A status list signed longer ago than this fails closed (stale)."},
+    )
+
+
+@dataclass(frozen=True)
 class NodeSettings:
     """The hospital gateway (data holder) this service runs for."""
 
@@ -240,6 +273,7 @@ class NodeSettings:
     )
     fhir: FhirSettings = field(default_factory=FhirSettings)
     flower: FlowerSettings = field(default_factory=FlowerSettings)
+    permits: NodePermitSettings = field(default_factory=NodePermitSettings)
 
 
 @dataclass(frozen=True)
@@ -470,8 +504,21 @@ def validate(config: GatewayConfig) -> None:
         raise ConfigError("node.fhir.client_id and node.fhir.key go together")
     if config.node.flower.mode not in {"off", "connect", "run"}:
         raise ConfigError("node.flower.mode must be one of off, connect, run")
+    _validate_permit_sync(config)
     if config.node.flower.mode == "run" and not config.node.flower.command:
         raise ConfigError("node.flower.command is required when node.flower.mode = run")
+
+
+def _validate_permit_sync(config: GatewayConfig) -> None:
+    p = config.node.permits
+    if not 1 <= p.poll_seconds <= 86_400 or not 60 <= p.max_age_seconds <= 7 * 86_400:
+        raise ConfigError("node.permits: poll_seconds 1..86400, max_age_seconds 60..604800")
+    for item in p.issuers:
+        hdab, _, url = item.partition("=")
+        if not hdab or not url.startswith(("http://", "https://")):
+            raise ConfigError("node.permits.issuers: each entry is id=http(s)://base-url")
+    if any(not u.startswith(("http://", "https://")) for u in config.hdab.push_to):
+        raise ConfigError("hdab.push_to: each entry is an http(s):// base URL")
 
 
 @dataclass(frozen=True)
@@ -520,6 +567,7 @@ __all__ = [
     "FlowerSettings",
     "GatewayConfig",
     "HdabSettings",
+    "NodePermitSettings",
     "NodeSettings",
     "ServerSettings",
     "describe_settings",

@@ -128,7 +128,7 @@ def _permit(
                     "holder": h,
                     "datasets": ["ehr-primary-care"],
                     "feature_spec_hash": spec_hash,
-                    "time_range": {"start": "2015-01-01", "end": "2025-12-31"},
+                    "time_range": {"start": "2015-01-01", "end": "2026-12-31"},
                     "form": "pseudonymised",
                 }
                 for h in sites
@@ -156,9 +156,12 @@ def _permit(
     trust_path = world / "trust_list.json"
     trust_path.write_bytes(orjson.dumps(trust.to_dict()))
     entry = StatusEntry(status="valid", version=1, hash=permit.permit_hash(), reason=None)
-    status = build_status_list(HDABS[0][0], 1, now - 5, {permit.jti: entry})
-    status_path = world / "status_list.jws"
-    status_path.write_text(sign_status_list(status, hdab_keys[0]))
+    # every HDAB that signed may revoke: each site holds both HDABs' status lists
+    status_path = world / "status_lists"
+    status_path.mkdir(exist_ok=True)
+    for key, (hid, _c) in zip(hdab_keys, HDABS, strict=True):
+        status = build_status_list(hid, 1, now - 5, {permit.jti: entry})
+        (status_path / f"{hid}.jws").write_text(sign_status_list(status, key))
     user_path = world / "researcher_key.jwk"
     user_path.write_text(user_key.export_private())
     user_path.chmod(0o600)

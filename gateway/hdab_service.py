@@ -24,6 +24,8 @@ from gateway.audit_wiring import AuditComponents, metered
 from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.errors import ForbiddenError, NotFoundError, UnavailableError, ValidationError
+from gateway.hdab_cosigned import cosigned_routes
+from gateway.hdab_keys import KEYSET_KEY, HdabKeySet, key_routes, open_keyset
 from gateway.http.app import (
     CONFIG_KEY,
     LOG_TAIL_KEY,
@@ -36,6 +38,8 @@ from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.auth import PRINCIPAL_KEY, Principal
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
+from gateway.http.refusals import install_refusal_audit
+from gateway.http.refusals import record_via as _record_via
 from gateway.http.routing import (
     BODY_KEY,
     Param,
@@ -48,6 +52,7 @@ from gateway.http.routing import (
 )
 from gateway.http.witness_routes import service_witness_routes
 from gateway.service_keys import load_service_key
+from gateway.status_push import install_pusher, notify, status_list_response
 from permits.hdab import HdabService
 from trust import parse_jws
 
@@ -155,6 +160,7 @@ async def post_issue(request: web.Request) -> web.Response:
     issued = await _db(
         request, lambda: _hdab(request).issue(app_id, nbf=nbf, conditions=conditions)
     )
+    notify(request.app)
     return json_response(
         _issued(issued), status=201, headers={"Location": f"/permits/{issued.jti}"}
     )
@@ -186,6 +192,7 @@ async def post_amend(request: web.Request) -> web.Response:
         raise ValidationError("'changes' must be a non-empty object of top-level permit fields")
     jti = request.match_info["jti"]
     issued = await _db(request, lambda: _hdab(request).amend(jti, changes))
+    notify(request.app)
     return json_response(_issued(issued))
 
 
@@ -194,6 +201,7 @@ async def post_revoke(request: web.Request) -> web.Response:
     reason = field_str(body, "reason")
     jti = request.match_info["jti"]
     version = await _db(request, lambda: _hdab(request).revoke(jti, reason))
+    notify(request.app)  # pushed to the hospital gateways at once
     return json_response({"jti": jti, "status": "revoked", "status_list_version": version})
 
 
@@ -212,7 +220,7 @@ async def get_status_list(request: web.Request) -> web.Response:
     token = await _db(request, lambda: _hdab(request).status_list())
     if token is None:
         raise NotFoundError("no status list published yet", code="STATUS_LIST_MISSING")
-    return json_response({"token": token}, headers={"Cache-Control": "no-cache"})
+    return status_list_response(request, token)  # ETag / 304 for conditional polls
 
 
 JWKS_KEY = web.AppKey("ehds_jwks", list)
@@ -388,14 +396,18 @@ def create_hdab_app(
     m = app[METRICS_KEY]
     components, tail = metered(audit if audit is not None else open_audit(config), m)
     app[LOG_TAIL_KEY] = tail
+    keyset: HdabKeySet | None = None
     if hdab is None:
-        signing_key = load_service_key(config, config.hdab_signing_key).jwk
+        load_service_key(config, config.hdab_signing_key)  # created on first start
+        keyset = open_keyset(config)  # permit key (rotated) + a separate status key
+        assert keyset.current is not None
         hdab = HdabService(
             _sqlalchemy_url(config.hdab_database),
             hdab_id=config.hdab.id,
             country=config.hdab.country,
-            key=signing_key,
+            key=keyset.current.jwk,
             sink=components.sink,
+            status_key=keyset.status_key.jwk,
         )
     else:
         hdab.sink = components.sink
@@ -407,8 +419,21 @@ def create_hdab_app(
         entry = public_jwk(load_jwk(item))
         if entry["kid"] not in {j["kid"] for j in jwks}:
             jwks.append(entry)
+    if keyset is not None:  # each key with its declared use and signing window
+        keyset.others = [j for j in jwks if j["kid"] != keyset.current_kid]
+        jwks = keyset.jwks()["keys"]
+        app[KEYSET_KEY] = keyset
+        install(app, key_routes())
     app[JWKS_KEY] = jwks
-    install(app, hdab_routes() + audit_routes() + service_witness_routes(app, components))
+    install(
+        app,
+        hdab_routes()
+        + audit_routes()
+        + cosigned_routes()
+        + service_witness_routes(app, components),
+    )
+    push_key = load_service_key(config, config.audit_signing_key).jwk  # stable across rotations
+    install_pusher(app, config.hdab.push_to, lambda: push_key, hdab.status_list)
     from gateway.console import install_console  # the staff console, at /console
 
     install_console(app, hdab=hdab, audit=components, settings=config.hdab.console, org=config.org)
@@ -424,6 +449,7 @@ def create_hdab_app(
     add_ready_check(app, "permit_store", store_ready)
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
+    install_refusal_audit(app, _record_via(components), components.view.run_sync, {})
     return finish(app)
 
 
@@ -455,6 +481,7 @@ async def _refresh_status_list(app: web.Application, every: float) -> None:
         await asyncio.sleep(every)
         try:
             version = await view.run_sync(hdab.publish_status_list)
+            notify(app)
             LOG.info(orjson.dumps({"event": "statuslist.refreshed", "version": version}).decode())
         except Exception as exc:  # keep trying: data holders fail closed meanwhile
             LOG.error(

@@ -28,6 +28,8 @@ from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish, wa
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
 from gateway.http.middleware import METRICS_KEY
+from gateway.http.refusals import install_refusal_audit
+from gateway.http.refusals import record_via as _record_via
 from gateway.http.routing import (
     REQUEST_ID_KEY,
     Param,
@@ -41,6 +43,7 @@ from gateway.http.routing import (
 from gateway.http.server import on_bound
 from gateway.http.witness_routes import service_witness_routes
 from gateway.node_data import NodeData
+from gateway.node_permits import install_node_permits
 from gateway.supernode import SuperNode
 
 NODE_DATA_KEY = web.AppKey("ehds_node_data", NodeData)
@@ -268,6 +271,7 @@ def create_node_app(
         + audit_routes(entries_roles=entry_readers)
         + service_witness_routes(app, components),
     )
+    install_node_permits(app, config, components, app[METRICS_KEY])  # status lists, guard
 
     async def audit_ready() -> None:
         await components.view.checkpoint()
@@ -279,6 +283,9 @@ def create_node_app(
     install_fhir_sync(app, config, app[NODE_DATA_KEY])
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
+    install_refusal_audit(
+        app, _record_via(components), components.view.run_sync, {"site": config.node.site}
+    )
     return finish(app)
 
 

@@ -69,6 +69,7 @@ class Decision:
     reason: ReasonCode
     operation: str
     jti: str | None = None
+    requester: str | None = None
     rounds_used: int = 0
     rounds_remaining: int | None = None
     permit: Permit | None = field(default=None, repr=False)
@@ -163,12 +164,16 @@ class PermitGuard:
         now = self.clock()
         jti: str | None = None
         ledger_key: str | None = None
+        requester: str | None = None
         try:
             verified = self.verified(request.permit)
             self.verifier.check_current(verified, now)
             permit = verified.permit
             jti = permit.jti
             self.status.check(permit.iss.id, permit.jti, permit.version, verified.permit_hash, now)
+            if permit.cross_border is not None:  # any HDAB that signed may revoke
+                for co_issuer in permit.cross_border.co_issuers:
+                    self.status.check_co_issuer(co_issuer, permit.jti, now)
             grant = permit.grant_for(self.holder)
             if grant is None:
                 raise VerificationError(
@@ -186,6 +191,7 @@ class PermitGuard:
                 leeway=self.verifier.leeway,
                 replay=self.replay,
             )
+            requester = proof.kid
             if proof.claims.op != request.operation or proof.claims.params != request.params:
                 raise VerificationError(
                     ReasonCode.REQUEST_MISMATCH, "parameters differ from the signed request"
@@ -198,15 +204,16 @@ class PermitGuard:
             if used is None:
                 raise VerificationError(ReasonCode.ROUNDS_EXCEEDED, "rounds beyond the permit")
         except VerificationError as exc:
-            return self._deny(exc.reason, request, jti, ledger_key)
+            return self._deny(exc.reason, request, jti, ledger_key, requester)
         except Exception as exc:  # fail closed on anything unexpected
             log.warning("permit guard internal error: %s", type(exc).__name__)
-            return self._deny(ReasonCode.INTERNAL_ERROR, request, jti, ledger_key)
+            return self._deny(ReasonCode.INTERNAL_ERROR, request, jti, ledger_key, requester)
         decision = Decision(
             allowed=True,
             reason=ReasonCode.OK,
             operation=request.operation,
             jti=jti,
+            requester=requester,
             rounds_used=used,
             rounds_remaining=limit - used,
             permit=permit,
@@ -219,12 +226,17 @@ class PermitGuard:
             log.warning("audit sink failed on allow, denying: %s", type(exc).__name__)
             self.ledger.release(ledger_key, rounds)
             self.audit_failures += 1
-            return self._deny(ReasonCode.AUDIT_UNAVAILABLE, request, jti, ledger_key)
+            return self._deny(ReasonCode.AUDIT_UNAVAILABLE, request, jti, ledger_key, requester)
         self.stats[ReasonCode.OK.value] += 1
         return decision
 
     def _deny(
-        self, reason: ReasonCode, request: AccessRequest, jti: str | None, ledger_key: str | None
+        self,
+        reason: ReasonCode,
+        request: AccessRequest,
+        jti: str | None,
+        ledger_key: str | None,
+        requester: str | None = None,
     ) -> Decision:
         used = self.ledger.used(ledger_key) if ledger_key else 0
         decision = Decision(
@@ -232,6 +244,7 @@ class PermitGuard:
             reason=reason,
             operation=request.operation,
             jti=jti,
+            requester=requester,
             rounds_used=used,
             app_digest=request.app.digest if request.app is not None else None,
         )
@@ -254,6 +267,8 @@ class PermitGuard:
         }
         if decision.app_digest is not None:
             details["app_digest"] = decision.app_digest
+        if decision.requester is not None:  # the authorised person's key, never a name
+            details["requester"] = decision.requester
         self.sink.record(
             "access.allowed" if decision.allowed else "access.denied",
             subject=subject,

@@ -409,6 +409,42 @@ class HdabService:
             session.commit()
             return status_version
 
+    def record_cosigned(self, token: str) -> int:
+        """Record a cross-border permit this HDAB co-signed, so it can revoke it too.
+
+        Every HDAB that signed a permit may revoke it (Art. 63 applies to each
+        issuer): the co-issuer lists the permit in its own status list, where a
+        revocation reaches every data holder's guard. The token must carry a valid
+        signature by this HDAB's current key and name it as a co-issuer. Returns the
+        version of the status list now listing it.
+        """
+        from permits.cosigned import check_cosigned
+
+        permit = check_cosigned(token, self.key, self.issuer.id)
+        with Session(self.engine) as session:
+            rows = session.exec(select(PermitRow).where(PermitRow.jti == permit.jti)).all()
+            if any(r.version >= permit.version for r in rows):
+                raise HdabStateError(f"permit {permit.jti} version {permit.version} already held")
+            for older in rows:
+                if older.status == "valid":
+                    older.status = "superseded"
+                    session.add(older)
+            prow = _permit_row(permit, token, "cosigned", len(parse_jws(token).signatures))
+            session.add(prow)
+            session.flush()
+            self.sink.record(
+                "permit.issued",
+                subject={"permit": permit.jti},
+                details={
+                    "permit_hash": prow.permit_hash,
+                    "version": permit.version,
+                    "signatures": prow.signatures,
+                },
+            )
+            version = self._publish(session)
+            session.commit()
+            return version
+
     def publish_status_list(self) -> int:
         """Re-publish (e.g. on a timer) so data holders always hold a fresh list."""
         with Session(self.engine) as session:

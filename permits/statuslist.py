@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from jwcrypto import jwk
 from pydantic import Field, ValidationError
@@ -90,6 +90,31 @@ def _valid_id(value: str) -> bool:
 class _Held:
     status: StatusList
     digest: str
+    token: str
+
+
+class VersionFloor(Protocol):
+    """The highest status-list version accepted per HDAB, kept where the guard keeps its state.
+
+    Without it a restarted data holder would accept an older list that still shows a
+    revoked permit as valid: a restart must never un-revoke.
+    """
+
+    def highest(self, hdab: str) -> int | None: ...
+
+    def raise_to(self, hdab: str, version: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    """What ``/ready`` and ``/metrics`` show per HDAB: version, signing time, age, freshness."""
+
+    hdab: str
+    version: int
+    iat: int
+    age: float
+    fresh: bool
+    revoked: int
 
 
 class StatusListStore:
@@ -102,8 +127,10 @@ class StatusListStore:
         max_age: int = DEFAULT_MAX_AGE,
         leeway: int = 30,
         clock: Callable[[], float] = time.time,
+        floor: VersionFloor | None = None,
     ) -> None:
         self.trust = trust
+        self.floor = floor
         self.max_age = max_age
         self.leeway = leeway
         self._clock = clock
@@ -123,6 +150,12 @@ class StatusListStore:
         digest = sha256_tag(token.strip().encode())
         with self._lock:
             held = self._lists.get(status.iss)
+            persisted = self.floor.highest(status.iss) if self.floor is not None else None
+            if persisted is not None and status.version < persisted:
+                raise VerificationError(
+                    ReasonCode.STATUS_LIST_ROLLBACK,
+                    "status list older than one accepted before (persisted version)",
+                )
             if held is not None:
                 if status.version < held.status.version:
                     raise VerificationError(
@@ -134,18 +167,36 @@ class StatusListStore:
                             ReasonCode.STATUS_LIST_ROLLBACK, "two lists with one version"
                         )
                     return held.status
-            self._lists[status.iss] = _Held(status, digest)
+            if self.floor is not None:
+                self.floor.raise_to(status.iss, status.version)
+            self._lists[status.iss] = _Held(status, digest, token.strip())
         return status
 
     def get(self, hdab: str) -> StatusList | None:
         held = self._lists.get(hdab)
         return held.status if held else None
 
-    def check(
-        self, hdab: str, jti: str, version: int, permit_hash: str, now: float | None = None
-    ) -> StatusEntry:
-        """Raise with the precise reason unless the permit is listed, current and valid."""
+    def token(self, hdab: str) -> str | None:
+        """The signed token of the list held for ``hdab`` (to persist or forward it)."""
+        held = self._lists.get(hdab)
+        return held.token if held else None
+
+    def info(self, now: float | None = None) -> list[ListInfo]:
+        """Version, age and freshness of every held list (for readiness and metrics)."""
         now = self._now() if now is None else now
+        return [
+            ListInfo(
+                hdab=iss,
+                version=h.status.version,
+                iat=h.status.iat,
+                age=max(0.0, now - h.status.iat),
+                fresh=now - h.status.iat <= self.max_age,
+                revoked=h.status.revoked_count(),
+            )
+            for iss, h in sorted(self._lists.items())
+        ]
+
+    def _fresh(self, hdab: str, now: float) -> _Held:
         held = self._lists.get(hdab)
         if held is None:
             raise VerificationError(ReasonCode.STATUS_LIST_MISSING, "no status list for this HDAB")
@@ -153,7 +204,26 @@ class StatusListStore:
             raise VerificationError(
                 ReasonCode.STATUS_LIST_STALE, "status list older than the configured maximum"
             )
-        entry = held.status.entries.get(jti)
+        return held
+
+    def check_co_issuer(self, hdab: str, jti: str, now: float | None = None) -> None:
+        """A co-issuing HDAB's list: present and fresh, and the permit not revoked there.
+
+        The lead's list proves issuance (the permit must be listed there); every
+        HDAB that signed may revoke, so each co-issuer's list is consulted too. A
+        co-issuer that never recorded the permit simply does not list it.
+        """
+        now = self._now() if now is None else now
+        entry = self._fresh(hdab, now).status.entries.get(jti)
+        if entry is not None and entry.status == "revoked":
+            raise VerificationError(ReasonCode.PERMIT_REVOKED, "permit revoked by a co-issuer")
+
+    def check(
+        self, hdab: str, jti: str, version: int, permit_hash: str, now: float | None = None
+    ) -> StatusEntry:
+        """Raise with the precise reason unless the permit is listed, current and valid."""
+        now = self._now() if now is None else now
+        entry = self._fresh(hdab, now).status.entries.get(jti)
         if entry is None:
             raise VerificationError(
                 ReasonCode.PERMIT_UNKNOWN, "permit not in the HDAB's status list"
@@ -180,9 +250,11 @@ def build_status_list(
 __all__ = [
     "DEFAULT_MAX_AGE",
     "STATUS_TYP",
+    "ListInfo",
     "StatusEntry",
     "StatusList",
     "StatusListStore",
+    "VersionFloor",
     "build_status_list",
     "parse_status_list",
     "sign_status_list",

@@ -81,7 +81,7 @@ def build_permit_world(
                     "holder": h,
                     "datasets": ["ehr"],
                     "feature_spec_hash": spec_hash,
-                    "time_range": {"start": "2015-01-01", "end": "2025-12-31"},
+                    "time_range": {"start": "2015-01-01", "end": "2026-12-31"},
                     "form": "anonymised",
                 }
                 for h in holders
@@ -115,6 +115,9 @@ def build_permit_world(
     status = build_status_list("hdab-dev", 1, now - 5, {jti: entry})
     status_path = base / "status_list.jws"
     status_path.write_text(sign_status_list(status, hdab_key))
+    hdab_path = base / "hdab_key.jwk"  # tests re-sign status lists (rollback, revocation)
+    hdab_path.write_text(hdab_key.export_private())
+    hdab_path.chmod(0o600)
     user_path = base / "user_key.jwk"
     user_path.write_text(user_key.export_private())
     user_path.chmod(0o600)

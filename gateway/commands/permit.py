@@ -83,7 +83,17 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser("verify", help="verify a permit as a data holder would")
     verify.add_argument("token", type=Path, help="permit token file ('-' for stdin)")
     verify.add_argument("--trust", type=Path, required=True, help="trust list of HDAB keys (JSON)")
-    verify.add_argument("--status-list", type=Path, help="signed status list token file")
+    verify.add_argument(
+        "--status-list",
+        type=Path,
+        action="append",
+        help="signed status list token file (repeat for each co-issuing HDAB's list)",
+    )
+    verify.add_argument(
+        "--no-status",
+        action="store_true",
+        help="do not check revocation (the answer then says so); otherwise --status-list is required",
+    )
     verify.add_argument(
         "--max-age", type=int, default=3600, help="maximum status list age, seconds"
     )
@@ -349,6 +359,12 @@ class _NoSink:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if not args.status_list and not args.no_status:
+        # a permit is only valid if not revoked: never say VALID without having looked
+        raise PermitError(
+            "revocation not checked: give --status-list (the HDAB's signed list) or --no-status",
+            code="PERMIT_STATUS_REQUIRED",
+        )
     trust = TrustList.from_file(args.trust)
     now = float(args.at) if args.at is not None else time.time()
     verifier = PermitVerifier(trust, leeway=args.leeway, clock=lambda: now)
@@ -363,8 +379,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             store = StatusListStore(
                 trust, max_age=args.max_age, leeway=args.leeway, clock=lambda: now
             )
-            store.update(_read(args.status_list))
+            for path in args.status_list:
+                store.update(_read(path))
             store.check(permit.iss.id, permit.jti, permit.version, verified.permit_hash, now)
+            if permit.cross_border is not None:  # every HDAB that signed may have revoked
+                for co_issuer in permit.cross_border.co_issuers:
+                    store.check_co_issuer(co_issuer, permit.jti, now)
             result["status_checked"] = True
         if args.holder and permit.grant_for(args.holder) is None:
             raise VerificationError(ReasonCode.HOLDER_NOT_NAMED, "data holder not named")
@@ -376,7 +396,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         lines.append(
             f"jti: {result['jti']}  version: {result['version']}  signers: {', '.join(result['signers'])}"
         )
-    if result["valid"] and not args.status_list:
-        lines.append("note: revocation not checked (no --status-list)")
+    if not args.status_list:
+        result["status_checked"] = False
+        lines.append("note: revocation NOT checked (--no-status): valid only if not revoked")
     _emit(args, result, lines)
     return 0 if result["valid"] else EXIT_INVALID

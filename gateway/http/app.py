@@ -22,6 +22,7 @@ from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.http.audit_routes import AUDIT_VIEW_KEY
 from gateway.http.auth import RequestVerifier
+from gateway.http.limits import PARSER_LIMITS
 from gateway.http.metrics import CONTENT_TYPE, Metrics
 from gateway.http.middleware import (
     MAX_BODY_KEY,
@@ -63,7 +64,9 @@ def base_app(
     config: GatewayConfig, *, keys: KeyRing, metrics: Metrics | None = None
 ) -> web.Application:
     app = web.Application(
-        middlewares=[observe, guard], client_max_size=config.server.max_body_bytes
+        middlewares=[observe, guard],
+        client_max_size=config.server.max_body_bytes,
+        handler_args=PARSER_LIMITS,  # oversized headers reach the middleware: problem+json
     )
     app[CONFIG_KEY] = config
     app[SERVICE_KEY] = config.service

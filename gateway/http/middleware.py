@@ -25,8 +25,10 @@ from aiohttp import web
 
 from gateway.errors import BodyTooLargeError, GatewayError, UnsupportedMediaTypeError
 from gateway.http.auth import PRINCIPAL_KEY, Principal, RequestVerifier, require_role
+from gateway.http.limits import check_header_sizes
 from gateway.http.metrics import Metrics
 from gateway.http.problem import HTTP_CODES, PROBLEM_CODE_KEY, problem_response, status_for_code
+from gateway.http.refusals import audit_refusal
 from gateway.http.routing import (
     BODY_KEY,
     REQUEST_ID_KEY,
@@ -39,6 +41,7 @@ ACCESS_LOG = logging.getLogger("ehds.access")
 ERROR_LOG = logging.getLogger("ehds.error")
 
 METRICS_KEY = web.AppKey("ehds_metrics", Metrics)
+_DEEP = "the input is nested too deeply to process"
 VERIFIER_KEY = web.AppKey("ehds_verifier", RequestVerifier)
 MAX_BODY_KEY = web.AppKey("ehds_max_body", int)
 SERVICE_KEY = web.AppKey("ehds_service", str)
@@ -61,6 +64,8 @@ def _problem_for(exc: BaseException, request: web.Request) -> web.Response:
             404: "no such endpoint",
         }.get(status, exc.reason)
         return problem_response(status, code, exc.reason, detail, headers=headers or None)
+    if isinstance(exc, RecursionError):  # a deeply nested spec or FHIRPath, not our failure
+        return problem_response(422, "INPUT_TOO_DEEP", "Input nested too deeply", str(_DEEP))
     err_code = getattr(exc, "code", None)
     if isinstance(err_code, str) and re.match(r"^[A-Z0-9_]{2,64}$", err_code):
         # A domain package refused: its message is ids, hashes and counts by contract.
@@ -102,6 +107,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     code = response.get(PROBLEM_CODE_KEY) if isinstance(response, web.Response) else None
+    if 400 <= response.status < 500 and response.status != 404:  # refusals, aggregated
+        try:
+            await audit_refusal(request, response.status, code)
+        except Exception as exc:
+            ERROR_LOG.warning(
+                orjson.dumps(
+                    {"event": "refusal.audit_failed", "error": type(exc).__name__}
+                ).decode()
+            )
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
         metrics.observe_request(request.method, route, response.status, elapsed, code)
@@ -129,6 +143,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_header_sizes(request)
     if request.match_info.http_exception is not None:  # unmatched: aiohttp answers 404/405
         return await handler(request)
     spec = spec_for(request)
@@ -162,8 +177,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             path=request.raw_path,
             body=body,
         )
+        request[PRINCIPAL_KEY] = principal  # known before the role check: refusals name it
         require_role(principal, spec.roles)
-        request[PRINCIPAL_KEY] = principal
     return await handler(request)
 
 

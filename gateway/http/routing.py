@@ -150,7 +150,7 @@ def query_int(
         if default is None:
             raise BadRequestError(f"query parameter '{name}' is required", code="PARAMETER_MISSING")
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit() is True
         raise BadRequestError(
             f"query parameter '{name}' must be a non-negative integer", code="PARAMETER_INVALID"
         )

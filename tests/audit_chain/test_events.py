@@ -52,6 +52,7 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
         "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined",
         "feature_warnings",
+        "excluded_time_range",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["model.released"] == {
         "model_hash", "rounds", "sites", "checkpoint_size", "checkpoint_root"

@@ -91,8 +91,9 @@ def make_world(tmp_path: Path) -> WorldFactory:
         data = write_site_arrays(split, tmp_path / "data")
         spec = {"name": "test-spec", "features": list(split.feature_names)}
         spec_hash = trust.spec_hash(spec)
+        holders = permit_kwargs.pop("holders", SITES)
         permit = build_permit_world(
-            tmp_path / "permit", holders=SITES, spec_hash=spec_hash, **permit_kwargs
+            tmp_path / "permit", holders=holders, spec_hash=spec_hash, **permit_kwargs
         )
         return World(tmp_path, split, data, spec, spec_hash, permit)
 

@@ -14,17 +14,23 @@ from federation.ports import AccessTerms, AuditSink, SiteDataset
 class RecordingSource(ArraySource):
     """An ArraySource that leaves a marker file whenever data is read."""
 
-    def __init__(self, path: str, read_marker: str) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, read_marker: str, dataset: str | None = None) -> None:
+        super().__init__(path, dataset)
         self.read_marker = read_marker
 
-    def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
+    def load(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        spec_hash: str,
+        time_range: tuple[str, str] | None = None,
+    ) -> SiteDataset:
         Path(self.read_marker).write_text("read")
-        return super().load(spec, spec_hash=spec_hash)
+        return super().load(spec, spec_hash=spec_hash, time_range=time_range)
 
 
-def recording_source(path: str, read_marker: str) -> RecordingSource:
-    return RecordingSource(path, read_marker)
+def recording_source(path: str, read_marker: str, dataset: str | None = None) -> RecordingSource:
+    return RecordingSource(path, read_marker, dataset)
 
 
 class DyingAuthorizer:

@@ -60,9 +60,10 @@ def make_config(tmp_path: Path, service: str, **env: str) -> GatewayConfig:
 class Api:
     """A client for one service that signs requests like a real one would."""
 
-    def __init__(self, client: TestClient, audience: str) -> None:
+    def __init__(self, client: TestClient, audience: str, reader: jwk.JWK | None = None) -> None:
         self.client = client
         self.audience = audience
+        self.reader = reader  # signs audit entry reads where they need a signature
 
     async def call(
         self,
@@ -198,6 +199,30 @@ async def node(tmp_path: Path, keys: Keys, site_data: Path) -> AsyncIterator[Api
 
     client = await start(create_node_app(node_config(tmp_path, site_data), keys=keys.ring()))
     try:
-        yield Api(client, "site-a")
+        yield Api(client, "site-a", reader=keys.auditor)
     finally:
         await client.close()
+
+
+async def audit_events(api: Api, start: int = 0) -> list[dict[str, Any]]:
+    """Payloads of the service's audit entries from ``start`` on."""
+    out: list[dict[str, Any]] = []
+    while True:
+        resp = await api.call("GET", f"/audit/entries?start={start}&limit=100", key=api.reader)
+        assert resp.status == 200, await resp.text()
+        entries = (await resp.json())["entries"]
+        out.extend(e["payload"] for e in entries)
+        if len(entries) < 100:
+            return out
+        start += len(entries)
+
+
+def is_http_refusal(event: dict[str, Any]) -> bool:
+    return event["type"] == "access.denied" and str(
+        event["details"].get("operation", "")
+    ).startswith("http.")
+
+
+async def decisions_size(api: Api) -> int:
+    """Audit entries that are not refused HTTP requests (those are audited since #12)."""
+    return sum(1 for e in await audit_events(api) if not is_http_refusal(e))

@@ -10,7 +10,7 @@ from jwcrypto import jws
 
 from audit_chain.checkpoint import parse_checkpoint
 from gateway.http.problem import PROBLEM_TYPE
-from tests.gateway.conftest import Api, Keys, application_body
+from tests.gateway.conftest import Api, Keys, application_body, decisions_size
 
 
 async def problem(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -24,9 +24,8 @@ async def problem(resp: Any, status: int, code: str) -> dict[str, Any]:
 
 
 async def audit_size(api: Api) -> int:
-    resp = await api.call("GET", "/audit/checkpoint")
-    assert resp.status == 200
-    return int((await resp.json())["size"])
+    """Decisions in the log; refused HTTP requests are audited too, see test_refusals.py."""
+    return await decisions_size(api)
 
 
 async def apply(api: Api, keys: Keys, **overrides: Any) -> str:

@@ -17,12 +17,13 @@ from gateway.config import FlowerSettings
 from gateway.errors import ConfigError
 from gateway.node_service import create_node_app
 from gateway.supernode import SuperNode
-from tests.gateway.conftest import Api, Keys, node_config, start
+from tests.gateway.conftest import Api, Keys, decisions_size, node_config, start
 from tests.gateway.test_hdab_api import problem
 
 
 async def audit_size(api: Api) -> int:
-    return int((await (await api.call("GET", "/audit/checkpoint")).json())["size"])
+    """Decisions in the log; refused HTTP requests are audited too, see test_refusals.py."""
+    return await decisions_size(api)
 
 
 async def test_health_ready_and_source_status(node: Api, keys: Keys) -> None:
@@ -100,7 +101,7 @@ async def test_opt_outs_are_excluded_and_small_counts_withheld(
     config = node_config(tmp_path, site_data, EHDS_NODE_OPT_OUT=str(registry))
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         resp = await api.call(
             "POST", "/features/dry-run", key=keys.operator, json={"spec": synthetic_spec_document()}
         )
@@ -117,7 +118,7 @@ async def test_cohort_below_floor_is_refused_and_not_audited(
 ) -> None:
     client = await start(create_node_app(node_config(tmp_path, tiny_site), keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         before = await audit_size(api)
         resp = await api.call(
             "POST", "/features/dry-run", key=keys.user, json={"spec": synthetic_spec_document()}
@@ -250,7 +251,7 @@ async def test_supernode_child_is_started_and_stopped(
     client = await start(
         create_node_app(node_config(tmp_path, site_data), keys=keys.ring(), supernode=supernode)
     )
-    api = Api(client, "site-a")
+    api = Api(client, "site-a", reader=keys.auditor)
     await supernode.start()  # what the server's on-bound hook does (the test client binds none)
     assert supernode.process is not None and supernode.runtime is not None
     # the SuperNode launches no ClientApp itself: the gateway's executor serves its tasks
@@ -293,7 +294,9 @@ async def test_supernode_connect_reports_reachability(
     )
     try:
         status: dict[str, Any] = await (
-            await Api(client, "site-a").call("GET", "/flower/status", key=keys.auditor)
+            await Api(client, "site-a", reader=keys.auditor).call(
+                "GET", "/flower/status", key=keys.auditor
+            )
         ).json()
         assert status["superlink_reachable"] is True
     finally:
@@ -348,7 +351,7 @@ async def test_dry_runs_are_for_operators_by_default(
     assert config.node.dry_run_roles == ("operator",)
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         spec = {"spec": synthetic_spec_document()}
         await problem(
             await api.call("POST", "/features/dry-run", key=keys.user, json=spec),
@@ -394,7 +397,7 @@ async def test_network_source_status_reads_the_capability_statement(
     )
     client = await start(create_node_app(config, keys=keys.ring()))
     try:
-        api = Api(client, "site-a")
+        api = Api(client, "site-a", reader=keys.auditor)
         status = await (await api.call("GET", "/fhir/status", key=keys.operator)).json()
         assert status["reachable"] is True
         assert status["capability"]["release"] == "R4"

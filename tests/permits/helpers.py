@@ -117,6 +117,8 @@ class World:
     co_keys: list[jwk.JWK] = field(default_factory=list)
     guards: dict[str, PermitGuard] = field(default_factory=dict)
     max_age: int = 3600
+    #: the co-issuing HDAB (cross-border worlds): it records the permit and may revoke it
+    co_service: HdabService | None = None
 
     @property
     def guard(self) -> PermitGuard:
@@ -128,6 +130,10 @@ class World:
             token = self.service.status_list()
             assert token is not None
             store.update(token)
+            if self.co_service is not None:  # every signer's list is consulted
+                co_token = self.co_service.status_list()
+                assert co_token is not None
+                store.update(co_token)
             verifier = PermitVerifier(self.trust, clock=self.clock)
             self.guards[holder] = PermitGuard(holder, verifier, store, self.sink, clock=self.clock)
         return self.guards[holder]
@@ -212,4 +218,26 @@ def build_world(
     record = service.apply(app)
     service.approve(record.id)
     issued = service.issue(record.id, co_signers=co_keys, nbf=int(clock()) + nbf_offset)
-    return World(clock, sink, hdab_key, trust, service, issued, person_key, org_key, co_keys)
+    co_service = None
+    if cross_border:  # the co-issuer records what it co-signed, so it can revoke it too
+        co_service = HdabService(
+            "sqlite://",
+            hdab_id="hdab-se",
+            country="SE",
+            key=co_keys[0],
+            sink=MemorySink(),
+            clock=clock,
+        )
+        co_service.record_cosigned(issued.token)
+    return World(
+        clock,
+        sink,
+        hdab_key,
+        trust,
+        service,
+        issued,
+        person_key,
+        org_key,
+        co_keys,
+        co_service=co_service,
+    )

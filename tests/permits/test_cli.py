@@ -68,9 +68,16 @@ def test_permit_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         str(trust),
         "--holder",
         "site-a",
+        "--no-status",
         "--json",
     )
     assert code == 0 and ok["valid"] and ok["signers"] == ["hdab-fi"]
+    assert ok["status_checked"] is False  # and it says so
+    # without a status list and without --no-status it refuses to call the permit valid
+    code = main(["permit", "verify", str(token_file), "--trust", str(trust), "--json"])
+    captured = capsys.readouterr()
+    assert code != 0 and "VALID" not in captured.out
+    assert "ehds: error: [PERMIT_STATUS_REQUIRED]" in captured.err
     code, bad = run(
         capsys,
         "permit",
@@ -80,6 +87,7 @@ def test_permit_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         str(trust),
         "--holder",
         "site-z",
+        "--no-status",
         "--json",
     )
     assert code == 1 and bad["reason"] == "holder_not_named"

@@ -32,7 +32,13 @@ def test_train_and_evaluate_are_allowed_and_audited(world: World) -> None:
     ev = world.sink.events[-1]
     assert ev.type == "access.allowed"
     assert ev.subject == {"site": "site-a", "permit": world.issued.jti}
-    assert ev.details == {"reason": "ok", "operation": "train", "rounds_used": 1}
+    # the access event names the requester: the authorised person's key, not a name
+    assert ev.details == {
+        "reason": "ok",
+        "operation": "train",
+        "rounds_used": 1,
+        "requester": thumbprint(world.person_key),
+    }
     decision = world.decide(world.request("evaluate"))
     assert decision.allowed and decision.rounds_used == 1  # evaluation uses no rounds
 
