@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from gateway.cli import main
@@ -77,7 +78,7 @@ def test_permit_cli_lifecycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = main(["permit", "verify", str(token_file), "--trust", str(trust), "--json"])
     captured = capsys.readouterr()
     assert code != 0 and "VALID" not in captured.out
-    assert "ehds: error: [PERMIT_STATUS_REQUIRED]" in captured.err
+    assert orjson.loads(captured.err)["error"]["code"] == "PERMIT_STATUS_REQUIRED"  # --json
     code, bad = run(
         capsys,
         "permit",
