@@ -118,6 +118,39 @@ class FhirSettings:
         default=None, metadata={"doc": "File or folder for ndjson/bundle sources."}
     )
     base_url: str = field(default="", metadata={"doc": "FHIR base URL for search/export sources."})
+    # ---- search/export: the gateway keeps a local snapshot in sync (gateway.fhir_sync)
+    types: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "Resource types to pull (export: all the server has; search: required "
+            "or every type the CapabilityStatement lists)."
+        },
+    )
+    sync_interval_seconds: int = field(
+        default=900, metadata={"doc": "Pull changes this often (0: only at start and before jobs)."}
+    )
+    sync_before_job: bool = field(
+        default=True, metadata={"doc": "Pull changes before each dry run or job."}
+    )
+    snapshot_dir: Path | None = field(
+        default=None, metadata={"doc": "Local snapshot folder (default <data_dir>/fhir-snapshot)."}
+    )
+    client_id: str = field(default="", metadata={"doc": "SMART Backend Services client id."})
+    key: Path | None = field(
+        default=None, metadata={"doc": "SMART client private JWK (RS384/ES384)."}
+    )
+    token_url: str = field(
+        default="", metadata={"doc": "SMART token endpoint (default: discovered)."}
+    )
+    poll_floor_seconds: float = field(
+        default=1.0, metadata={"doc": "Never poll an $export status faster than this."}
+    )
+    sync_wait_seconds: float = field(
+        default=120.0,
+        metadata={
+            "doc": "A job waits this long for its pre-job sync, then reads the snapshot it has."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -372,6 +405,15 @@ def validate(config: GatewayConfig) -> None:
         )
     if config.node.fhir.kind not in {"ndjson", "bundle", "search", "export"}:
         raise ConfigError("node.fhir.kind must be one of ndjson, bundle, search, export")
+    f = config.node.fhir
+    if f.kind in {"search", "export"} and not f.base_url:
+        raise ConfigError(f"node.fhir.base_url is required when node.fhir.kind = {f.kind}")
+    if min(f.sync_interval_seconds, f.poll_floor_seconds, f.sync_wait_seconds) < 0:
+        raise ConfigError(
+            "node.fhir.sync_interval_seconds, poll_floor_seconds and sync_wait_seconds must be >= 0"
+        )
+    if bool(f.client_id) != (f.key is not None):
+        raise ConfigError("node.fhir.client_id and node.fhir.key go together")
     if config.node.flower.mode not in {"off", "connect", "run"}:
         raise ConfigError("node.flower.mode must be one of off, connect, run")
     if config.node.flower.mode == "run" and not config.node.flower.command:

@@ -235,7 +235,7 @@ async def _pull_all(
             FhirTestServer(ServerConfig(ndjson_dir=folder)) as srv,
             FhirClient(srv.base_url) as client,
         ):
-            result = await BulkExporter(client, concurrency=3).run(
+            result = await BulkExporter(client, concurrency=3, poll_floor=0.1).run(
                 ExportRequest(), target, restart=True
             )
         dirs[name] = target

@@ -9,7 +9,7 @@ identifiers, no values ever leave through here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class NodeData:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
+        #: For search/export sources: the current local snapshot folder (``gateway.fhir_sync``).
+        self.snapshot: Callable[[], Path | None] | None = None
 
     # ------------------------------------------------------------------ status
     def file_status(self) -> dict[str, Any]:
@@ -112,18 +114,26 @@ class NodeData:
         from fhir_adapters.stream import open_stream
 
         fhir = self.settings.fhir
+        path = fhir.path
         if fhir.kind in NETWORK_KINDS:
-            raise BadRequestError(
-                "dry runs read the local files; export the source first",
-                code="DRY_RUN_SOURCE_UNSUPPORTED",
-            )
-        if fhir.path is None or not fhir.path.exists():
+            if self.snapshot is None:
+                raise BadRequestError(
+                    "dry runs read the local files; export the source first",
+                    code="DRY_RUN_SOURCE_UNSUPPORTED",
+                )
+            path = self.snapshot()  # resolved once: this run reads one snapshot version
+            if path is None:
+                raise UnavailableError(
+                    "no local FHIR snapshot yet (the first sync has not succeeded)",
+                    code="FHIR_SNAPSHOT_MISSING",
+                )
+        if path is None or not path.exists():
             raise UnavailableError(
                 "the FHIR source is not configured or not readable", code="FHIR_UNAVAILABLE"
             )
         spec = FeatureSpec.from_dict(spec_document)
         floor = self.settings.disclosure_floor
-        stream = open_stream(fhir.path, validate="off")
+        stream = open_stream(path, validate="off")
         matrix = _extract(spec, stream, self.opt_out())
         return summarise(matrix, spec.canonical_hash(), floor)
 

@@ -23,6 +23,7 @@ from gateway.audit_wiring import AuditComponents, metered
 from gateway.client_keys import KeyRing
 from gateway.config import GatewayConfig
 from gateway.errors import UnavailableError, ValidationError
+from gateway.fhir_sync import before_job, install_fhir_sync
 from gateway.http.app import LOG_TAIL_KEY, add_ready_check, base_app, finish, warm_audit_cache
 from gateway.http.audit_routes import AUDIT_VIEW_KEY, audit_routes
 from gateway.http.metrics import Metrics
@@ -90,6 +91,7 @@ async def post_dry_run(request: web.Request) -> web.Response:
         # one client starve the gateway. Refuse early; nothing was read or written.
         raise UnavailableError("dry runs are busy; retry shortly", code="DRY_RUN_BUSY")
     async with slots:
+        await before_job(app)  # search/export sources: pull changes first (gateway.fhir_sync)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(app[EXECUTOR_KEY], lambda: data.dry_run(spec))
     components = app[NODE_AUDIT_KEY]
@@ -265,6 +267,7 @@ def create_node_app(
     add_ready_check(app, "audit_log", audit_ready)
     add_ready_check(app, "fhir_source", app[NODE_DATA_KEY].check_ready)
     add_ready_check(app, "supernode", app[SUPERNODE_KEY].check_ready)
+    install_fhir_sync(app, config, app[NODE_DATA_KEY])
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(warm_audit_cache)
     return finish(app)

@@ -29,6 +29,12 @@ from trust.canonical import (
     spec_hash,
     strict_json,
 )
+from trust.client_keys import (
+    CLIENT_KEY_ALGS,
+    client_jwks,
+    client_key_alg,
+    generate_client_key,
+)
 from trust.errors import (
     AlgorithmError,
     HeaderError,
@@ -87,6 +93,7 @@ __all__ = [
     "ALGORITHMS",
     "ALLOWED_ALGS",
     "ALL_USES",
+    "CLIENT_KEY_ALGS",
     "CODE_PATTERN",
     "HASH_PATTERN",
     "IDENTIFIER_PATTERN",
@@ -114,6 +121,9 @@ __all__ = [
     "canonical_hash",
     "canonical_json",
     "check_header",
+    "client_jwks",
+    "client_key_alg",
+    "generate_client_key",
     "generate_jwk",
     "is_code",
     "is_hash",

@@ -38,6 +38,9 @@ class FileRecord:
     sha256: str = ""
     by_type: dict[str, int] = field(default_factory=dict)
     codes: dict[str, int] = field(default_factory=dict)
+    #: Error files only: OperationOutcomes of error/fatal severity, and the types they name.
+    errors: int = 0
+    failed_types: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileRecord:
@@ -57,6 +60,12 @@ class ExportState:
     job_deleted: bool = False
     polls: int = 0
     fhir_version: str | None = None
+    #: Completed, but the server listed failures under ``error[]``: not a base for ``_since``.
+    partial: bool = False
+    failed_types: list[str] = field(default_factory=list)
+    #: Manifest pages followed (``link`` next) before the manifest was complete.
+    manifest_pages: int = 0
+    cancelled: bool = False
     version: int = STATE_VERSION
 
     def to_json(self) -> bytes:
@@ -80,6 +89,11 @@ class ExportState:
                 "start again with a fresh directory or --restart",
                 code="BULK_STATE_INVALID",
             ) from exc
+
+
+def complete_and_whole(state: ExportState | None) -> bool:
+    """True when ``state`` is a finished export with no failures (a safe ``_since`` base)."""
+    return bool(state and state.completed and not state.partial and state.transaction_time)
 
 
 def load_state(directory: Path) -> ExportState | None:

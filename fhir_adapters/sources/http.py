@@ -4,8 +4,12 @@ Real servers are slow, flaky and picky. Every request made by search, export
 and downloads goes through :meth:`FhirClient.open`, which
 
 - retries 408/429/5xx, connection errors and ``transient`` OperationOutcomes
-  with capped exponential backoff (full jitter), honouring ``Retry-After``
-  (seconds or an HTTP date) when the server sends it;
+  with capped exponential backoff (full jitter: uniform in ``[0, d]``),
+  honouring ``Retry-After`` (seconds, an HTTP date or an absolute epoch, see
+  :mod:`~fhir_adapters.sources.retry_after`), capped, each wait reported to
+  ``on_retry`` so a user sees it;
+- never resends a request that is not safe to repeat (a kick-off) once it may
+  have reached the server: only a refused connection is retried then;
 - attaches the SMART bearer token only to trusted origins (the base URL's,
   plus any listed), renews it before expiry and once more on a 401;
 - turns a final error into :class:`FhirHttpError` /
@@ -17,14 +21,12 @@ and downloads goes through :meth:`FhirClient.open`, which
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ipaddress
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -40,6 +42,7 @@ from fhir_adapters.errors import (
     FhirUnauthorizedError,
 )
 from fhir_adapters.sources.outcome import is_transient_outcome, summarize_outcome
+from fhir_adapters.sources.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from fhir_adapters.sources.capability import ServerCapability
@@ -83,48 +86,30 @@ class RetryPolicy:
     max_attempts: int = 6
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    #: A server asking us to wait longer than this (per attempt) is treated as failing.
+    #: Longest single wait; a server asking for more is waited on this long, then retried.
     max_retry_after: float = 600.0
     retry_statuses: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Capped exponential backoff with half jitter: in ``[d/2, d]``, ``d = min(cap, base*2^n)``."""
+        """Capped exponential backoff with full jitter: uniform in ``[0, d]``, ``d = min(cap, base*2^n)``.
+
+        Full jitter (not "equal" or "half") spreads clients that failed together
+        over the whole window, so they do not come back in a herd.
+        """
         ceiling = min(self.backoff_cap, self.backoff_base * (2.0 ** max(0, attempt)))
-        r = (rng or random).random()
-        return ceiling / 2.0 + r * ceiling / 2.0
+        return (rng or random).random() * ceiling
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """The wait before the next try: the server's ``Retry-After`` wins when it gives one."""
+        """The wait before the next try: the server's ``Retry-After`` (capped) when it gives one."""
         if retry_after is not None:
-            return max(0.0, retry_after)
+            return min(max(0.0, retry_after), self.max_retry_after)
         return self.backoff(attempt)
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
-
-    Lenient on purpose: fractional seconds are accepted; garbage gives ``None``
-    (the caller falls back to its own backoff).
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        current = now or datetime.now(UTC)
-        return max(0.0, (when - current).total_seconds())
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        return None
-    return seconds
+#: Connection failures where nothing reached the server (safe to resend anything).
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,) + (
+    (aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()
+)
 
 
 def is_loopback(url: str) -> bool:
@@ -246,6 +231,11 @@ class FhirClient:
                 connector=aiohttp.TCPConnector(limit=self._connection_limit),
                 headers={"User-Agent": USER_AGENT},
             )
+            # aiohttp silently resends an idempotent request once when a kept-alive
+            # connection drops. A GET kick-off is "idempotent" to aiohttp but starts a
+            # job on the server: every resend decision must be ours (see ``open``).
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:
@@ -289,6 +279,8 @@ class FhirClient:
         what: str | None = None,
         retry_on: Callable[[int, Any], bool] | None = None,
         retry_statuses: frozenset[int] | None = None,
+        resend_safe: bool = True,
+        min_wait: float = 0.0,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request with retries; yield the first 2xx response (released on exit).
 
@@ -296,6 +288,9 @@ class FhirClient:
         origin is trusted"; ``True`` on an untrusted origin is refused (a
         manifest must not be able to send our token elsewhere). ``retry_on``
         adds retryable cases, ``retry_statuses`` replaces the policy's set.
+        ``resend_safe=False`` (a kick-off: repeating it may start a second job)
+        retries a connection failure only when the connection was never made;
+        ``min_wait`` is a floor under every wait (a polling floor).
         """
         target = self.url(url)
         label = what or f"{method} {redact_url(target)}"
@@ -334,12 +329,20 @@ class FhirClient:
                 )
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 attempt += 1
+                if not resend_safe and not isinstance(exc, _NOT_SENT):
+                    raise FhirSourceError(
+                        f"{label}: the connection failed after the request may have reached the "
+                        f"server ({type(exc).__name__}); not resent, because a second request "
+                        "could start a second job. Check the server for a running job, then "
+                        "run the command again",
+                        code="FHIR_REQUEST_UNCERTAIN",
+                    ) from exc
                 if attempt >= self.retry.max_attempts:
                     raise FhirSourceError(
                         f"{label}: server unreachable after {attempt} attempts ({type(exc).__name__})",
                         code="FHIR_UNREACHABLE",
                     ) from exc
-                await self._wait(None, self.retry.delay(attempt - 1, None))
+                await self._wait(None, max(min_wait, self.retry.delay(attempt - 1, None)))
                 continue
             except (aiohttp.ClientError, ValueError) as exc:
                 # Too many redirects, a non-http URL, a malformed header: not worth retrying.
@@ -364,10 +367,8 @@ class FhirClient:
             )
             attempt += 1
             if retryable and attempt < self.retry.max_attempts:
-                delay = self.retry.delay(attempt - 1, retry_after)
-                if delay <= self.retry.max_retry_after:
-                    await self._wait(status, delay)
-                    continue
+                await self._wait(status, max(min_wait, self.retry.delay(attempt - 1, retry_after)))
+                continue
             raise self._http_error(label, status, body, attempts=attempt if retryable else 1)
         try:
             yield response

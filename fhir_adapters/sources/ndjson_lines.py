@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -114,3 +115,30 @@ class NdjsonSplitter:
         self.stats.resources += 1
         self.stats.by_type[rtype] = self.stats.by_type.get(rtype, 0) + 1
         return value
+
+
+def read_resource_lines(
+    path: str | Path, stats: LineStats | None = None
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """``(line, resource)`` for each FHIR resource line of an NDJSON file on disk.
+
+    For files this client wrote itself (export folders, gateway snapshots):
+    the raw line comes along so it can be copied without re-serialising.
+    Lines that are not FHIR resources are counted in ``stats`` and skipped.
+    """
+    stats = stats if stats is not None else LineStats()
+    with open(path, "rb") as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                stats.bad_lines += 1
+                continue
+            if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+                stats.bad_lines += 1
+                continue
+            stats.resources += 1
+            yield line, value

@@ -6,7 +6,8 @@ never raise here, because a malformed error body must not hide the error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from typing import Any
 
 # FHIR issue-type codes under ``transient`` (http://hl7.org/fhir/issue-type):
@@ -75,3 +76,39 @@ def summarize_outcome(body: object) -> str | None:
 def outcome_codes(body: object) -> list[str]:
     """Issue codes of an OperationOutcome (for counting, never free text)."""
     return [str(i.get("code", "unknown")) for i in outcome_issues(body)]
+
+
+_WORD = re.compile(r"\b[A-Z][A-Za-z]{1,63}\b")
+
+
+def is_error_outcome(body: object) -> bool:
+    """True when an OperationOutcome holds an error or fatal issue (not just warnings)."""
+    return any(i.get("severity") in ("error", "fatal", None) for i in outcome_issues(body))
+
+
+def outcome_types(body: object, known: Collection[str]) -> set[str]:
+    """Resource types an OperationOutcome is about (from ``expression``, ``location``, text).
+
+    Servers name the failed type in different places: ``expression``
+    (``Observation.subject``), the older ``location``, or only the diagnostics
+    ("Failed to export Observation"). Words are matched against ``known``
+    resource types, so nothing but a type name ever comes out.
+    """
+    found: set[str] = set()
+    for issue in outcome_issues(body):
+        for key in ("expression", "location"):
+            values = issue.get(key)
+            for value in values if isinstance(values, list) else []:
+                if isinstance(value, str):
+                    head = value.split(".", 1)[0].split("[", 1)[0]
+                    if head in known:
+                        found.add(head)
+        texts = [issue.get("diagnostics")]
+        details = issue.get("details")
+        if isinstance(details, Mapping):
+            texts.append(details.get("text"))
+        for text in texts:
+            if isinstance(text, str):
+                found.update(w for w in _WORD.findall(text[:2000]) if w in known)
+    found.discard("OperationOutcome")
+    return found

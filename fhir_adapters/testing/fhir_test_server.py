@@ -8,12 +8,22 @@ Serves any list of resources (or an NDJSON folder) at ``http://host:port/fhir``:
 - ``$export`` at system, Patient and Group level (IG 3.0.0), with configurable
   delays (``Retry-After``, ``X-Progress``), failures (5xx, 429, transient),
   an ``error`` file of OperationOutcomes, a ``deleted`` file, gzip, garbage lines;
+- the ways real servers differ from the happy path: throttling with 429 and
+  ``Retry-After`` as an absolute epoch (milliseconds first, then seconds),
+  manifests in pages (``allowPartialManifests``, ``link`` next), failed types
+  listed under ``error[]``, files that expire (410), search pages that repeat
+  an id at their boundary, and data that changes (``upsert``/``delete``, with
+  ``_since`` exports listing deletions and ``[type]/_history`` showing them);
 - SMART Backend Services: ``.well-known/smart-configuration`` and a token
   endpoint that verifies the ``private_key_jwt`` client assertion against a
   registered JWKS (alg pinned to key type, aud, exp <= 5 min, jti replay).
 
 Use ``async with FhirTestServer(ServerConfig(...)) as server: server.base_url``,
 or run standalone: ``python -m fhir_adapters.testing.fhir_test_server --ndjson DIR``.
+
+It shares no code with the client in ``fhir_adapters.sources`` (its NDJSON
+reading and writing are its own, below): a misreading of the spec on one side
+must not cancel out on the other.
 """
 
 from __future__ import annotations
@@ -65,6 +75,25 @@ class ExportBehaviour:
     resources_per_file: int = 1000
     bad_lines: int = 0  # garbage lines injected into the first output file
     truncated_downloads: int = 0  # downloads cut off mid-body (connection dropped)
+    # 202 ``Retry-After`` as an absolute epoch ("s" or "ms") ``retry_after`` seconds ahead.
+    retry_after_epoch: str | None = None
+    # The first N status polls answer 429 with an absolute-epoch Retry-After
+    # ``throttle_seconds`` ahead: milliseconds on the first, seconds after (as seen in the wild).
+    throttle_polls: int = 0
+    throttle_seconds: float = 1.0
+    # With ``allowPartialManifests``: manifest pages of this many output entries.
+    manifest_page_size: int | None = None
+    # These types fail: no output, one error file each (OperationOutcome naming the type).
+    fail_types: tuple[str, ...] = ()
+    # After this many downloads of a job, its files are gone (410).
+    expire_after_downloads: int | None = None
+    # Injected 5xx failures carry a transient OperationOutcome (else "processing": not transient).
+    failures_transient: bool = True
+    # Kick-offs whose connection is dropped after the request was read (no answer at all).
+    kickoff_dropped: int = 0
+    # The last resource of each output file is repeated at the start of the next one
+    # (servers paging through a table that changes under them do this).
+    repeat_ids_across_files: bool = False
 
 
 @dataclass
@@ -82,8 +111,15 @@ class ServerConfig:
     default_page_size: int = 20
     max_page_size: int = 500
     search_failures: list[int] = field(default_factory=list)
+    # Search pages overlap by one resource (the last of a page is the first of the next).
+    repeat_ids_across_pages: bool = False
     export: ExportBehaviour = field(default_factory=ExportBehaviour)
     smart: SmartSettings | None = None
+
+
+def ndjson_bytes(resources: Iterable[Mapping[str, Any]]) -> bytes:
+    """This server's own NDJSON writer: one compact JSON object per line, ``\\n`` after each."""
+    return b"".join(orjson.dumps(r) + b"\n" for r in resources)
 
 
 def load_ndjson_dir(path: Path) -> list[dict[str, Any]]:
@@ -184,6 +220,15 @@ def _last_updated(resource: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _epoch(when: float, unit: str) -> str:
+    """An absolute Unix time as some servers put it in ``Retry-After``."""
+    return str(int(when * 1000)) if unit == "ms" else str(int(when) + 1)
+
+
+def _instant_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def _parse_instant(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
@@ -245,6 +290,9 @@ class _Job:
     manifest: dict[str, Any]
     polls: int = 0
     deleted: bool = False
+    downloads: int = 0
+    expired: bool = False
+    pages: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FhirTestServer:
@@ -259,6 +307,9 @@ class FhirTestServer:
         for r in resources:
             self.by_type.setdefault(str(r["resourceType"]), []).append(dict(r))
         self.counts: Counter[str] = Counter()
+        self.tombstones: list[tuple[str, str, str]] = []  # (type, id, instant deleted)
+        self.poll_throttles = 0
+        self.kickoff_queries: list[dict[str, str]] = []  # parameters of each accepted kick-off
         self.jobs: dict[str, _Job] = {}
         self.tokens: dict[str, tuple[str, float]] = {}
         self.seen_jti: set[str] = set()
@@ -301,6 +352,28 @@ class FhirTestServer:
     def release_exports(self) -> None:
         self.config.export.hold = False
 
+    def expire_files(self) -> None:
+        """Every file of every job answers 410 from now on (the server cleaned up)."""
+        for job in self.jobs.values():
+            job.expired = True
+
+    def upsert(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        """Add or replace a resource, stamping ``meta.lastUpdated`` now."""
+        stored = dict(resource)
+        stored["meta"] = {**(stored.get("meta") or {}), "lastUpdated": _instant_now()}
+        rtype, rid = str(stored["resourceType"]), stored.get("id")
+        bucket = self.by_type.setdefault(rtype, [])
+        bucket[:] = [r for r in bucket if r.get("id") != rid]
+        bucket.append(stored)
+        self.tombstones = [t for t in self.tombstones if (t[0], t[1]) != (rtype, rid)]
+        return stored
+
+    def delete(self, rtype: str, rid: str) -> None:
+        """Delete a resource; ``_since`` exports and ``_history`` report it afterwards."""
+        bucket = self.by_type.get(rtype, [])
+        bucket[:] = [r for r in bucket if r.get("id") != rid]
+        self.tombstones.append((rtype, rid, _instant_now()))
+
     @property
     def token_url(self) -> str:
         return self.origin + TOKEN_PATH
@@ -321,6 +394,8 @@ class FhirTestServer:
         app.router.add_get(p + "/_export/status/{job}", self.status)
         app.router.add_delete(p + "/_export/status/{job}", self.delete_job)
         app.router.add_get(p + "/_export/files/{job}/{name}", self.download)
+        app.router.add_get(p + "/_export/manifest/{job}/{page}", self.manifest_page)
+        app.router.add_get(p + "/{type}/_history", self.history)
         app.router.add_get(p + "/{type}", self.search)
         app.router.add_get(p + "/{type}/{id}", self.read)
         return app
@@ -484,7 +559,8 @@ class FhirTestServer:
         self.counts[f"{what}_failed"] += 1
         if status == 429:
             return error(429, "throttled", "too many requests", {"Retry-After": "0"})
-        return error(status, "transient" if status >= 500 else "processing", f"injected {status}")
+        transient = status >= 500 and self.config.export.failures_transient
+        return error(status, "transient" if transient else "processing", f"injected {status}")
 
     async def search(self, request: web.Request) -> web.Response:
         self.counts["search"] += 1
@@ -516,7 +592,8 @@ class FhirTestServer:
         base = f"{self.base_url}/{rtype}?{self_query}{'&' if self_query else ''}_count={count}"
         links = [{"relation": "self", "url": f"{base}&_offset={offset}"}]
         if offset + count < len(matches):
-            links.append({"relation": "next", "url": f"{base}&_offset={offset + count}"})
+            step = count - 1 if self.config.repeat_ids_across_pages and count > 1 else count
+            links.append({"relation": "next", "url": f"{base}&_offset={offset + step}"})
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -557,6 +634,8 @@ class FhirTestServer:
                 patients.add(ref)
                 continue
             values = [v for k, v in p.items() if k.startswith("value")]
+            if len(values) == 1 and isinstance(values[0], bool):
+                values = ["true" if values[0] else "false"]
             if not isinstance(name, str) or len(values) != 1 or not isinstance(values[0], str):
                 return error(400, "invalid", f"bad kick-off parameter {name!r}")
             params.add(name, values[0])
@@ -636,6 +715,13 @@ class FhirTestServer:
         failure = self._failure(behaviour.kickoff_failures, "kickoff")
         if failure is not None:
             return failure
+        if behaviour.kickoff_dropped > 0:
+            behaviour.kickoff_dropped -= 1
+            self.counts["kickoff_dropped"] += 1
+            await request.read()
+            assert request.transport is not None
+            request.transport.close()  # the job may have started; the client never hears
+            return web.Response(status=202)
         if request.headers.get("Prefer", "").lower() != "respond-async":
             return error(400, "invalid", "Prefer: respond-async is required")
         if FHIR_JSON not in request.headers.get("Accept", ""):
@@ -654,6 +740,7 @@ class FhirTestServer:
             if isinstance(parsed, web.Response):
                 return parsed
             query, only = parsed
+        self.kickoff_queries.append({k: str(v) for k, v in query.items()})
         fmt = query.get("_outputFormat", NDJSON)
         if fmt not in (NDJSON, "application/ndjson", "ndjson"):
             return error(400, "not-supported", f"_outputFormat {fmt} is not supported")
@@ -663,15 +750,19 @@ class FhirTestServer:
         job_id = uuid.uuid4().hex
         files: dict[str, bytes] = {}
         output: list[dict[str, Any]] = []
-        per_type: dict[str, list[bytes]] = {}
+        per_type: dict[str, list[dict[str, Any]]] = {}
+        failed = set(behaviour.fail_types)
         for r in selection:
-            per_type.setdefault(r["resourceType"], []).append(orjson.dumps(r))
+            if r["resourceType"] not in failed:
+                per_type.setdefault(r["resourceType"], []).append(r)
         injected = False
         for rtype, lines in per_type.items():
             size = behaviour.resources_per_file
             for i in range(0, len(lines), size):
                 chunk = lines[i : i + size]
-                body = b"\n".join(chunk) + b"\n"
+                if behaviour.repeat_ids_across_files and i > 0:
+                    chunk = [lines[i - 1], *chunk]
+                body = ndjson_bytes(chunk)
                 if not injected and behaviour.bad_lines:
                     body += b"{not json\n" * behaviour.bad_lines
                     injected = True
@@ -682,21 +773,33 @@ class FhirTestServer:
                 )
         errors_out: list[dict[str, Any]] = []
         if behaviour.errors:
-            files["errors.ndjson"] = b"".join(orjson.dumps(o) + b"\n" for o in behaviour.errors)
+            files["errors.ndjson"] = ndjson_bytes(behaviour.errors)
             errors_out.append(
                 {"type": "OperationOutcome", "url": self._file_url(job_id, "errors.ndjson")}
             )
+        for rtype in sorted(failed):
+            wanted = [t for t in query.get("_type", "").split(",") if t]
+            if wanted and rtype not in wanted:
+                continue
+            name = f"errors-{rtype}.ndjson"
+            problem = outcome("exception", f"Failed to export {rtype}: the store timed out")
+            problem["issue"][0]["expression"] = [rtype]
+            files[name] = ndjson_bytes([problem])
+            errors_out.append({"type": "OperationOutcome", "url": self._file_url(job_id, name)})
+        gone = list(behaviour.deleted)
+        since = query.get("_since")
+        if since:
+            with contextlib.suppress(ValueError):
+                since_dt = _parse_instant(since)
+                gone += [(t, i) for t, i, w in self.tombstones if _parse_instant(w) > since_dt]
         deleted_out: list[dict[str, Any]] = []
-        if behaviour.deleted:
+        if gone:
             bundle = {
                 "resourceType": "Bundle",
                 "type": "transaction",
-                "entry": [
-                    {"request": {"method": "DELETE", "url": f"{t}/{i}"}}
-                    for t, i in behaviour.deleted
-                ],
+                "entry": [{"request": {"method": "DELETE", "url": f"{t}/{i}"}} for t, i in gone],
             }
-            files["deleted.ndjson"] = orjson.dumps(bundle) + b"\n"
+            files["deleted.ndjson"] = ndjson_bytes([bundle])
             deleted_out.append({"type": "Bundle", "url": self._file_url(job_id, "deleted.ndjson")})
         manifest = {
             "transactionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
@@ -708,7 +811,20 @@ class FhirTestServer:
             "error": errors_out,
             "deleted": deleted_out,
         }
-        self.jobs[job_id] = _Job(id=job_id, files=files, manifest=manifest)
+        job = _Job(id=job_id, files=files, manifest=manifest)
+        partial = str(query.get("allowPartialManifests", "")).lower() == "true"
+        page_size = behaviour.manifest_page_size
+        if partial and page_size and len(output) > page_size:
+            chunks = [output[i : i + page_size] for i in range(0, len(output), page_size)]
+            for n, entries in enumerate(chunks):
+                page = {**manifest, "output": entries}
+                if n > 0:  # errors and deletions on the first page only
+                    page["error"], page["deleted"] = [], []
+                if n + 1 < len(chunks):
+                    url = f"{self.base_url}/_export/manifest/{job_id}/{n + 1}"
+                    page["link"] = [{"relation": "next", "url": url}]
+                job.pages.append(page)
+        self.jobs[job_id] = job
         return web.Response(
             status=202,
             headers={"Content-Location": f"{PREFIX}/_export/status/{job_id}"},
@@ -726,6 +842,17 @@ class FhirTestServer:
         failure = self._failure(behaviour.poll_failures, "poll")
         if failure is not None:
             return failure
+        if behaviour.throttle_polls > 0:
+            behaviour.throttle_polls -= 1
+            self.poll_throttles += 1
+            self.counts["poll_throttled"] += 1
+            unit = "ms" if self.poll_throttles == 1 else "s"
+            return error(
+                429,
+                "throttled",
+                "too many requests",
+                {"Retry-After": _epoch(time.time() + behaviour.throttle_seconds, unit)},
+            )
         if behaviour.transient_outcome_failures > 0:
             behaviour.transient_outcome_failures -= 1
             return error(500, "transient", "database busy, try again")
@@ -734,13 +861,57 @@ class FhirTestServer:
         job.polls += 1
         if behaviour.hold or job.polls <= behaviour.polls_before_ready:
             headers: dict[str, str] = {}
-            if behaviour.retry_after is not None:
+            if behaviour.retry_after is not None and behaviour.retry_after_epoch:
+                headers["Retry-After"] = _epoch(
+                    time.time() + float(behaviour.retry_after), behaviour.retry_after_epoch
+                )
+            elif behaviour.retry_after is not None:
                 headers["Retry-After"] = behaviour.retry_after
             if behaviour.progress:
                 pct = 100 * job.polls // (behaviour.polls_before_ready + 1)
                 headers["X-Progress"] = f"{pct}% complete" if not behaviour.hold else "waiting"
             return web.Response(status=202, headers=headers)
-        return web.json_response(job.manifest, headers={"Expires": "Fri, 01 Jan 2100 00:00:00 GMT"})
+        first = job.pages[0] if job.pages else job.manifest
+        return web.json_response(first, headers={"Expires": "Fri, 01 Jan 2100 00:00:00 GMT"})
+
+    async def manifest_page(self, request: web.Request) -> web.Response:
+        self.counts["manifest_page"] += 1
+        job = self.jobs.get(request.match_info["job"])
+        if job is None or job.deleted:
+            return error(404, "not-found", "no such export job")
+        try:
+            page = job.pages[int(request.match_info["page"])]
+        except (ValueError, IndexError):
+            return error(404, "not-found", "no such manifest page")
+        return web.json_response(page)
+
+    async def history(self, request: web.Request) -> web.Response:
+        """``[type]/_history?_since=``: a history Bundle (updates and deletions, one page)."""
+        self.counts["history"] += 1
+        rtype = request.match_info["type"]
+        since = request.query.get("_since")
+        try:
+            since_dt = _parse_instant(since) if since else None
+        except ValueError:
+            return error(400, "invalid", "_since must be a FHIR instant")
+        entries: list[dict[str, Any]] = []
+        for r in self.by_type.get(rtype, []):
+            lu = _last_updated(r)
+            if since_dt is None or (lu is not None and _parse_instant(lu) > since_dt):
+                entries.append(
+                    {"resource": r, "request": {"method": "PUT", "url": f"{rtype}/{r.get('id')}"}}
+                )
+        for ttype, tid, when in self.tombstones:
+            if ttype == rtype and (since_dt is None or _parse_instant(when) > since_dt):
+                entries.append(
+                    {
+                        "request": {"method": "DELETE", "url": f"{ttype}/{tid}"},
+                        "response": {"status": "204", "lastModified": when},
+                    }
+                )
+        return fhir_response(
+            {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries}
+        )
 
     async def delete_job(self, request: web.Request) -> web.Response:
         self.counts["delete"] += 1
@@ -761,6 +932,12 @@ class FhirTestServer:
         failure = self._failure(behaviour.download_failures, "download")
         if failure is not None:
             return failure
+        limit = behaviour.expire_after_downloads
+        if job.expired or (limit is not None and job.downloads >= limit):
+            job.expired = True  # once gone, gone for good (a rerun sees the same 410)
+            self.counts["download_expired"] += 1
+            return error(410, "not-found", "export files have expired")
+        job.downloads += 1
         body = job.files.get(request.match_info["name"])
         if body is None:
             return error(404, "not-found", "no such file")

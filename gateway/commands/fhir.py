@@ -5,12 +5,18 @@ reads, keeps its job state in ``<out>/.export-state`` so the same command
 resumes after an interruption, and records ``transactionTime`` for the next
 incremental run (``--since-state``). ``ehds fhir search`` writes the matching
 resources as NDJSON. Server errors (OperationOutcome) come out as one line.
+
+Exit codes of ``export``: 0 complete; 3 partial (the server listed failures
+under ``error[]``: the next run must not be incremental); 130 interrupted
+(the job is left on the server to resume, or cancelled if you said so);
+2 any other error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +30,9 @@ from fhir_adapters.errors import BulkExportError, FhirSourceError
 if TYPE_CHECKING:  # imported lazily: `ehds --help` should not pay for aiohttp and jwcrypto
     from fhir_adapters.sources.bulk_export import ExportProgress, ExportRequest
     from fhir_adapters.sources.http import FhirClient
+
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: Any) -> None:
@@ -66,6 +75,27 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument(
         "--restart", action="store_true", help="drop the saved job in --out and start a new one"
+    )
+    export.add_argument(
+        "--restart-on-expired",
+        action="store_true",
+        help="when the server has dropped the job's files (HTTP 410), start a new export once",
+    )
+    export.add_argument(
+        "--allow-partial-manifests",
+        action="store_true",
+        help="let the server answer with a manifest in pages (followed to the end)",
+    )
+    export.add_argument(
+        "--cancel",
+        action="store_true",
+        help="cancel the job recorded in --out on the server (DELETE its status URL) and stop",
+    )
+    export.add_argument(
+        "--poll-floor",
+        type=float,
+        default=1.0,
+        help="never poll the status faster than this, seconds (even if the server says 0)",
     )
     export.add_argument(
         "--deadline",
@@ -156,7 +186,14 @@ def _client(args: argparse.Namespace) -> FhirClient:
         retry=RetryPolicy(max_attempts=args.retries),
         trusted_origins=args.trust_origin,
         rebase_links=args.rebase_links,
+        on_retry=_show_wait,
     )
+
+
+def _show_wait(status: int | None, delay: float) -> None:
+    """Every wait is shown: a user must see that the server asked us to slow down."""
+    why = f"HTTP {status}" if status is not None else "connection failed"
+    print(f"ehds: {why}; retrying in {delay:.0f}s", file=sys.stderr, flush=True)
 
 
 def _emit_json(data: dict[str, Any]) -> None:
@@ -167,7 +204,7 @@ def _emit_json(data: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ export
 def _request(args: argparse.Namespace) -> ExportRequest:
     from fhir_adapters.sources.bulk_export import ExportRequest
-    from fhir_adapters.sources.export_state import load_state
+    from fhir_adapters.sources.export_state import complete_and_whole, load_state
 
     since = args.since
     if args.since_state is not None:
@@ -182,6 +219,13 @@ def _request(args: argparse.Namespace) -> ExportRequest:
             raise BulkExportError(
                 "--since-state does not point to a completed export", code="BULK_BAD_REQUEST"
             )
+        if not complete_and_whole(previous):
+            raise BulkExportError(
+                "--since-state points to a partial export (failed types: "
+                f"{', '.join(previous.failed_types) or 'unknown'}); an incremental export from "
+                "it would lose those resources for good: run a full export instead",
+                code="BULK_SINCE_PARTIAL",
+            )
         since = previous.transaction_time
     types = tuple(t.strip() for chunk in args.type for t in chunk.split(",") if t.strip())
     return ExportRequest(
@@ -192,6 +236,7 @@ def _request(args: argparse.Namespace) -> ExportRequest:
         until=args.until,
         type_filters=tuple(args.type_filter),
         patients=tuple(args.patient),
+        allow_partial_manifests=args.allow_partial_manifests,
     )
 
 
@@ -231,6 +276,8 @@ def _progress(enabled: bool) -> Iterator[Any]:
                 progress.update(
                     job, description=f"$export: resuming saved job ({event.polls} polls before)"
                 )
+            elif event.phase == "manifest_page":
+                progress.update(job, description=f"$export: manifest page {event.polls}")
             elif event.phase == "polling":
                 text = event.message or "in progress"
                 progress.update(
@@ -253,37 +300,115 @@ def _progress(enabled: bool) -> Iterator[Any]:
         yield hook
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _exporter(client: FhirClient, args: argparse.Namespace, hook: Any = None) -> Any:
     from fhir_adapters.sources.bulk_export import BulkExporter
 
+    return BulkExporter(
+        client,
+        deadline=args.deadline,
+        poll_backoff_cap=args.poll_cap,
+        poll_floor=args.poll_floor,
+        concurrency=args.concurrency,
+        check_capability=not args.no_capability_check,
+        delete_when_done=not args.no_delete,
+        on_progress=hook,
+    )
+
+
+def _cancel(args: argparse.Namespace) -> bool:
+    async def run() -> bool:
+        async with _client(args) as client:
+            return bool(await _exporter(client, args).cancel(args.out))
+
+    return asyncio.run(run())
+
+
+def _cancel_command(args: argparse.Namespace) -> str:
+    argv = ["ehds", "fhir", "export", "--base", args.base, "--out", str(args.out), "--cancel"]
+    for flag, value in (
+        ("--client-id", args.client_id),
+        ("--key", args.key),
+        ("--token-url", args.token_url),
+    ):
+        if value:
+            argv += [flag, str(value)]
+    return shlex.join(argv)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    """Ctrl-C: the server job outlives us unless the user, asked, cancels it."""
+    from fhir_adapters.sources.export_state import load_state
+
+    state = load_state(args.out)
+    if state is None or state.status_url is None or state.completed or state.job_deleted:
+        print("ehds: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        try:
+            answer = input("Interrupted. Cancel the export job on the server too? [y/N] ")
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        if answer.strip().lower() in ("y", "yes"):
+            done = _cancel(args)
+            print(
+                "ehds: export job cancelled on the server"
+                if done
+                else "ehds: the server did not accept the cancel; the job may still run",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+    print(
+        "ehds: interrupted; the export job is still running on the server.\n"
+        "  resume: run the same command again (same --out and options)\n"
+        f"  cancel: {_cancel_command(args)}",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.cancel:
+        accepted = _cancel(args)
+        if args.json:
+            _emit_json({"cancelled": accepted, "out_dir": str(args.out)})
+        else:
+            print(
+                "export job cancelled on the server"
+                if accepted
+                else "the server did not accept the cancel (the job may be gone already)"
+            )
+        return 0 if accepted else 2
     request = _request(args)
     show = not args.json and sys.stderr.isatty()
 
     async def run() -> dict[str, Any]:
         with _progress(show) as hook:
             async with _client(args) as client:
-                exporter = BulkExporter(
-                    client,
-                    deadline=args.deadline,
-                    poll_backoff_cap=args.poll_cap,
-                    concurrency=args.concurrency,
-                    check_capability=not args.no_capability_check,
-                    delete_when_done=not args.no_delete,
-                    on_progress=hook,
+                result = await _exporter(client, args, hook).run(
+                    request,
+                    args.out,
+                    restart=args.restart,
+                    restart_on_expired=args.restart_on_expired,
                 )
-                result = await exporter.run(request, args.out, restart=args.restart)
-                return result.as_dict()
+                return dict(result.as_dict())
 
-    summary = asyncio.run(run())
+    try:
+        summary = asyncio.run(run())
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    code = EXIT_PARTIAL if summary["partial"] else 0
     if args.json:
         _emit_json(summary)
-        return 0
+        return code
     print(
         f"exported {summary['resources']} resources in {summary['files']} files to {summary['out_dir']}"
         f"{' (resumed)' if summary['resumed'] else ''}"
+        f"{' (restarted: the earlier files had expired)' if summary['restarted_on_expired'] else ''}"
     )
     for rtype, n in sorted(summary["resources_by_type"].items()):
         print(f"  {rtype}: {n}")
+    if summary["manifest_pages"] > 1:
+        print(f"  manifest followed over {summary['manifest_pages']} pages")
     if summary["bad_lines"]:
         print(f"  skipped {summary['bad_lines']} lines that were not FHIR resources")
     if summary["error_outcomes"]:
@@ -293,8 +418,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if summary["deleted"]:
         print(f"  server reported {summary['deleted']} deleted resources in deleted/")
-    print(f"next incremental export: --since {summary['next_since']}")
-    return 0
+    if summary["partial"]:
+        print(
+            f"PARTIAL export: the server failed to export {', '.join(summary['failed_types'])} "
+            "(see error/). Do not use this export as the base of an incremental one; fix the "
+            "cause and run a full export again (--restart)."
+        )
+    else:
+        print(f"next incremental export: --since {summary['next_since']}")
+    return code
 
 
 # ------------------------------------------------------------------ search

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +34,8 @@ from gateway.http.middleware import (
 from gateway.http.openapi import build_openapi
 from gateway.http.routing import SPECS_KEY, RouteSpec, install, json_response
 
-ReadyCheck = Callable[[], Awaitable[None]]
+#: A check raises when not ready; it may return a mapping of details (shown with "ok").
+ReadyCheck = Callable[[], Awaitable[object]]
 CONFIG_KEY = web.AppKey("ehds_config", GatewayConfig)
 READY_KEY = web.AppKey("ehds_ready_checks", dict)
 OPENAPI_KEY = web.AppKey("ehds_openapi", dict)
@@ -104,12 +105,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    results: dict[str, str] = {}
+    results: dict[str, object] = {}
     failed = False
     for name, check in request.app[READY_KEY].items():
         try:
-            await asyncio.wait_for(check(), timeout=5.0)
-            results[name] = "ok"
+            detail = await asyncio.wait_for(check(), timeout=5.0)
+            results[name] = {"status": "ok", **detail} if isinstance(detail, Mapping) else "ok"
         except Exception as exc:
             failed = True
             code = getattr(exc, "code", None)

@@ -149,6 +149,8 @@ def test_progress_display_handles_every_event() -> None:
             ExportProgress(phase="kickoff"),
             ExportProgress(phase="resume", polls=3),
             ExportProgress(phase="polling", polls=4, message="40% done", next_poll=2.0),
+            ExportProgress(phase="manifest_page", polls=2),
+            ExportProgress(phase="expired"),
             ExportProgress(phase="manifest", files_total=2),
             ExportProgress(phase="file", files_total=2, files_done=1, resources=10, bytes=100),
             ExportProgress(phase="file", files_total=2, files_done=2, resources=20, bytes=200),

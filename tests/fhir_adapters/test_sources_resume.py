@@ -48,6 +48,7 @@ async def test_resume_after_kill_mid_poll(tmp_path: Path) -> None:
         ServerConfig(resources=sample_resources(10, 3), export=behaviour)
     ) as srv:
         argv = ("fhir", "export", "--base", srv.base_url, "--out", str(out), "--json")
+        argv += ("--poll-floor", "0.05")
         proc = await _spawn(*argv)
         try:
             await _wait_for(lambda: srv.counts["poll"] >= 3)

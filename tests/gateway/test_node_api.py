@@ -398,21 +398,18 @@ async def test_network_source_status_reads_the_capability_statement(
         assert status["reachable"] is True
         assert status["capability"]["release"] == "R4"
         assert "/fhir" not in status["origin"]  # origin only, never the full URL
-        assert (await api.call("GET", "/ready")).status == 200
+        # This server answers /metadata only: no sync can succeed, so there is no local
+        # snapshot to serve. Not ready, and dry runs refused (fail closed; see test_fhir_sync).
+        resp = await api.call("GET", "/ready")
+        assert resp.status == 503
+        assert (await resp.json())["checks"]["fhir_source"] == "FHIR_SNAPSHOT_MISSING"
         resp = await api.call(
             "POST", "/features/dry-run", key=keys.operator, json={"spec": synthetic_spec_document()}
         )
-        await problem(resp, 400, "DRY_RUN_SOURCE_UNSUPPORTED")
+        await problem(resp, 503, "FHIR_SNAPSHOT_MISSING")
     finally:
         await client.close()
     await fhir.close()
-    client = await start(create_node_app(config, keys=keys.ring()))
-    try:
-        resp = await client.get("/ready")  # the FHIR server is gone: not ready, fail closed
-        assert resp.status == 503
-        assert (await resp.json())["checks"]["fhir_source"] == "FHIR_UNAVAILABLE"
-    finally:
-        await client.close()
 
 
 async def test_concurrent_dry_runs_beyond_the_limit_are_refused_early(
