@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import orjson
 
 import trust
 from federation.errors import AccessDeniedError, JobConfigError
+from federation.feature_cache import FeatureCache, cache_key, registry_version, snapshot_version
 from federation.permit_view import read_permit
 from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
@@ -228,10 +230,15 @@ class ArraySource:
     For benchmarks and tests of the federated mechanics; it still checks that
     the coordinator's spec is the one the permit pinned and that the columns
     are the spec's features, so it cannot be used to train on something else.
+    ``patient_keys`` (optional in the file) name each row's patient; without
+    them every row counts as its own patient.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+    def version(self, spec_hash: str) -> str:
+        return cache_key(spec_hash, snapshot_version(self.path), "none")
 
     def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
         if trust.spec_hash(spec) != spec_hash:
@@ -242,9 +249,16 @@ class ArraySource:
             X = np.asarray(data["X"], dtype=np.float32)
             y = np.asarray(data["y"])
             names = tuple(str(n) for n in data["feature_names"])
+            keys = (
+                tuple(str(k) for k in data["patient_keys"])
+                if "patient_keys" in data.files
+                else tuple(f"row-{i}" for i in range(X.shape[0]))
+            )
         if list(names) != list(spec.get("features", [])):
             raise JobConfigError("site columns differ from the spec's features")
-        return SiteDataset(X=X, y=y, feature_names=names, patients=int(X.shape[0]))
+        return SiteDataset(
+            X=X, y=y, feature_names=names, patients=int(X.shape[0]), patient_keys=keys
+        )
 
 
 def array_source(path: str) -> ArraySource:
@@ -259,12 +273,25 @@ class FhirSource:
     of opted-out patient keys (one per line), applied before any feature is
     computed. The spec document the coordinator sent is re-hashed here: a spec
     whose canonical hash is not the permit's is refused before reading data.
+    ``cache_dir`` (under the site's data dir) keeps computed rows on disk per
+    (spec hash, snapshot, opt-out version); see :mod:`federation.feature_cache`.
     """
 
-    def __init__(self, path: str, opt_out: str | None = None, validate: str = "off") -> None:
+    def __init__(
+        self,
+        path: str,
+        opt_out: str | None = None,
+        validate: str = "off",
+        cache_dir: str | None = None,
+    ) -> None:
         self.path = path
         self.opt_out = opt_out
         self.validate = validate
+        self.cache_dir = cache_dir
+
+    def version(self, spec_hash: str) -> str:
+        """Changes with the spec, the FHIR snapshot and the opt-out registry."""
+        return cache_key(spec_hash, snapshot_version(self.path), registry_version(self.opt_out))
 
     def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset:
         from fhir_adapters.features import FeatureSpec, extract_features
@@ -278,6 +305,10 @@ class FhirSource:
             raise AccessDeniedError(
                 "spec document does not match its hash", reason="spec_hash_mismatch"
             )
+        cache = FeatureCache(self.cache_dir) if self.cache_dir else None
+        key = self.version(spec_hash) if cache is not None else ""
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return replace(hit, extra={"cache_hit": 1})
         registry = None
         if self.opt_out is not None:
             keys = Path(self.opt_out).read_text().split()
@@ -286,18 +317,26 @@ class FhirSource:
         if matrix.y is None:
             raise JobConfigError("the feature spec defines no label")
         keep = ~np.isnan(matrix.y)
-        return SiteDataset(
+        data = SiteDataset(
             X=np.asarray(matrix.X[keep], dtype=np.float32),
             y=np.asarray(matrix.y[keep], dtype=np.float32),
             feature_names=tuple(matrix.feature_names),
             patients=int(matrix.report.patients),
             excluded_opt_out=int(matrix.report.excluded_opt_out),
             quarantined=int(matrix.report.quality.problems),
+            patient_keys=tuple(
+                k for k, kept in zip(matrix.patient_keys, keep, strict=True) if kept
+            ),
         )
+        if cache is not None:
+            cache.put(key, data)
+        return data
 
 
-def fhir_source(path: str, opt_out: str | None = None, validate: str = "off") -> FhirSource:
-    return FhirSource(path, opt_out, validate)
+def fhir_source(
+    path: str, opt_out: str | None = None, validate: str = "off", cache_dir: str | None = None
+) -> FhirSource:
+    return FhirSource(path, opt_out, validate, cache_dir)
 
 
 def spec_feature_names(spec: Mapping[str, Any]) -> tuple[str, ...]:

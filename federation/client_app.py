@@ -40,10 +40,15 @@ _log = logging.getLogger(__name__)
 SiteResolver = Callable[[Context], SiteConfig]
 _CODE = re.compile(r"[^a-z0-9_.:-]+")
 _CACHE_SIZE = 8
-# Per-process cache of extracted features, keyed by the site's full data recipe and
-# the spec hash: a Ray actor or SuperNode ClientApp process serves many rounds of
-# the same job, and re-extracting FHIR every round would dominate the run time.
+# Per-process cache of extracted features: a Ray actor or the site's executor
+# serves many rounds, and re-reading features every round would dominate the run
+# time. The key holds the source's version (spec hash, data snapshot, opt-out
+# registry version; see federation.feature_cache), so a new snapshot or a new
+# opt-out is a miss. A source without a version is read afresh every time.
 _FEATURES: OrderedDict[tuple[str, str], SiteDataset] = OrderedDict()
+# (site, job, version) whose ``data.extracted`` this process has written: every
+# job records its own extraction, cached or not, once.
+_EXTRACTED: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
 
 def reason_of(exc: BaseException) -> str:
@@ -85,28 +90,37 @@ def _load_features(
     audit: AuditSink,
     subject: Mapping[str, str],
 ) -> SiteDataset:
-    key = (orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode(), spec_hash)
-    cached = _FEATURES.get(key)
-    if cached is not None:
-        _FEATURES.move_to_end(key)
-        return cached
     source: SiteDataSource = site.data.build()
-    data = source.load(spec, spec_hash=spec_hash)
-    audit.record(
-        "data.extracted",
-        subject=subject,
-        details={
-            "spec_hash": spec_hash,
-            "patients": int(data.patients),
-            "rows": int(data.rows),
-            "features": len(data.feature_names),
-            "excluded_opt_out": int(data.excluded_opt_out),
-            "quarantined": int(data.quarantined),
-        },
-    )
-    _FEATURES[key] = data
-    while len(_FEATURES) > _CACHE_SIZE:
-        _FEATURES.popitem(last=False)
+    version_of = getattr(source, "version", None)
+    version = str(version_of(spec_hash)) if callable(version_of) else None
+    recipe = orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode()
+    key = (recipe, version or "")
+    data = _FEATURES.get(key) if version is not None else None
+    if data is None:
+        data = source.load(spec, spec_hash=spec_hash)
+        if version is not None:
+            _FEATURES[key] = data
+            while len(_FEATURES) > _CACHE_SIZE:
+                _FEATURES.popitem(last=False)
+    else:
+        _FEATURES.move_to_end(key)
+    seen = (site.site_id, subject.get("job", ""), version or "")
+    if version is None or seen not in _EXTRACTED:
+        audit.record(
+            "data.extracted",
+            subject=subject,
+            details={
+                "spec_hash": spec_hash,
+                "patients": int(data.patients),
+                "rows": int(data.rows),
+                "features": len(data.feature_names),
+                "excluded_opt_out": int(data.excluded_opt_out),
+                "quarantined": int(data.quarantined),
+            },
+        )
+        _EXTRACTED[seen] = None
+        while len(_EXTRACTED) > 64:
+            _EXTRACTED.popitem(last=False)
     return data
 
 

@@ -88,6 +88,9 @@ class SiteDataset:
     excluded_opt_out: int = 0
     quarantined: int = 0
     extra: Mapping[str, int] = field(default_factory=dict)
+    #: Pseudonymous patient key of each row (never leaves the site): the held-out
+    #: split is drawn per patient from these (:func:`federation.site.split_rows`).
+    patient_keys: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -95,6 +98,11 @@ class SiteDataset:
 
 
 class SiteDataSource(Protocol):
-    """Computes a site's features for the permitted feature specification."""
+    """Computes a site's features for the permitted feature specification.
+
+    A source may also offer ``version(spec_hash) -> str``: a key that changes
+    whenever the rows would (spec, data snapshot, opt-out registry); the
+    ClientApp then reuses the rows it computed for the same key.
+    """
 
     def load(self, spec: Mapping[str, Any], *, spec_hash: str) -> SiteDataset: ...
