@@ -2,7 +2,11 @@
 
 Five non-IID sites from ``fhir_adapters.testing.synthetic`` (>= 20,000 patients; --quick
 is smaller); each site computes its features from its own NDJSON with the
-permit's feature spec. Held-out test set: a second cohort with another seed.
+permit's feature spec. Evaluation: one patient-level held-out split
+(:mod:`federation.holdout`, split key ``SPLIT_KEY``, ``EVAL_FRACTION`` of each
+site's patients) shared by every job of the bench; every model - federated,
+centralized, stock, each site alone - trains only on the other patients and is
+scored on the same pooled held-out rows.
 
 Rows: centralized XGBoost on pooled data (the baseline), federated bagging and
 cyclic (ours, Flower Simulation Engine, permit-bound), Flower's stock
@@ -32,10 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from federation.factory import FactoryRef  # noqa: E402
 from federation.job import BoosterParams, SiteConfig, TrainingJob  # noqa: E402
+from federation.reference import pooled_held_out, reference_site  # noqa: E402
 from federation.run import quiet_environment, train  # noqa: E402
 from federation.testing.devpermit import build_permit_world  # noqa: E402
-from fhir_adapters.features import FeatureSpec, extract_features  # noqa: E402
+from fhir_adapters.features import FeatureSpec  # noqa: E402
 from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson  # noqa: E402
+
+#: The bench's one held-out split: every job and every reference model share it.
+SPLIT_KEY = "bench-holdout"
+EVAL_FRACTION = 0.2
 
 
 def auc(model: xgb.Booster, X: np.ndarray, y: np.ndarray, names: list[str] | None) -> float:
@@ -79,24 +88,28 @@ def main() -> int:
     train_dirs = write_ndjson(
         CohortConfig(n_patients=patients, n_sites=args.sites, seed=0), work / "train"
     )
-    test_dirs = write_ndjson(
-        CohortConfig(n_patients=max(2_000, patients // 4), n_sites=args.sites, seed=1),
-        work / "test",
-    )
     site_ids = [d.name for d in train_dirs]
-    site_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for site, folder in zip(site_ids, train_dirs, strict=True):
-        m = extract_features(spec, folder)
-        assert m.y is not None
-        site_data[site] = (m.X, m.y)
-        np.savez(work / f"{site}.npz", X=m.X, y=m.y, feature_names=np.array(names))
-    tests = [extract_features(spec, d) for d in test_dirs]
-    X_test = np.vstack([m.X for m in tests])
-    y_test = np.concatenate([m.y for m in tests if m.y is not None])
+    refs = {
+        site: reference_site(
+            folder,
+            spec_doc,
+            spec_hash,
+            split_key=SPLIT_KEY,
+            eval_fraction=EVAL_FRACTION,
+            cache_dir=work / "cache" / site,
+        )
+        for site, folder in zip(site_ids, train_dirs, strict=True)
+    }
+    site_data = {s: refs[s].train for s in site_ids}
+    for site in site_ids:
+        X, y = site_data[site]
+        np.savez(work / f"{site}.npz", X=X, y=y, feature_names=np.array(names))
+    X_test, y_test = pooled_held_out(refs)
     print(
         f"cohort: {patients} patients, {len(site_ids)} sites "
-        f"({', '.join(str(len(site_data[s][1])) for s in site_ids)} rows), "
-        f"test {len(y_test)} rows; generated + extracted in {time.perf_counter() - t0:.1f}s"
+        f"({', '.join(str(len(site_data[s][1])) for s in site_ids)} training rows), "
+        f"held out {len(y_test)} rows ({EVAL_FRACTION:.0%} of each site's patients, "
+        f"split key {SPLIT_KEY}); generated + extracted in {time.perf_counter() - t0:.1f}s"
     )
 
     results: dict[str, Any] = {"patients": patients, "sites": len(site_ids), "rounds": rounds}
@@ -131,7 +144,10 @@ def main() -> int:
         return tuple(
             SiteConfig(
                 site_id=s,
-                data=FactoryRef("federation.adapters:fhir_source", {"path": str(folder)}),
+                data=FactoryRef(
+                    "federation.adapters:fhir_source",
+                    {"path": str(folder), "cache_dir": str(work / "cache" / s)},
+                ),
                 authorizer=FactoryRef(
                     "federation.adapters:permit_guard",
                     {
@@ -169,7 +185,8 @@ def main() -> int:
             rounds=n_rounds,
             min_sites=2,
             params=BoosterParams(max_depth=depth, eta=eta, min_child_weight=floor),
-            eval_fraction=0.0,
+            eval_fraction=EVAL_FRACTION,
+            split_key=SPLIT_KEY,
         )
 
     def released_auc(result: Any) -> float:
@@ -213,8 +230,8 @@ def main() -> int:
             server_app=server,
             client_app=client,
             num_supernodes=len(site_ids),
-            backend_config=simulation_backend(len(site_ids)),
-        )  # type: ignore[arg-type]
+            backend_config=simulation_backend(len(site_ids)),  # type: ignore[arg-type]
+        )
         results["stock_seconds"] = time.perf_counter() - t
         booster = xgb.Booster()
         booster.load_model(stock_out["model"])

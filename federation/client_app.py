@@ -225,8 +225,11 @@ def _handle(
         data = _load_features(site, spec, spec_hash, audit, subject)
         site_ops.check_site_rows(data, terms)
         fraction = cfg.get("eval-fraction")
+        split_key = cfg.get("split-key")
         split = site_ops.split_rows(
-            data.rows, float(fraction) if isinstance(fraction, float) else 0.0, params.seed
+            data,
+            float(fraction) if isinstance(fraction, float) else 0.0,
+            split_key if isinstance(split_key, str) and split_key else subject["job"],
         )
         if operation == "train":
             return _train(

@@ -46,6 +46,9 @@ class RunState:
     rounds: list[RoundReport] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     evaluated_sites: list[str] = field(default_factory=list)
+    #: Evaluation rows per site (each at or above the permit's disclosure floor: a
+    #: site below it reports no metrics at all).
+    evaluated_rows: dict[str, int] = field(default_factory=dict)
 
 
 def wait_for_nodes(grid: Grid, need: int, timeout: float) -> list[int]:
@@ -131,6 +134,7 @@ class XgbStrategy(Strategy):
                         params=self.job.params,
                         eval_fraction=self.job.eval_fraction,
                         strategy=self.job.strategy,
+                        split_key=self.job.split_key,
                     ),
                 }
             )
@@ -309,6 +313,7 @@ class XgbStrategy(Strategy):
             if not isinstance(n, int | float) or n <= 0:
                 continue
             self.state.evaluated_sites.append(site)
+            self.state.evaluated_rows[site] = int(n)
             for name in METRIC_NAMES:
                 value = record.get(name)
                 if isinstance(value, int | float):
