@@ -35,6 +35,7 @@ from federation import trees, wire
 from federation.errors import AccessDeniedError, FederationError, JobConfigError
 from federation.job import BoosterParams, SiteConfig
 from federation.ports import AccessTerms, AuditSink, Authorizer, SiteDataset, SiteDataSource
+from federation.timeline import mark
 
 _log = logging.getLogger(__name__)
 SiteResolver = Callable[[Context], SiteConfig]
@@ -204,6 +205,7 @@ def _handle(
                 _str(cfg, "permit"), token, operation=operation, params=access, app=app
             )
         _check_terms(terms, cfg, operation, spec_hash)
+        mark("permit_check")
     except Exception as exc:
         reason = reason_of(exc)
         if not getattr(exc, "recorded", False):
@@ -224,6 +226,7 @@ def _handle(
         spec = orjson.loads(_str(cfg, "spec"))
         data = _load_features(site, spec, spec_hash, audit, subject)
         site_ops.check_site_rows(data, terms)
+        mark("feature_load")
         fraction = cfg.get("eval-fraction")
         split_key = cfg.get("split-key")
         split = site_ops.split_rows(
@@ -237,6 +240,7 @@ def _handle(
             )
         rows = split.evaluate if split.evaluate.size else split.train
         metrics = site_ops.evaluate_pack(data, rows, global_pack, terms)
+        mark("evaluation")
         return wire.site_reply(msg, site_id=site.site_id, metrics=metrics)
     except FederationError as exc:
         reason = reason_of(exc)
@@ -277,6 +281,7 @@ def _train(
     terms: AccessTerms,
 ) -> Message:
     new = site_ops.train_round(data, split.train, global_pack, params, terms)
+    mark("training")
     encoded = trees.encode_pack(new)
     rnd = cfg.get("round")
     audit.record(

@@ -217,6 +217,9 @@ class RoundReport:
     trees: int
     bytes_sent: dict[str, int]
     seconds: float
+    #: The round's message exchanges as the coordinator saw them (``started``,
+    #: ``pushed``, ``received``; ``time.time()``), when its grid records them.
+    exchanges: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from federation.errors import FederationError, JobConfigError
 from federation.job import RoundReport, TrainingJob, TrainingResult
 from federation.permit_view import check_job, read_permit
 from federation.ports import AuditSink, RequestSigner
+from federation.prompt_grid import PromptGrid
 from federation.release import release_model
 from federation.strategy import XgbStrategy
 
@@ -176,6 +177,6 @@ def main(grid: Grid, context: Context) -> None:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcome = run_coordinator(
-        grid, job, engine="deployment", progress=_file_progress(out / PROGRESS_FILE)
+        PromptGrid(grid), job, engine="deployment", progress=_file_progress(out / PROGRESS_FILE)
     )
     (out / RESULT_FILE).write_bytes(orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2))

@@ -87,6 +87,7 @@ class XgbStrategy(Strategy):
         self.progress = progress
         self.state = RunState(global_pack=initial)
         self._round_started = time.monotonic()
+        self._grid: Grid | None = None
         self._excluded: set[int] = set()
         self._addressed: list[int] = []
         self._connected: set[int] = set()
@@ -195,6 +196,7 @@ class XgbStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._round_started = time.monotonic()
+        self._grid = grid
         self._addressed = self._nodes(grid, server_round)
         self._sent = self._messages(server_round, self._addressed, "train", MessageType.TRAIN)
         return self._sent
@@ -270,6 +272,7 @@ class XgbStrategy(Strategy):
             trees=new_trees,
             bytes_sent={p[0]: p[3] for p in parts},
             seconds=time.monotonic() - self._round_started,
+            exchanges=list(getattr(self._grid, "exchanges", [])[-1:]),
         )
         self.state.rounds.append(report)
         self.audit.record(
