@@ -14,15 +14,18 @@ Public API (details in each module's docstring)::
     log = AuditLog.open("audit.db", log_id="hospital-a", signer=log_key)   # or postgresql://...
     sink = SignedLogSink(log, EventSigner.generate("hospital-a"))
     sink.record("data.extracted", subject={"permit": jti}, details={"rows": 120})
-    cp = log.checkpoint()                                        # Checkpoint(origin, size, root, token)
+    cp = log.checkpoint()                                        # C2SP checkpoint note (origin, size, root)
     proof = log.inclusion_proof(0, cp.size); cproof = log.consistency_proof(1, cp.size)
     report = verify_log(log, trust)                              # VerifyReport(ok, index, reason, ...)
     client = CheckpointVerifier(trust, origin="hospital-a"); client.update(log)
+    witness = Witness(NoteSigner.from_jwk("org/witness", jwk, SIG_COSIGNATURE_V1), store, logs)
+    verify_log(log, trust, log_org="hospital-a", witnesses=WitnessPolicy(vkeys, quorum, notes))
 """
 
 from audit_chain.checkpoint import (
     Checkpoint,
     CheckpointVerifier,
+    log_verifier,
     parse_checkpoint,
     sign_checkpoint,
     verify_checkpoint,
@@ -31,14 +34,17 @@ from audit_chain.errors import AuditError, AuditSchemaError
 from audit_chain.events import EVENT_TYP, Event, build_event, sign_event, verify_event
 from audit_chain.log import AuditLog, Entry
 from audit_chain.merkle import verify_consistency, verify_inclusion
+from audit_chain.note import SIG_COSIGNATURE_V1, NoteSigner, NoteVerifier, parse_vkey
 from audit_chain.schema import EVENT_SCHEMAS
 from audit_chain.signers import EventSigner, TrustedKey, TrustStore
 from audit_chain.sink import SignedLogSink
-from audit_chain.verify import VerifyReport, verify_log
+from audit_chain.verify import VerifyReport, WitnessPolicy, verify_log
+from audit_chain.witness import Witness, add_checkpoint_request, read_cosignature
 
 __all__ = [
     "EVENT_SCHEMAS",
     "EVENT_TYP",
+    "SIG_COSIGNATURE_V1",
     "AuditError",
     "AuditLog",
     "AuditSchemaError",
@@ -47,12 +53,20 @@ __all__ = [
     "Entry",
     "Event",
     "EventSigner",
+    "NoteSigner",
+    "NoteVerifier",
     "SignedLogSink",
     "TrustStore",
     "TrustedKey",
     "VerifyReport",
+    "Witness",
+    "WitnessPolicy",
+    "add_checkpoint_request",
     "build_event",
+    "log_verifier",
     "parse_checkpoint",
+    "parse_vkey",
+    "read_cosignature",
     "sign_checkpoint",
     "sign_event",
     "verify_checkpoint",

@@ -1,9 +1,15 @@
-"""Checkpoints (signed tree heads) and the client that keeps the newest one it accepted.
+"""Checkpoints (signed tree heads) in the C2SP tlog-checkpoint format, and the client that keeps the newest.
 
-A checkpoint is a compact JWS (``typ`` ``ehds-checkpoint+jws``) signed by the
-log's key over::
+A checkpoint is a C2SP signed note (see :mod:`audit_chain.note`)::
 
-    {"v": 1, "origin": <log id>, "size": <tree size>, "root": "sha256:<hex>", "time": "...Z"}
+    hospital-a                      <- origin: the log's id, the organisation's log name
+    12                              <- tree size
+    <base64 RFC 9162 root>
+    <blank line>
+    — hospital-a <base64(key ID || Ed25519 signature)>
+
+signed by the log's Ed25519 key with key name = origin. Witness cosignatures
+(``cosignature/v1``) are further signature lines on the same note.
 
 ``CheckpointVerifier`` is what a hospital, an HDAB or a data user runs against a
 log it does not control (RFC 9162 §8.1.2). It remembers the newest checkpoint it
@@ -21,6 +27,7 @@ the held size. That catches:
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Sequence
@@ -28,23 +35,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
-
 from audit_chain import merkle
 from audit_chain.errors import (
     AuditCheckpointError,
-    AuditError,
     AuditForkError,
+    AuditKeyError,
     AuditProofError,
     AuditRollbackError,
 )
-from audit_chain.events import utc_now
-from audit_chain.schema import HASH, MAX_COUNT, SCHEMA_VERSION, check_time, is_identifier
-from audit_chain.signers import EventSigner, TrustStore, parse_token, verify_token
-from trust import canonical_json
-
-CHECKPOINT_TYP = "ehds-checkpoint+jws"
-CHECKPOINT_KEYS = frozenset({"v", "origin", "size", "root", "time"})
+from audit_chain.note import (
+    SIG_ED25519,
+    NoteSigner,
+    NoteVerifier,
+    checkpoint_body,
+    parse_checkpoint_body,
+    parse_note,
+    verify_note_signature,
+)
+from audit_chain.schema import HASH, MAX_COUNT, is_identifier
+from audit_chain.signers import EventSigner, TrustedKey, TrustStore
 
 
 def root_text(root: bytes) -> str:
@@ -59,14 +68,26 @@ def parse_root(text: object) -> bytes:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed tree head. ``token`` is the compact JWS; the rest is its payload."""
+    """A signed tree head. ``note`` is the C2SP signed note; the rest is read from it.
+
+    ``kid`` is the RFC 7638 thumbprint of the log key whose signature was
+    checked (None when only parsed).
+    """
 
     origin: str
     size: int
     root: bytes
-    time: str
-    kid: str
-    token: str
+    kid: str | None
+    note: str
+
+    @property
+    def token(self) -> str:
+        """The signed note (what earlier versions called the checkpoint token)."""
+        return self.note
+
+    @property
+    def body(self) -> str:
+        return checkpoint_body(self.origin, self.size, self.root)
 
     @property
     def root_hex(self) -> str:
@@ -77,86 +98,107 @@ class Checkpoint:
             "origin": self.origin,
             "size": self.size,
             "root": root_text(self.root),
-            "time": self.time,
             "kid": self.kid,
-            "jws": self.token,
+            "note": self.note,
         }
 
 
+def log_note_signer(signer: EventSigner | NoteSigner, origin: str) -> NoteSigner:
+    """The log's key as a C2SP note signer named ``origin`` (Ed25519 only)."""
+    if isinstance(signer, NoteSigner):
+        if signer.name != origin:
+            raise AuditCheckpointError("a log's note key name must be its origin")
+        return signer
+    if signer.alg != "EdDSA":
+        raise AuditKeyError("C2SP checkpoints need an Ed25519 (EdDSA) log key")
+    return NoteSigner.from_jwk(origin, signer.to_json()["jwk"], SIG_ED25519)
+
+
+def log_verifier(key: TrustedKey | EventSigner, origin: str) -> NoteVerifier:
+    """The C2SP verifier (vkey via ``.vkey()``) of a log key for ``origin``."""
+    trusted = key.trusted_key() if isinstance(key, EventSigner) else key
+    if trusted.alg != "EdDSA":
+        raise AuditKeyError("C2SP checkpoints need an Ed25519 (EdDSA) log key")
+    x = trusted.jwk["x"]
+    return NoteVerifier(origin, SIG_ED25519, base64.urlsafe_b64decode(x + "=" * (-len(x) % 4)))
+
+
 def sign_checkpoint(
-    signer: EventSigner, origin: str, size: int, root: bytes, *, time: str | None = None
+    signer: EventSigner | NoteSigner, origin: str, size: int, root: bytes
 ) -> Checkpoint:
-    """Sign a tree head for ``origin`` (the log id)."""
+    """Sign a tree head for ``origin`` (the log id) as a C2SP checkpoint note."""
     if not is_identifier(origin):
         raise AuditCheckpointError("origin must be an identifier")
     if len(root) != merkle.HASH_SIZE or not 0 <= size <= MAX_COUNT:
         raise AuditCheckpointError("bad tree size or root")
-    when = time or utc_now()
-    payload = {
-        "v": SCHEMA_VERSION,
-        "origin": origin,
-        "size": size,
-        "root": root_text(root),
-        "time": when,
-    }
-    token = signer.sign(canonical_json(payload), CHECKPOINT_TYP)
-    return Checkpoint(origin, size, root, when, signer.kid, token)
+    note_signer = log_note_signer(signer, origin)
+    body = checkpoint_body(origin, size, root)
+    kid = signer.kid if isinstance(signer, EventSigner) else None
+    return Checkpoint(origin, size, root, kid, body + "\n" + note_signer.sign_line(body))
 
 
-def _from_payload(raw: bytes, kid: str, token: str) -> Checkpoint:
-    try:
-        p = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AuditCheckpointError("checkpoint payload is not JSON") from exc
-    if not isinstance(p, dict) or set(p) != CHECKPOINT_KEYS or p["v"] != SCHEMA_VERSION:
-        raise AuditCheckpointError(
-            "checkpoint payload must be exactly {v, origin, size, root, time}"
-        )
-    size = p["size"]
-    if type(size) is not int or not 0 <= size <= MAX_COUNT:
-        raise AuditCheckpointError("checkpoint size must be a non-negative integer")
-    if not is_identifier(p["origin"]):
-        raise AuditCheckpointError("checkpoint origin must be an identifier")
-    try:
-        when = check_time(p["time"])
-    except AuditError as exc:
-        raise AuditCheckpointError(str(exc)) from exc
-    if canonical_json(p) != raw:
-        raise AuditCheckpointError("checkpoint payload is not canonical JSON")
-    return Checkpoint(p["origin"], size, parse_root(p["root"]), when, kid, token)
-
-
-def parse_checkpoint(token: str | bytes) -> Checkpoint:
+def parse_checkpoint(note: str | bytes) -> Checkpoint:
     """Decode a checkpoint WITHOUT checking its signature (display only)."""
-    try:
-        parsed = parse_token(token, CHECKPOINT_TYP)
-    except AuditError as exc:
-        raise AuditCheckpointError(f"malformed checkpoint: {exc}") from exc
-    return _from_payload(parsed.payload, parsed.kid, parsed.token)
+    parsed = parse_note(note)
+    origin, size, root = parse_checkpoint_body(parsed.text)
+    if size > MAX_COUNT:
+        raise AuditCheckpointError("checkpoint size out of range")
+    return Checkpoint(origin, size, root, None, parsed.render())
+
+
+_VERIFIERS: dict[tuple[str, str], NoteVerifier] = {}
+
+
+def _verifier(key: TrustedKey, origin: str) -> NoteVerifier:
+    cached = _VERIFIERS.get((origin, key.kid))
+    if cached is None:
+        if len(_VERIFIERS) > 4096:
+            _VERIFIERS.clear()
+        cached = _VERIFIERS[(origin, key.kid)] = log_verifier(key, origin)
+    return cached
 
 
 def verify_checkpoint(
-    token: str | bytes,
+    note: str | bytes,
     trust: TrustStore,
     *,
     origin: str | None = None,
     log_org: str | None = None,
 ) -> Checkpoint:
-    """Verify a checkpoint's signature (pinned alg), shape, origin and signer organisation.
+    """Verify a checkpoint note: a valid Ed25519 signature by a trusted key of the log.
 
-    Signature problems keep their own codes (``AUDIT_BAD_SIGNATURE``,
-    ``AUDIT_UNKNOWN_KEY``, ``AUDIT_ALG_MISMATCH``); everything else is
-    ``AUDIT_BAD_CHECKPOINT``.
+    The signature line must carry key name = origin and the C2SP key ID of a
+    trusted EdDSA key (of ``log_org`` when given). Other signature lines (e.g.
+    witness cosignatures) are ignored here. A failing signature of a known key
+    is ``AUDIT_BAD_SIGNATURE``; no known key is ``AUDIT_UNKNOWN_KEY``; anything
+    else is ``AUDIT_BAD_CHECKPOINT``.
     """
-    parsed, key = verify_token(token, trust, CHECKPOINT_TYP)
-    cp = _from_payload(parsed.payload, key.kid, parsed.token)
+    cp = parse_checkpoint(note)
     if origin is not None and cp.origin != origin:
         raise AuditCheckpointError("checkpoint is for another log (origin differs)")
-    if log_org is not None and key.org != log_org:
-        raise AuditCheckpointError(
-            f"checkpoint signed by key {key.kid}, which does not belong to the log"
-        )
-    return cp
+    if not is_identifier(cp.origin):
+        raise AuditCheckpointError("checkpoint origin must be an identifier")
+    parsed = parse_note(note)
+    others = False
+    for key in trust:
+        if key.alg != "EdDSA":
+            continue
+        if log_org is not None and key.org != log_org:
+            others = True
+            continue
+        if verify_note_signature(parsed, _verifier(key, cp.origin)) is not None:
+            return Checkpoint(cp.origin, cp.size, cp.root, key.kid, cp.note)
+    if others and log_org is not None:
+        for key in trust:
+            if (
+                key.alg == "EdDSA"
+                and key.org != log_org
+                and verify_note_signature(parsed, _verifier(key, cp.origin)) is not None
+            ):
+                raise AuditCheckpointError(
+                    f"checkpoint signed by key {key.kid}, which does not belong to the log"
+                )
+    raise AuditKeyError("checkpoint carries no signature by a trusted key of the log")
 
 
 class CheckpointSource(Protocol):
@@ -260,7 +302,7 @@ class CheckpointVerifier:
         if self.path is not None:
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
             tmp.write_text(
-                json.dumps({"origin": self.origin, "checkpoints": [c.token for c in self.history]})
+                json.dumps({"origin": self.origin, "checkpoints": [c.note for c in self.history]})
             )
             os.replace(tmp, self.path)
 
@@ -278,10 +320,11 @@ class CheckpointVerifier:
 
 
 __all__ = [
-    "CHECKPOINT_TYP",
     "Checkpoint",
     "CheckpointSource",
     "CheckpointVerifier",
+    "log_note_signer",
+    "log_verifier",
     "parse_checkpoint",
     "parse_root",
     "root_text",

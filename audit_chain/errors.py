@@ -87,6 +87,38 @@ class AuditForkError(AuditCheckpointError):
     code = "AUDIT_FORK"
 
 
+class AuditHeadError(AuditError):
+    """The log's head disagrees with its newest checkpoint: written behind the signer's back."""
+
+    code = "AUDIT_HEAD_MISMATCH"
+
+
+class AuditPositionError(AuditError):
+    """An event signed for another log or another index than where it is (or would be) stored."""
+
+    code = "AUDIT_MISPLACED_EVENT"
+
+
+class AuditWitnessError(AuditError):
+    """A witness refused a checkpoint (``status``: the tlog-witness HTTP status; ``known_size``)."""
+
+    code = "AUDIT_WITNESS_REFUSED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        known_size: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, index=known_size)
+        self.status = status
+        self.known_size = known_size
+        if code is not None:
+            self.code = code
+
+
 class AuditStorageError(AuditError):
     """The database refused an operation or holds something the log cannot read."""
 
@@ -106,12 +138,15 @@ __all__ = [
     "AuditConfigError",
     "AuditError",
     "AuditForkError",
+    "AuditHeadError",
     "AuditKeyError",
     "AuditKeyUseError",
+    "AuditPositionError",
     "AuditProofError",
     "AuditRangeError",
     "AuditRollbackError",
     "AuditSchemaError",
     "AuditSignatureError",
     "AuditStorageError",
+    "AuditWitnessError",
 ]

@@ -1,18 +1,19 @@
-"""Signed events: a schema-checked v1 payload in a compact JWS signed by its actor.
+"""Signed events: a schema-checked v2 payload in a compact JWS signed by its actor.
 
 The log's leaves are the exact ASCII bytes of these tokens. Payload JSON is
 canonical (RFC 8785, :func:`trust.canonical_json`) so the same event always has the same
 bytes, and the payload's ``actor`` must name the key that signed it.
 
     token = sign_event(signer, "permit.issued", subject={"permit": jti},
-                       details={"permit_hash": "sha256:...", "version": 1})
+                       details={"permit_hash": "sha256:...", "version": 1},
+                       origin="hdab-fi", index=41)       # the log and position it is for
     event = verify_event(token, trust_store)     # VerifiedEvent, or AuditError
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ from audit_chain.signers import (
 from trust import TrustError, canonical_json
 
 EVENT_TYP = "ehds-audit-event+jws"
+DRAFT_ORIGIN = "draft"
+"""Origin of an event not yet placed in a log; no log has this id."""
 
 
 def utc_now() -> str:
@@ -41,7 +44,7 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class Event:
-    """A validated v1 event payload."""
+    """A validated v2 event payload (``origin``/``index``: the log position it was signed for)."""
 
     type: str
     org: str
@@ -49,12 +52,19 @@ class Event:
     subject: Mapping[str, str]
     time: str
     details: Mapping[str, object]
+    origin: str = DRAFT_ORIGIN
+    index: int = 0
+
+    def placed(self, origin: str, index: int) -> Event:
+        """The same event for position ``index`` of log ``origin``."""
+        return replace(self, origin=origin, index=index)
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "v": SCHEMA_VERSION,
             "type": self.type,
             "actor": {"org": self.org, "kid": self.kid},
+            "log": {"origin": self.origin, "index": self.index},
             "subject": dict(self.subject),
             "time": self.time,
             "details": dict(self.details),
@@ -70,6 +80,7 @@ class Event:
     def from_payload(cls, payload: object) -> Event:
         p = check_payload(payload)
         actor: dict[str, str] = p["actor"]  # type: ignore[assignment]
+        place: dict[str, Any] = p["log"]  # type: ignore[assignment]
         return cls(
             type=str(p["type"]),
             org=actor["org"],
@@ -77,6 +88,8 @@ class Event:
             subject=p["subject"],  # type: ignore[arg-type]
             time=str(p["time"]),
             details=p["details"],  # type: ignore[arg-type]
+            origin=str(place["origin"]),
+            index=int(place["index"]),
         )
 
 
@@ -88,13 +101,20 @@ def build_event(
     subject: Mapping[str, str],
     details: Mapping[str, object],
     time: str | None = None,
+    origin: str = DRAFT_ORIGIN,
+    index: int = 0,
 ) -> Event:
-    """Build and schema-check an event (AuditSchemaError on anything outside v1)."""
+    """Build and schema-check an event (AuditSchemaError on anything outside v2).
+
+    Without ``origin``/``index`` it is a draft: a log places it (``Event.placed``)
+    under its append lock, when the index is known, and signs it there.
+    """
     return Event.from_payload(
         {
             "v": SCHEMA_VERSION,
             "type": type,
             "actor": {"org": org, "kid": kid},
+            "log": {"origin": origin, "index": index},
             "subject": subject,
             "time": time or utc_now(),
             "details": details,
@@ -108,12 +128,26 @@ def sign_event(
     *,
     subject: Mapping[str, str],
     details: Mapping[str, object],
+    origin: str,
+    index: int,
     time: str | None = None,
 ) -> str:
-    """Build, check and sign an event as ``signer``'s organisation: a compact JWS."""
+    """Build, check and sign an event as ``signer``'s organisation for position ``index`` of ``origin``."""
     event = build_event(
-        type, org=signer.org, kid=signer.kid, subject=subject, details=details, time=time
+        type,
+        org=signer.org,
+        kid=signer.kid,
+        subject=subject,
+        details=details,
+        time=time,
+        origin=origin,
+        index=index,
     )
+    return sign_built(signer, event)
+
+
+def sign_built(signer: EventSigner, event: Event) -> str:
+    """Sign an already checked event (its actor must be ``signer``)."""
     return signer.sign(event.payload_bytes(), EVENT_TYP)
 
 
@@ -154,11 +188,13 @@ def verify_event(token: str | bytes, trust: TrustStore) -> VerifiedEvent:
 
 
 __all__ = [
+    "DRAFT_ORIGIN",
     "EVENT_TYP",
     "Event",
     "VerifiedEvent",
     "build_event",
     "parse_event",
+    "sign_built",
     "sign_event",
     "utc_now",
     "verify_event",

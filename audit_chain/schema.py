@@ -8,8 +8,12 @@ There is no free-text field, so there is nowhere personal data could go.
 
 Payload shape (DEVELOPERS.md)::
 
-    {"v": 1, "type": ..., "actor": {"org": ..., "kid": ...},
+    {"v": 2, "type": ..., "actor": {"org": ..., "kid": ...},
+     "log": {"origin": ..., "index": ...},
      "subject": {...}, "time": "...Z", "details": {...}}
+
+``log`` (new in v2) names the log and the position the event was signed for:
+an event copied to another index or into another log no longer verifies there.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from enum import Enum
 from audit_chain.errors import AuditSchemaError
 from trust.identifiers import CODE, HASH, IDENTIFIER, KID, is_identifier, is_kid
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 """UTC instant, RFC 3339 with a literal ``Z``."""
 
 MAX_COUNT = 2**53 - 1  # stays exact in every JSON reader
 
-PAYLOAD_KEYS = frozenset({"v", "type", "actor", "subject", "time", "details"})
+PAYLOAD_KEYS = frozenset({"v", "type", "actor", "log", "subject", "time", "details"})
 ACTOR_KEYS = frozenset({"org", "kid"})
-SUBJECT_KEYS = frozenset({"permit", "job", "application", "model", "site", "node", "request"})
+LOG_KEYS = frozenset({"origin", "index"})
+SUBJECT_KEYS = frozenset(
+    {"permit", "job", "application", "model", "site", "node", "request", "log"}
+)
 
 
 class Kind(Enum):
@@ -72,10 +79,12 @@ DETAIL_KINDS: dict[str, tuple[Kind, ...]] = {
     "bytes_sent": (Kind.COUNT,),
     "trees": (Kind.COUNT,),
     "checkpoint_size": (Kind.COUNT,),
+    "known_size": (Kind.COUNT,),
 }
 
 EVENT_SCHEMAS: dict[str, frozenset[str]] = {
     "permit.applied": frozenset({"application_hash", "purpose"}),
+    "witness.refused": frozenset({"reason", "checkpoint_size", "known_size"}),
     "permit.approved": frozenset({"reason", "application_hash"}),
     "permit.refused": frozenset({"reason", "application_hash"}),
     "permit.issued": frozenset({"permit_hash", "version", "signatures", "supersedes"}),
@@ -191,10 +200,19 @@ def check_payload(payload: object) -> dict[str, object]:
         raise AuditSchemaError(f"actor.org must match {IDENTIFIER.pattern}")
     if not is_kid(actor["kid"]):
         raise AuditSchemaError("actor.kid must be an RFC 7638 SHA-256 thumbprint")
+    place = payload["log"]
+    if not isinstance(place, Mapping) or set(place) != LOG_KEYS:
+        raise AuditSchemaError("log must be exactly {origin, index}")
+    if not is_identifier(place["origin"]):
+        raise AuditSchemaError(f"log.origin must match {IDENTIFIER.pattern}")
+    index = place["index"]
+    if type(index) is not int or not 0 <= index <= MAX_COUNT:
+        raise AuditSchemaError("log.index must be a non-negative integer")
     return {
         "v": SCHEMA_VERSION,
         "type": event_type,
         "actor": {"org": actor["org"], "kid": actor["kid"]},
+        "log": {"origin": place["origin"], "index": index},
         "subject": check_subject(payload["subject"]),
         "time": check_time(payload["time"]),
         "details": check_details(event_type, payload["details"]),
@@ -209,6 +227,7 @@ __all__ = [
     "HASH",
     "IDENTIFIER",
     "KID",
+    "LOG_KEYS",
     "PAYLOAD_KEYS",
     "SCHEMA_VERSION",
     "SUBJECT_KEYS",

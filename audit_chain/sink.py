@@ -6,10 +6,11 @@ It implements the structural protocol of DEVELOPERS.md::
         def record(self, type: str, *, subject: Mapping[str, str],
                    details: Mapping[str, object]) -> None: ...
 
-``record`` builds the v1 payload (actor = the sink's signer), refuses anything
+``record`` builds the v2 payload (actor = the sink's signer), refuses anything
 outside the schema with ``AuditSchemaError`` *before* anything is written,
-signs it and appends it to the log in its own transaction (with a checkpoint
-when the log has a signer). For throughput, group records with ``batch()``:
+then the log places it (its origin and index), signs it under the append lock
+and appends it in its own transaction (with a checkpoint when the log has a
+signer). For throughput, group records with ``batch()``:
 one transaction and one checkpoint for the whole group.
 
     sink = SignedLogSink(log, EventSigner.generate("hospital-a"))
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from audit_chain.events import EVENT_TYP, Event, build_event
+from audit_chain.events import Event, build_event
 from audit_chain.log import AuditLog
 from audit_chain.signers import EventSigner
 
@@ -46,9 +47,9 @@ class SignedLogSink:
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def _signed(
+    def _draft(
         self, type: str, subject: Mapping[str, str], details: Mapping[str, object]
-    ) -> tuple[bytes, Event]:
+    ) -> tuple[EventSigner, Event]:
         when = self.clock() if self.clock is not None else None
         event = build_event(
             type,
@@ -58,28 +59,24 @@ class SignedLogSink:
             details=details,
             time=when,
         )
-        return self.signer.sign(event.payload_bytes(), EVENT_TYP).encode("ascii"), event
-
-    def sign(self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]) -> str:
-        """The compact JWS for an event, without appending it (schema-checked)."""
-        return self._signed(type, subject, details)[0].decode("ascii")
+        return self.signer, event
 
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> None:
         """Sign and append one event (buffered while inside :meth:`batch` on this thread)."""
-        item = self._signed(type, subject, details)  # schema errors surface here, at the caller
-        buffer: list[tuple[bytes, Event]] | None = getattr(self._local, "buffer", None)
+        item = self._draft(type, subject, details)  # schema errors surface here, at the caller
+        buffer: list[tuple[EventSigner, Event]] | None = getattr(self._local, "buffer", None)
         if buffer is not None:
             buffer.append(item)
             return
-        self.log._append_checked([item])
+        self.log._append_drafts([item])
 
     def record_entry(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> int:
         """Like :meth:`record` (never buffered) but returns the entry's index."""
-        return self.log._append_checked([self._signed(type, subject, details)]).start
+        return self.log._append_drafts([self._draft(type, subject, details)]).start
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -95,10 +92,10 @@ class SignedLogSink:
         try:
             yield
         finally:
-            buffer: list[tuple[bytes, Event]] = self._local.buffer
+            buffer: list[tuple[EventSigner, Event]] = self._local.buffer
             self._local.buffer = None
             if buffer:
-                self.log._append_checked(buffer)
+                self.log._append_drafts(buffer)
 
 
 __all__ = ["SignedLogSink"]

@@ -5,7 +5,11 @@ Tables (all keyed by ``log_id`` so one database can hold several logs):
 * ``audit_log``        -- the head: current tree size of each log;
 * ``audit_entry``      -- ``(log_id, idx)`` -> the exact event bytes (+ type, org, time for listing);
 * ``audit_node``       -- ``(log_id, level, idx)`` -> hash of every *complete* subtree;
-* ``audit_checkpoint`` -- ``(log_id, size)`` -> signed tree head.
+* ``audit_checkpoint`` -- ``(log_id, size)`` -> signed tree head (C2SP checkpoint note);
+* ``audit_cosignature`` -- ``(log_id, size, witness)`` -> a witness's cosignature line
+  on that checkpoint, collected by the log from the witnesses it asks;
+* ``audit_witness``    -- ``origin`` -> the newest checkpoint this organisation's
+  *witness* cosigned for another log (its whole memory of that log).
 
 Why this design:
 
@@ -56,7 +60,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, SQLModel
 
 from audit_chain import merkle
-from audit_chain.errors import AuditConfigError, AuditStorageError
+from audit_chain.errors import AuditConfigError, AuditHeadError, AuditStorageError
 from audit_chain.schema import is_identifier
 
 
@@ -96,14 +100,41 @@ class AuditCheckpointRow(SQLModel, table=True):
     token: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class AuditCosignatureRow(SQLModel, table=True):
+    __tablename__ = "audit_cosignature"
+
+    log_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    witness: str = Field(sa_column=Column(String(256), primary_key=True))
+    timestamp: int = Field(sa_column=Column(BigInteger, nullable=False))
+    line: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AuditWitnessRow(SQLModel, table=True):
+    __tablename__ = "audit_witness"
+
+    origin: str = Field(sa_column=Column(String(256), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    note: str = Field(sa_column=Column(Text, nullable=False))
+
+
 HEADS = AuditLogHead.__table__  # type: ignore[attr-defined]
 ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
 NODES = AuditNode.__table__  # type: ignore[attr-defined]
 CHECKPOINTS = AuditCheckpointRow.__table__  # type: ignore[attr-defined]
-TABLES = [HEADS, ENTRIES, NODES, CHECKPOINTS]
+COSIGNATURES = AuditCosignatureRow.__table__  # type: ignore[attr-defined]
+WITNESS = AuditWitnessRow.__table__  # type: ignore[attr-defined]
+TABLES = [HEADS, ENTRIES, NODES, CHECKPOINTS, COSIGNATURES, WITNESS]
 
 SignCheckpoint = Callable[[int, bytes], str]
-"""``(size, root) -> compact JWS``: signs a tree head while the append lock is held."""
+"""``(size, root) -> checkpoint note``: signs a tree head while the append lock is held."""
+Row = tuple[bytes, str, str, str]
+"""``(leaf bytes, type, org, time)``."""
+BuildRows = Callable[[int], Sequence[Row]]
+"""``first index -> rows``: builds (signs) the leaves once their position is known, under the lock."""
+WitnessStep = Callable[[int, bytes | None], tuple[int, bytes, str]]
+"""``(known size, known root) -> (new size, new root, note)``; raises to refuse."""
 
 _SCHEMA_LOCK = 0x45484453_41554454  # "EHDSAUDT": serialises CREATE TABLE across processes
 
@@ -128,11 +159,9 @@ def redact_url(url: str) -> str:
         return "<unparseable url>"
 
 
-def lock_key(log_id: str) -> int:
-    """64-bit signed advisory-lock key for a log id."""
-    return int.from_bytes(
-        hashlib.sha256(b"ehds-audit:" + log_id.encode()).digest()[:8], "big", signed=True
-    )
+def lock_key(log_id: str, prefix: bytes = b"ehds-audit:") -> int:
+    """64-bit signed advisory-lock key for a log id (or, with another prefix, a witness origin)."""
+    return int.from_bytes(hashlib.sha256(prefix + log_id.encode()).digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -207,8 +236,8 @@ class LogStore:
     # ------------------------------------------------------------ locking
 
     @contextmanager
-    def _locked(self, log_id: str | None) -> Iterator[Connection]:
-        """A write transaction holding the per-log lock (or the schema lock when None)."""
+    def _locked(self, log_id: str | int | None) -> Iterator[Connection]:
+        """A write transaction holding the per-log lock (the schema lock when None, a raw key when int)."""
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -221,7 +250,12 @@ class LogStore:
                 conn.exec_driver_sql("COMMIT")
             else:
                 with conn.begin():
-                    key = _SCHEMA_LOCK if log_id is None else lock_key(log_id)
+                    if log_id is None:
+                        key = _SCHEMA_LOCK
+                    elif isinstance(log_id, int):
+                        key = log_id
+                    else:
+                        key = lock_key(log_id)
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
                     yield conn
 
@@ -230,22 +264,30 @@ class LogStore:
     def append(
         self,
         log_id: str,
-        leaves: Sequence[tuple[bytes, str, str, str]],
+        leaves: Sequence[Row] | BuildRows,
         *,
         sign_checkpoint: SignCheckpoint | None = None,
     ) -> AppendResult:
         """Append ``(leaf bytes, type, org, time)`` rows in one locked transaction.
 
-        ``sign_checkpoint(size, root) -> token`` (optional) is called under the
-        lock so the checkpoint stored with the batch covers exactly it.
+        ``leaves`` may be a function of the first index: events that carry their
+        own position are signed here, under the lock. ``sign_checkpoint(size,
+        root) -> note`` (optional) is called under the lock so the checkpoint
+        stored with the batch covers exactly it. A signing log refuses to append
+        (``AUDIT_HEAD_MISMATCH``) when its head is not what its newest checkpoint
+        signed: entries written behind its back are never checkpointed for good.
         """
         if not is_identifier(log_id):
             raise AuditConfigError("log id must be an identifier")
-        hashes = [merkle.leaf_hash(leaf) for leaf, *_ in leaves]
         try:
             with self._locked(log_id) as conn:
                 size = self._head(conn, log_id, create=True)
                 frontier = self._frontier(conn, log_id, size)
+                if sign_checkpoint is not None:
+                    self._check_head(conn, log_id, size, merkle.frontier_root(frontier))
+                if callable(leaves):
+                    leaves = leaves(size)
+                hashes = [merkle.leaf_hash(leaf) for leaf, *_ in leaves]
                 nodes = merkle.extend(size, frontier, hashes)
                 if leaves:
                     # driver-level executemany: SQLAlchemy's per-row parameter processing
@@ -276,8 +318,33 @@ class LogStore:
             ) from exc
         return AppendResult(size, new_size, root, token)
 
+    def _check_head(self, conn: Connection, log_id: str, size: int, root: bytes) -> None:
+        latest = conn.execute(
+            select(CHECKPOINTS.c.size, CHECKPOINTS.c.root)
+            .where(CHECKPOINTS.c.log_id == log_id)
+            .order_by(CHECKPOINTS.c.size.desc())
+            .limit(1)
+        ).first()
+        if latest is None:
+            if size > 0:
+                raise AuditHeadError(
+                    f"log holds {size} entries but no checkpoint: refusing to append", index=0
+                )
+            return
+        if int(latest[0]) != size or bytes(latest[1]) != root:
+            raise AuditHeadError(
+                f"log head (size {size}) disagrees with its newest checkpoint (size "
+                f"{int(latest[0])}): refusing to append or checkpoint",
+                index=min(size, int(latest[0])),
+            )
+
     def add_checkpoint(self, log_id: str, sign: SignCheckpoint) -> tuple[int, bytes, str]:
-        """Sign and store a checkpoint for the current head, unless one exists (under the lock)."""
+        """Sign and store a checkpoint for the current head, unless one exists (under the lock).
+
+        Refused (``AUDIT_HEAD_MISMATCH``) when an older checkpoint exists that the
+        head does not match: a signing log appends and checkpoints together, so a
+        head ahead of its checkpoint was written by someone else.
+        """
         with self._locked(log_id) as conn:
             current = self._head(conn, log_id, create=True)
             root = merkle.root_hash(current, _ConnReader(conn, log_id))
@@ -288,6 +355,11 @@ class LogStore:
             ).scalar_one_or_none()
             if existing is not None:
                 return current, root, str(existing)
+            has_any = conn.execute(
+                select(func.count()).select_from(CHECKPOINTS).where(CHECKPOINTS.c.log_id == log_id)
+            ).scalar_one()
+            if has_any:
+                self._check_head(conn, log_id, current, root)
             token = sign(current, root)
             self._insert_checkpoint(conn, log_id, current, root, token)
             return current, root, token
@@ -319,7 +391,105 @@ class LogStore:
             )
         return {level: found[(level, idx)] for level, idx in ids}
 
+    # ------------------------------------------------------------ witnessing
+
+    def add_cosignatures(
+        self, log_id: str, size: int, rows: Sequence[tuple[str, int, str]]
+    ) -> None:
+        """Store ``(witness name, timestamp, signature line)`` cosignatures of checkpoint ``size``."""
+        if not rows:
+            return
+        try:
+            with self.engine.begin() as conn:
+                for witness, timestamp, line in rows:
+                    conn.execute(
+                        COSIGNATURES.delete().where(
+                            and_(
+                                COSIGNATURES.c.log_id == log_id,
+                                COSIGNATURES.c.size == size,
+                                COSIGNATURES.c.witness == witness,
+                            )
+                        )
+                    )
+                    conn.execute(
+                        insert(COSIGNATURES).values(
+                            log_id=log_id,
+                            size=size,
+                            witness=witness,
+                            timestamp=timestamp,
+                            line=line,
+                        )
+                    )
+        except SQLAlchemyError as exc:
+            raise AuditStorageError(f"cannot store cosignatures: {type(exc).__name__}") from exc
+
+    def cosignatures(self, log_id: str) -> list[tuple[int, str, int, str]]:
+        """``(size, witness, timestamp, line)`` of stored cosignatures, smallest size first."""
+        with self.reads.connect() as conn:
+            rows = conn.execute(
+                select(
+                    COSIGNATURES.c.size,
+                    COSIGNATURES.c.witness,
+                    COSIGNATURES.c.timestamp,
+                    COSIGNATURES.c.line,
+                )
+                .where(COSIGNATURES.c.log_id == log_id)
+                .order_by(COSIGNATURES.c.size, COSIGNATURES.c.witness)
+            )
+            return [(int(s), str(w), int(t), str(ln)) for s, w, t, ln in rows]
+
+    def witness_advance(self, origin: str, step: WitnessStep) -> tuple[int, bytes, str]:
+        """Run ``step(known size, known root)`` and store its result, atomically per origin.
+
+        The check against the stored size and the write happen under one lock
+        (tlog-witness: otherwise two racing requests could roll the state back).
+        """
+        try:
+            with self._locked(lock_key(origin, b"ehds-witness:")) as conn:
+                row = conn.execute(
+                    select(WITNESS.c.size, WITNESS.c.root).where(WITNESS.c.origin == origin)
+                ).first()
+                known_size, known_root = (0, None) if row is None else (int(row[0]), bytes(row[1]))
+                size, root, note = step(known_size, known_root)
+                if row is None:
+                    conn.execute(
+                        insert(WITNESS).values(origin=origin, size=size, root=root, note=note)
+                    )
+                else:
+                    conn.execute(
+                        update(WITNESS)
+                        .where(WITNESS.c.origin == origin)
+                        .values(size=size, root=root, note=note)
+                    )
+                return size, root, note
+        except SQLAlchemyError as exc:
+            raise AuditStorageError(f"witness state update failed: {type(exc).__name__}") from exc
+
+    def witness_state(self, origin: str) -> tuple[int, bytes, str] | None:
+        """The newest checkpoint this database's witness cosigned for ``origin``."""
+        with self.reads.connect() as conn:
+            row = conn.execute(
+                select(WITNESS.c.size, WITNESS.c.root, WITNESS.c.note).where(
+                    WITNESS.c.origin == origin
+                )
+            ).first()
+        return None if row is None else (int(row[0]), bytes(row[1]), str(row[2]))
+
+    def witness_origins(self) -> list[str]:
+        with self.reads.connect() as conn:
+            return [
+                str(o)
+                for o in conn.execute(select(WITNESS.c.origin).order_by(WITNESS.c.origin)).scalars()
+            ]
+
     # ------------------------------------------------------------ reading
+
+    def has_log(self, log_id: str) -> bool:
+        with self.reads.connect() as conn:
+            return (
+                conn.execute(select(HEADS.c.size).where(HEADS.c.log_id == log_id)).first()
+                is not None
+            )
 
     def size(self, log_id: str) -> int:
         with self.reads.connect() as conn:
@@ -481,15 +651,19 @@ class _ConnReader:
 
 __all__ = [
     "CHECKPOINTS",
+    "COSIGNATURES",
     "ENTRIES",
     "HEADS",
     "NODES",
     "TABLES",
+    "WITNESS",
     "AppendResult",
     "AuditCheckpointRow",
+    "AuditCosignatureRow",
     "AuditEntry",
     "AuditLogHead",
     "AuditNode",
+    "AuditWitnessRow",
     "LogStore",
     "StoredEntry",
     "lock_key",

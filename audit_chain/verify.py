@@ -16,7 +16,18 @@ One streaming pass in index order (constant memory, keyset pagination):
 5. the log is not shorter than its newest checkpoint or than a checkpoint the
    caller holds (``AUDIT_TRUNCATED``), and agrees with the caller's checkpoints
    (``AUDIT_FORK``; index = size of the newest held checkpoint that still
-   matches, i.e. the divergence lies at or after it).
+   matches, i.e. the divergence lies at or after it);
+6. every event names this log and its own index (``AUDIT_MISPLACED_EVENT``: a
+   copy of a valid event elsewhere), and the side columns ``type``/``org``/``time``
+   equal the signed leaf (``AUDIT_SIDE_COLUMN``);
+7. nothing lies beyond the newest signed checkpoint (``AUDIT_UNCHECKPOINTED``):
+   a signing log writes entries and their checkpoint in one transaction;
+8. with a :class:`WitnessPolicy`: every cosignature of a trusted witness (from
+   the log's own table and from what the witnesses hold) must match the log --
+   a size beyond the log is ``AUDIT_TRUNCATED``, another root at a size is
+   ``AUDIT_FORK`` -- and the entries count as verified only up to the newest
+   size cosigned by ``quorum`` witnesses (``verified_size``); without any such
+   checkpoint a non-empty log fails with ``AUDIT_NO_QUORUM``.
 
 ``verify_log(log, trust)`` returns a :class:`VerifyReport`; it raises nothing for
 a bad log (only for a database that cannot be read).
@@ -25,7 +36,7 @@ a bad log (only for a database that cannot be read).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from audit_chain import merkle
@@ -33,6 +44,14 @@ from audit_chain.checkpoint import Checkpoint, verify_checkpoint
 from audit_chain.errors import AuditError
 from audit_chain.events import verify_event
 from audit_chain.log import AuditLog
+from audit_chain.note import (
+    NoteVerifier,
+    checkpoint_body,
+    find_cosignatures,
+    parse_checkpoint_body,
+    parse_note,
+    parse_signature_lines,
+)
 from audit_chain.signers import TrustStore
 
 OK = "OK"
@@ -45,6 +64,35 @@ TRUNCATED = "AUDIT_TRUNCATED"
 FORK = "AUDIT_FORK"
 NO_CHECKPOINT = "AUDIT_NO_CHECKPOINT"
 BAD_CHECKPOINT = "AUDIT_BAD_CHECKPOINT"
+MISPLACED = "AUDIT_MISPLACED_EVENT"
+SIDE_COLUMN = "AUDIT_SIDE_COLUMN"
+UNCHECKPOINTED = "AUDIT_UNCHECKPOINTED"
+NO_QUORUM = "AUDIT_NO_QUORUM"
+
+
+@dataclass(frozen=True)
+class WitnessPolicy:
+    """Which witnesses the verifier trusts (cosignature/v1 vkeys) and how many must agree.
+
+    ``notes``: checkpoints with cosignatures obtained from the witnesses
+    themselves (their ``/witness/checkpoint`` or their database): what the log's
+    operator cannot delete. The log's own ``audit_cosignature`` table is read too.
+    """
+
+    witnesses: tuple[NoteVerifier, ...]
+    quorum: int
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quorum <= len(self.witnesses):
+            raise ValueError("quorum must be between 1 and the number of trusted witnesses")
+
+
+@dataclass(frozen=True)
+class _Claim:
+    witness: str
+    size: int
+    root: bytes
 
 
 @dataclass
@@ -61,6 +109,9 @@ class VerifyReport:
     index: int | None = None
     reason: str = OK
     message: str = "log verifies"
+    verified_size: int | None = None
+    quorum: int | None = None
+    cosigned: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +136,7 @@ def verify_log(
     trusted: Checkpoint | Sequence[Checkpoint] | None = None,
     log_org: str | None = None,
     require_checkpoint: bool = True,
+    witnesses: WitnessPolicy | None = None,
     batch: int = 2000,
 ) -> VerifyReport:
     """Verify ``log`` end to end against ``trust`` (see the module docstring).
@@ -100,6 +152,11 @@ def verify_log(
     # so on an honest log that is being appended to meanwhile, head >= every checkpoint read.
     stored_rows = log.store.checkpoints(log.log_id)
     size = log.size()
+    newest_read = stored_rows[-1][0] if stored_rows else 0
+    if newest_read < size:  # an append committed in between: read the checkpoints it added
+        stored_rows += [
+            r for r in log.store.checkpoints(log.log_id, since=newest_read + 1) if r[0] <= size
+        ]
     report = VerifyReport(False, log.log_id, size, 0, None, None, None)
     state = _State()
     try:
@@ -108,10 +165,22 @@ def verify_log(
             (verify_checkpoint(c.token, trust, origin=log.log_id, log_org=log_org) for c in held),
             key=lambda c: c.size,
         )
+        claims = _witness_claims(log, witnesses) if witnesses is not None else []
         if stored_cps:
             report.checkpoint_size = stored_cps[-1].size
             report.checkpoint_root = _hex(stored_cps[-1].root)
-        _stream(log, trust, size, stored_cps, held_cps, state, report, batch)
+        for claim in claims:
+            report.cosigned[claim.witness] = max(report.cosigned.get(claim.witness, 0), claim.size)
+        beyond = [c for c in claims if c.size > size]
+        if beyond:
+            worst = max(beyond, key=lambda c: c.size)
+            raise _Failure(
+                size,
+                TRUNCATED,
+                f"log holds {size} entries but witness {worst.witness} cosigned size {worst.size}: "
+                "entries were removed",
+            )
+        _stream(log, trust, size, stored_cps, held_cps, claims, state, report, batch)
         report.root = _hex(merkle.frontier_root(state.frontier))
         newest = stored_cps[-1] if stored_cps else None
         if newest is not None and newest.size > size:
@@ -126,6 +195,23 @@ def verify_log(
             )
         if require_checkpoint and size > 0 and newest is None:
             raise _Failure(None, NO_CHECKPOINT, "log has entries but no signed checkpoint")
+        if require_checkpoint and newest is not None and newest.size < size:
+            raise _Failure(
+                newest.size,
+                UNCHECKPOINTED,
+                f"entries {newest.size}..{size - 1} lie beyond the newest signed checkpoint "
+                f"(size {newest.size}): the log signs every append, so they were added behind its back",
+            )
+        if witnesses is not None:
+            report.quorum = witnesses.quorum
+            report.verified_size = _quorum_size(report.cosigned, witnesses.quorum)
+            if size > 0 and report.verified_size == 0:
+                raise _Failure(
+                    0,
+                    NO_QUORUM,
+                    f"no checkpoint is cosigned by {witnesses.quorum} trusted witnesses "
+                    f"(cosigned sizes: {report.cosigned or 'none'})",
+                )
     except _Failure as failure:
         report.index, report.reason, report.message = failure.index, failure.reason, failure.message
         return report
@@ -134,11 +220,54 @@ def verify_log(
         return report
     report.ok = True
     covered = report.checkpoint_size or 0
-    report.message = (
-        f"{size} entries verify; root matches the signed checkpoint of size {covered}"
-        + (f" ({size - covered} newer entries not yet checkpointed)" if covered < size else "")
-    )
+    if report.verified_size is None:
+        report.verified_size = covered
+        report.message = (
+            f"{size} entries verify; root matches the signed checkpoint of size {covered}"
+        )
+    else:
+        pending = size - report.verified_size
+        report.message = (
+            f"{report.verified_size} entries verify under a checkpoint cosigned by "
+            f"{report.quorum} trusted witnesses"
+            + (
+                f"; the {pending} newer entries are signed by the log but NOT yet witnessed "
+                "(not verified)"
+                if pending
+                else ""
+            )
+        )
     return report
+
+
+def _quorum_size(cosigned: dict[str, int], quorum: int) -> int:
+    """Largest size cosigned by at least ``quorum`` witnesses (all claims already matched the log)."""
+    sizes = sorted(cosigned.values(), reverse=True)
+    return sizes[quorum - 1] if len(sizes) >= quorum else 0
+
+
+def _witness_claims(log: AuditLog, policy: WitnessPolicy) -> list[_Claim]:
+    """Every valid cosignature of a trusted witness on a checkpoint of this log."""
+    claims: list[_Claim] = []
+    by_size = {s: r for s, r, _ in log.store.checkpoints(log.log_id)}
+    for size, _witness, _ts, line in log.store.cosignatures(log.log_id):
+        root = by_size.get(size)
+        if root is None:
+            continue  # its checkpoint row is gone; the witnesses' own copies still count
+        body = checkpoint_body(log.log_id, size, root)
+        try:
+            found = find_cosignatures(body, parse_signature_lines(line), policy.witnesses)
+        except AuditError:
+            continue  # a stored line that does not verify vouches for nothing
+        claims += [_Claim(c.witness, size, root) for c in found]
+    for note in policy.notes:
+        parsed = parse_note(note)
+        origin, size, root = parse_checkpoint_body(parsed.text)
+        if origin != log.log_id:
+            continue
+        found = find_cosignatures(parsed.text, parsed.signatures, policy.witnesses)
+        claims += [_Claim(c.witness, size, root) for c in found]
+    return claims
 
 
 class _State:
@@ -156,7 +285,7 @@ def _verified_checkpoints(
             cp = verify_checkpoint(token, trust, origin=log_id, log_org=log_org)
         except AuditError as exc:
             raise _Failure(None, exc.code, f"checkpoint of size {size}: {exc}") from exc
-        if log_org is None and out and trust.get(cp.kid).org != trust.get(out[0].kid).org:
+        if log_org is None and out and trust.get(str(cp.kid)).org != trust.get(str(out[0].kid)).org:
             raise _Failure(
                 None, BAD_CHECKPOINT, f"checkpoint of size {size} is signed by another organisation"
             )
@@ -176,21 +305,27 @@ def _stream(
     size: int,
     stored_cps: Sequence[Checkpoint],
     held_cps: Sequence[Checkpoint],
+    claims: Sequence[_Claim],
     state: _State,
     report: VerifyReport,
     batch: int,
 ) -> None:
-    checks: dict[int, list[tuple[str, Checkpoint]]] = {}
+    checks: dict[int, list[tuple[str, Checkpoint | _Claim]]] = {}
+    cp: Checkpoint | _Claim
     for cp in stored_cps:
         checks.setdefault(cp.size, []).append(("stored", cp))
     for cp in held_cps:
         checks.setdefault(cp.size, []).append(("held", cp))
+    for claim in claims:
+        checks.setdefault(claim.size, []).append(("witness", claim))
     last_good_stored = 0
     last_good_held = 0
     if 0 in checks:
-        for _, cp in checks[0]:
-            if cp.root != merkle.EMPTY_ROOT:
+        for _, zero in checks[0]:
+            if zero.root != merkle.EMPTY_ROOT:
                 raise _Failure(0, ROOT_MISMATCH, "checkpoint of size 0 with a non-empty root")
+    origin = log.log_id
+    side_bad: int | None = None  # reported last: every cryptographic finding comes first
     computed: list[tuple[int, int, bytes]] = []  # recomputed nodes not yet compared
     try:
         for row in log.store.entries(log.log_id, 0, size, batch=batch):
@@ -200,10 +335,24 @@ def _stream(
                     i, MISSING_ENTRY, f"entry {i} is missing (next stored index is {row.index})"
                 )
             try:
-                verify_event(row.leaf, trust)
+                event = verify_event(row.leaf, trust).event
             except AuditError as exc:
                 raise _Failure(i, exc.code, f"entry {i}: {exc}") from exc
             computed.extend(merkle.extend(i, state.frontier, (merkle.leaf_hash(row.leaf),)))
+            # after the leaf hash is queued: on failure, a stored-leaf mismatch is named first
+            if event.origin != origin or event.index != i:
+                raise _Failure(
+                    i,
+                    MISPLACED,
+                    f"entry {i} was signed for index {event.index} of log {event.origin!r}: "
+                    "a copy of an event from elsewhere",
+                )
+            if side_bad is None and (row.type, row.org, row.time) != (
+                event.type,
+                event.org,
+                event.time,
+            ):
+                side_bad = i
             state.count = i + 1
             report.entries_checked = state.count
             for kind, cp in checks.get(state.count, ()):
@@ -212,6 +361,14 @@ def _stream(
                         last_good_stored = cp.size
                     else:
                         last_good_held = cp.size
+                elif isinstance(cp, _Claim):
+                    raise _Failure(
+                        last_good_held,
+                        FORK,
+                        f"witness {cp.witness} cosigned size {cp.size} with another root: the log "
+                        f"was rewritten or showed a forked history (it matches up to size "
+                        f"{last_good_held})",
+                    )
                 elif kind == "stored":
                     raise _Failure(
                         last_good_stored,
@@ -240,6 +397,12 @@ def _stream(
     beyond = log.store.first_entry_beyond_head(log.log_id)  # one statement: one snapshot
     if beyond is not None:
         raise _Failure(beyond, UNEXPECTED_ENTRY, f"entry {beyond} is stored beyond the log's head")
+    if side_bad is not None:
+        raise _Failure(
+            side_bad,
+            SIDE_COLUMN,
+            f"entry {side_bad}: the type/org/time columns differ from the signed leaf",
+        )
 
 
 def _check_nodes(log: AuditLog, computed: Iterable[tuple[int, int, bytes]]) -> None:
@@ -278,13 +441,18 @@ __all__ = [
     "BAD_CHECKPOINT",
     "FORK",
     "LEAF_MISMATCH",
+    "MISPLACED",
     "MISSING_ENTRY",
     "NODE_MISMATCH",
     "NO_CHECKPOINT",
+    "NO_QUORUM",
     "OK",
     "ROOT_MISMATCH",
+    "SIDE_COLUMN",
     "TRUNCATED",
+    "UNCHECKPOINTED",
     "UNEXPECTED_ENTRY",
     "VerifyReport",
+    "WitnessPolicy",
     "verify_log",
 ]

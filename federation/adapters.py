@@ -70,7 +70,7 @@ class CheckpointingSink:
     what the model card cites so anyone can check the run's events against it.
     """
 
-    def __init__(self, db_url: str, key_path: str, log_id: str = "default") -> None:
+    def __init__(self, db_url: str, key_path: str, log_id: str | None = None) -> None:
         from audit_chain import EventSigner
         from audit_chain.log import AuditLog
         from audit_chain.sink import SignedLogSink
@@ -91,8 +91,11 @@ class CheckpointingSink:
         self.log.close()
 
 
-def signed_log_sink(db_url: str, key_path: str, log_id: str = "default") -> CheckpointingSink:
-    """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``."""
+def signed_log_sink(db_url: str, key_path: str, log_id: str | None = None) -> CheckpointingSink:
+    """Factory: an ``audit_chain`` log at ``db_url`` (SQLite/PostgreSQL) signed with ``key_path``.
+
+    The log is named after the key's organisation unless ``log_id`` is given.
+    """
     return CheckpointingSink(db_url, key_path, log_id)
 
 

@@ -47,8 +47,11 @@ class MemoryAuditLog:
     def record(
         self, type: str, *, subject: Mapping[str, str], details: Mapping[str, object]
     ) -> None:
-        token = sign_event(self.signer, type, subject=subject, details=details)
         with self._lock:
+            index = len(self._tokens)
+            token = sign_event(
+                self.signer, type, subject=subject, details=details, origin=self.origin, index=index
+            )
             self._tokens.append(token)
             self._nodes.append([merkle.leaf_hash(token.encode())])
 
@@ -105,12 +108,18 @@ def open_audit(config: GatewayConfig) -> AuditComponents:
     """The audit log named by ``config.audit_database`` (``:memory:`` = ephemeral)."""
     signer = signer_for(config)
     if config.audit_database == ":memory:":
+        from audit_chain.storage import LogStore
+        from gateway.witness_wiring import open_witness
+
         log = MemoryAuditLog(signer, config.audit_origin)
+        witness_store = LogStore("sqlite:///:memory:")
         return AuditComponents(
             view=ThreadedAuditView(log),
             sink=log,
             to_fhir=fhir_exporter(config.audit_origin),
             public_keys=[signer.public_jwk()],
+            closers=[witness_store.close],
+            witness=open_witness(config, witness_store),
         )
     return _open_stored(config, signer)
 

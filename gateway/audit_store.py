@@ -59,15 +59,21 @@ def database_url(value: str) -> str:
 
 
 def open_stored_audit(config: GatewayConfig, signer: EventSigner) -> AuditComponents:
+    """The log, its witness (same database) and, if configured, the witnessing of the log."""
+    from gateway.witness_wiring import open_witness, start_witnessing
+
     log = AuditLog.open(
         database_url(config.audit_database), log_id=config.audit_origin, signer=signer
     )
+    witnessing = start_witnessing(config, log)
+    closers = [log.close] if witnessing is None else [witnessing.close, log.close]
     return AuditComponents(
         view=ThreadedAuditView(LogBackend(log)),
         sink=SignedLogSink(log, signer),
         to_fhir=fhir_exporter(config.audit_origin),
         public_keys=[signer.public_jwk()],
-        closers=[log.close],
+        closers=closers,
+        witness=open_witness(config, log.store),
     )
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.audit_view import ThreadedAuditView
 from gateway.http.metrics import Metrics
+
+if TYPE_CHECKING:
+    from audit_chain.witness import Witness
 
 TAIL_PAGE = 1000
 
@@ -53,6 +56,8 @@ class AuditComponents:
     to_fhir: AuditEventExport | None = None
     public_keys: list[dict[str, Any]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    witness: Witness | None = None
+    """This organisation's witness (state in the same database), served at ``/witness``."""
 
     def close(self) -> None:
         self.view.close()

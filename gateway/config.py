@@ -81,6 +81,27 @@ class AuditSettings:
             "doc": "Private JWK that signs events and checkpoints; empty = <data_dir>/keys/<service>.jwk."
         },
     )
+    witness_key: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Private Ed25519 JWK of this organisation's witness (cosigns other logs); "
+            "empty = <data_dir>/keys/<service>-witness.jwk."
+        },
+    )
+    witness_logs: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Logs this witness cosigns: a file of C2SP verifier keys (vkeys), one per line, "
+            "key name = the log's origin; empty = none."
+        },
+    )
+    witnesses: Path | None = field(
+        default=None,
+        metadata={
+            "doc": "Witnesses this log asks for cosignatures: a file of '<vkey> <url>' lines; "
+            "empty = none."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -238,6 +259,10 @@ class GatewayConfig:
     @property
     def audit_signing_key(self) -> Path:
         return self.audit.signing_key or self.data_dir / "keys" / f"{self.service}.jwk"
+
+    @property
+    def audit_witness_key(self) -> Path:
+        return self.audit.witness_key or self.data_dir / "keys" / f"{self.service}-witness.jwk"
 
     @property
     def hdab_database(self) -> str:

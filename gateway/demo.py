@@ -303,7 +303,7 @@ def run_demo(
     keys_dir.mkdir(exist_ok=True)
     trust = TrustStore([])
     actors = [*SITES, "coordinator"]
-    for actor in actors:
+    for actor in [*actors, *(hdab for hdab, _ in HDABS)]:
         signer = EventSigner.generate(actor)
         (keys_dir / f"{actor}.json").write_text(orjson.dumps(signer.to_json()).decode())
         trust.add(actor, signer.to_json()["jwk"], signer.to_json().get("alg"))
@@ -361,14 +361,25 @@ def run_demo(
     for actor in actors:
         log = AuditLog.open(audit_url(actor), signer=EventSigner.load(keys_dir / f"{actor}.json"))
         checkpoints[actor] = log.checkpoint().to_json()
-        verdict = verify_log(log, trust)
+        verdict = verify_log(log, trust, log_org=actor)
         verdicts.append((actor, verdict))
         for entry in log.entries():
             events[entry.type] = events.get(entry.type, 0) + 1
         size += log.size()
         log.close()
         say(f"    {actor}: {'verified' if verdict.ok else 'FAILED: ' + str(verdict.reason)}")
-    audit_ok = all(v.ok for _, v in verdicts)
+    say("    the HDABs log the permit; all six organisations witness each other's logs (C2SP)")
+    from gateway.demo_witnessing import record_permit_decisions, witness_each_other
+
+    hdab_ids = [hdab for hdab, _ in HDABS]
+    record_permit_decisions(
+        audit_url,
+        keys_dir,
+        hdab_ids,
+        {"jti": permit.jti, "permit_hash": permit.permit_hash(), "version": permit.version},
+    )
+    witnessed = witness_each_other(audit_url, keys_dir, [*hdab_ids, *actors], trust, say=say)
+    audit_ok = all(v.ok for _, v in verdicts) and all(w.report.ok for w in witnessed)
     say(
         f"    {size} entries in {len(actors)} logs, {'all verified' if audit_ok else 'NOT verified'}"
     )
@@ -452,6 +463,7 @@ def run_demo(
                 ],
             ],
             audit_events=events,
+            cosignatures=[w.row() for w in witnessed],
             quality=quality,
             training=[
                 ("engine", "Flower simulation"),

@@ -46,6 +46,7 @@ from gateway.http.routing import (
     json_response,
     signed,
 )
+from gateway.http.witness_routes import service_witness_routes
 from gateway.service_keys import load_service_key
 from permits.hdab import HdabService
 from trust import parse_jws
@@ -407,7 +408,7 @@ def create_hdab_app(
         if entry["kid"] not in {j["kid"] for j in jwks}:
             jwks.append(entry)
     app[JWKS_KEY] = jwks
-    install(app, hdab_routes() + audit_routes())
+    install(app, hdab_routes() + audit_routes() + service_witness_routes(app, components))
 
     async def audit_ready() -> None:
         await components.view.checkpoint()

@@ -38,6 +38,7 @@ from gateway.http.routing import (
     query_int,
     signed,
 )
+from gateway.http.witness_routes import service_witness_routes
 from gateway.node_data import NodeData
 from gateway.supernode import SuperNode
 
@@ -259,7 +260,12 @@ def create_node_app(
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehds-dryrun")
     app[DRY_RUN_SLOTS_KEY] = asyncio.Semaphore(MAX_DRY_RUNS)
     entry_readers = frozenset({"operator", "auditor"})
-    install(app, node_routes(config.node.dry_run_roles) + audit_routes(entries_roles=entry_readers))
+    install(
+        app,
+        node_routes(config.node.dry_run_roles)
+        + audit_routes(entries_roles=entry_readers)
+        + service_witness_routes(app, components),
+    )
 
     async def audit_ready() -> None:
         await components.view.checkpoint()

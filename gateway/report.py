@@ -41,6 +41,10 @@ class ReportData:
     quality: Sequence[Mapping[str, Any]]
     training: list[tuple[str, str]]
     refusals: list[tuple[str, str]] = field(default_factory=list)
+    cosignatures: Sequence[Mapping[str, Any]] = ()
+    """One row per log: who cosigned its checkpoints (C2SP witnesses) and how far."""
+    provenance: list[tuple[str, str]] = field(default_factory=list)
+    """The model-provenance check (``ehds model verify``), when the caller ran one."""
 
 
 def _esc(value: object) -> str:
@@ -186,6 +190,17 @@ def render_report(data: ReportData) -> str:
                 [{"event type": k, "entries": v} for k, v in sorted(data.audit_events.items())]
             ),
         ),
+        *(
+            [
+                (
+                    "Witness cosignatures: every log checked by the other organisations",
+                    _records(data.cosignatures),
+                )
+            ]
+            if data.cosignatures
+            else []
+        ),
+        *([("Model provenance", _pairs(data.provenance))] if data.provenance else []),
         ("Data quality per site (counts only)", _records(data.quality)),
         ("The data permit, in readable form", _permit_html(data.permit)),
     ]

@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "node",
     "permit",
     "audit",
+    "witness",
     "fhir",
     "features",
     "train",

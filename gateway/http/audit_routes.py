@@ -27,16 +27,18 @@ AUDIT_VIEW_KEY = web.AppKey("ehds_audit_view", object)
 HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 CHECKPOINT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["origin", "size", "root", "time", "kid", "jws"],
+    "required": ["origin", "size", "root", "kid", "note"],
     "properties": {
-        "origin": {"type": "string", "description": "Log identity."},
+        "origin": {"type": "string", "description": "Log identity (the checkpoint's origin line)."},
         "size": {"type": "integer", "minimum": 0, "description": "Tree size."},
         "root": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
-        "time": {"type": "string"},
-        "kid": {"type": "string", "description": "Thumbprint of the log's signing key."},
-        "jws": {
+        "kid": {
+            "type": ["string", "null"],
+            "description": "RFC 7638 thumbprint of the log's signing key.",
+        },
+        "note": {
             "type": "string",
-            "description": "The signed checkpoint (compact JWS); verify this.",
+            "description": "The signed checkpoint, a C2SP tlog-checkpoint signed note; verify this.",
         },
     },
 }

@@ -29,7 +29,6 @@ from gateway.http.metrics import Metrics
 from gateway.http.problem import HTTP_CODES, PROBLEM_CODE_KEY, problem_response, status_for_code
 from gateway.http.routing import (
     BODY_KEY,
-    JSON_TYPE,
     REQUEST_ID_KEY,
     SAFE_METHODS,
     Handler,
@@ -138,8 +137,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"request body exceeds {limit} bytes")
     if request.method not in SAFE_METHODS:
-        if request.can_read_body and request.content_type != JSON_TYPE:
-            raise UnsupportedMediaTypeError(f"request body must be {JSON_TYPE}")
+        want = spec.body_type
+        if want is not None and request.can_read_body and request.content_type != want:
+            raise UnsupportedMediaTypeError(f"request body must be {want}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -51,6 +51,10 @@ class RouteSpec:
     response_type: str = JSON_TYPE
     responses: Mapping[int, str] = field(default_factory=dict)
     status: int = 200
+    body_type: str | None = JSON_TYPE
+    """Required request Content-Type of a write; None = any (e.g. C2SP text bodies)."""
+    self_signed: bool = False
+    """A public write whose body carries its own signature (a witness's add-checkpoint)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -70,7 +74,7 @@ def signed(*roles: str) -> dict[str, Any]:
 def install(app: web.Application, specs: list[RouteSpec]) -> None:
     table: dict[tuple[str, str], RouteSpec] = app.get(SPECS_KEY) or {}
     for spec in specs:
-        if spec.method not in SAFE_METHODS and spec.public:
+        if spec.method not in SAFE_METHODS and spec.public and not spec.self_signed:
             raise GatewayError(f"write route {spec.method} {spec.path} must require a signature")
         route = app.router.add_route(spec.method, spec.path, spec.handler)
         assert route.resource is not None

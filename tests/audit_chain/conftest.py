@@ -54,3 +54,28 @@ def sink(log: AuditLog, actor: EventSigner) -> SignedLogSink:
 
 
 HASH = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def witness_urls(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[list[str]]:
+    """Three databases for three witnesses, on the same backend as ``db_url``."""
+    if not db_url.startswith("postgresql"):
+        yield [str(tmp_path / f"witness-{i}.db") for i in range(3)]
+        return
+    import uuid
+
+    import psycopg
+
+    base = str(request.getfixturevalue("postgres_url"))
+    conninfo = base.replace("postgresql+psycopg://", "postgresql://")
+    schemas = [f"w_{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for s in schemas:
+            conn.execute(f"CREATE SCHEMA {s}")
+    sep = "&" if "?" in base else "?"
+    yield [f"{base}{sep}options=-csearch_path%3D{s}" for s in schemas]
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for s in schemas:
+            conn.execute(f"DROP SCHEMA {s} CASCADE")

@@ -42,10 +42,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def test_verify_ok_and_tampered(setup: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     db, trust = setup
-    code, out, _ = _run(capsys, "audit", "verify", "--db", db, "--trust", trust, "--json")
+    code, out, _ = _run(
+        capsys, "audit", "verify", "--db", db, "--trust", trust, "--log-org", "hospital-a", "--json"
+    )
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["size"] == 7 and report["checkpoint_size"] == 7
-    code, out, _ = _run(capsys, "audit", "verify", "--db", db, "--trust", trust)
+    code, out, _ = _run(
+        capsys, "audit", "verify", "--db", db, "--trust", trust, "--log-org", "hospital-a"
+    )
     assert code == 0 and out.startswith("OK")
     with AuditLog.open(db, log_id=LOG_ID) as log, log.store.engine.begin() as conn:
         conn.execute(
@@ -53,7 +57,9 @@ def test_verify_ok_and_tampered(setup: tuple[str, str], capsys: pytest.CaptureFi
             .where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == 2))
             .values(leaf=log.entry(3).leaf)
         )
-    code, out, _ = _run(capsys, "audit", "verify", "--db", db, "--trust", trust, "--json")
+    code, out, _ = _run(
+        capsys, "audit", "verify", "--db", db, "--trust", trust, "--log-org", "hospital-a", "--json"
+    )
     report = json.loads(out)
     assert code == 1 and not report["ok"]
     assert (report["index"], report["reason"]) == (2, "AUDIT_LEAF_MISMATCH")
@@ -65,9 +71,19 @@ def test_verify_with_checkpoint_state_catches_rollback(
     db, trust = setup
     state = str(tmp_path / "seen.json")
     assert (
-        _run(capsys, "audit", "verify", "--db", db, "--trust", trust, "--checkpoint-state", state)[
-            0
-        ]
+        _run(
+            capsys,
+            "audit",
+            "verify",
+            "--db",
+            db,
+            "--trust",
+            trust,
+            "--log-org",
+            "hospital-a",
+            "--checkpoint-state",
+            state,
+        )[0]
         == 0
     )
     # the operator restores an older backup: 3 entries, self-consistent
@@ -86,6 +102,8 @@ def test_verify_with_checkpoint_state_catches_rollback(
         older,
         "--trust",
         trust,
+        "--log-org",
+        "hospital-a",
         "--checkpoint-state",
         state,
         "--json",

@@ -44,7 +44,7 @@ def test_schema_table_is_exactly_the_documented_one() -> None:
         "permit.applied", "permit.approved", "permit.refused", "permit.issued", "permit.amended",
         "permit.revoked", "statuslist.published", "access.allowed", "access.denied",
         "data.extracted", "optout.applied", "training.started", "training.round",
-        "training.site_failed", "model.released",
+        "training.site_failed", "model.released", "witness.refused",
     }  # fmt: skip
     assert schema.EVENT_SCHEMAS["data.extracted"] == {
         "spec_hash", "patients", "rows", "features", "excluded_opt_out", "quarantined"
@@ -114,7 +114,11 @@ def test_payload_top_level_is_exact() -> None:
     for bad in (
         {**good, "note": "x"},
         {k: v for k, v in good.items() if k != "time"},
-        {**good, "v": 2},
+        {**good, "v": 1},  # v1 events named no log position
+        {**good, "log": {"origin": "o"}},
+        {**good, "log": {"origin": "o", "index": -1}},
+        {**good, "log": {"origin": "o", "index": True}},
+        {**good, "log": {"origin": "a b", "index": 0}},
         {**good, "v": True},
         {**good, "time": "2025-01-01T00:00:00+01:00"},
         {**good, "time": "2025-13-01T00:00:00Z"},
@@ -130,7 +134,12 @@ def test_sign_verify_and_jwcrypto_interop(alg: str) -> None:
     signer = EventSigner.generate("hdab-nl", alg=alg)
     trust = TrustStore([signer.trusted_key()])
     token = sign_event(
-        signer, "permit.revoked", subject={"permit": "p-1"}, details={"reason": "fraud"}
+        signer,
+        "permit.revoked",
+        subject={"permit": "p-1"},
+        details={"reason": "fraud"},
+        origin="hospital-a",
+        index=0,
     )
     verified = verify_event(token, trust)
     assert verified.event.org == "hdab-nl" and verified.key.alg == alg
@@ -167,7 +176,14 @@ def _forge_header(token: str, **header: str) -> str:
 def test_verification_refusals(
     actor: EventSigner, actor_es256: EventSigner, trust: TrustStore
 ) -> None:
-    token = sign_event(actor, "access.denied", subject={"job": "j"}, details={"reason": "expired"})
+    token = sign_event(
+        actor,
+        "access.denied",
+        subject={"job": "j"},
+        details={"reason": "expired"},
+        origin="hospital-a",
+        index=0,
+    )
     # algorithm pinned per key: claiming another alg for the same kid is refused
     with pytest.raises(AuditAlgorithmError):
         verify_event(_forge_header(token, alg="ES256", kid=actor.kid, typ=EVENT_TYP), trust)
@@ -179,7 +195,12 @@ def test_verification_refusals(
     # unknown key
     stranger = EventSigner.generate("hdab-nl")
     with pytest.raises(AuditKeyError):
-        verify_event(sign_event(stranger, "access.denied", subject={}, details={}), trust)
+        verify_event(
+            sign_event(
+                stranger, "access.denied", subject={}, details={}, origin="hospital-a", index=0
+            ),
+            trust,
+        )
     # payload names another org than the key's owner
     impostor = EventSigner(actor_es256.org, actor_es256.to_json()["jwk"])
     fake = impostor.sign(
@@ -240,7 +261,9 @@ def test_key_declared_for_another_use_is_refused(actor: EventSigner) -> None:
     """A witness key (or any non-audit key) cannot sign an audit event, even if trusted."""
     from audit_chain.errors import AuditKeyUseError
 
-    token = sign_event(actor, "access.allowed", subject={"permit": "p-1"}, details={})
+    token = sign_event(
+        actor, "access.allowed", subject={"permit": "p-1"}, details={}, origin="o", index=0
+    )
     witness_only = TrustStore()
     witness_only.add(actor.org, actor.public_jwk(), uses=["witness"])
     with pytest.raises(AuditKeyUseError) as err:

@@ -76,7 +76,9 @@ def test_bad_event_refused_and_nothing_lost(
     log: AuditLog, sink: SignedLogSink, actor: EventSigner
 ) -> None:
     _fill(sink, 3)
-    good = sign_event(actor, "access.allowed", subject={"job": "j"}, details={})
+    good = sign_event(
+        actor, "access.allowed", subject={"job": "j"}, details={}, origin=LOG_ID, index=3
+    )
     with pytest.raises(AuditSchemaError):
         sink.record("access.denied", subject={"patient": "12345"}, details={})
     for bad in ("not-a-jws", good[:-3] + "AAA" + "=", "a.b.c"):
@@ -93,7 +95,11 @@ def test_append_verifies_signatures_when_given_trust(
     with AuditLog.open(db_url, log_id="strict", signer=log_key, trust=trust) as strict:
         stranger = EventSigner.generate("hdab-nl")
         with pytest.raises(AuditError) as err:
-            strict.append(sign_event(stranger, "access.allowed", subject={}, details={}))
+            strict.append(
+                sign_event(
+                    stranger, "access.allowed", subject={}, details={}, origin="strict", index=0
+                )
+            )
         assert err.value.code == "AUDIT_UNKNOWN_KEY"
         assert strict.size() == 0
 

@@ -90,8 +90,13 @@ def test_changed_leaf_byte(filled: AuditLog, trust: TrustStore) -> None:
 def test_replaced_by_another_validly_signed_event(
     filled: AuditLog, trust: TrustStore, actor: EventSigner
 ) -> None:
-    other = sign_event(
-        actor, "training.round", subject={"job": "job-1"}, details={"round": 7, "rows": 1}
+    other = sign_event(  # signed for exactly this position: only the tree can tell
+        actor,
+        "training.round",
+        subject={"job": "job-1"},
+        details={"round": 7, "rows": 1},
+        origin=LOG_ID,
+        index=7,
     )
     _exec(filled, _set_leaf(7, other.encode()))
     _check(filled, trust, 7, "AUDIT_LEAF_MISMATCH")
@@ -122,9 +127,9 @@ def test_deleted_entry_and_renumbered(filled: AuditLog, trust: TrustStore) -> No
             ],
         )
     _check(filled, trust, 4, "AUDIT_LEAF_MISMATCH")
-    _rewrite_nodes(filled)
+    _rewrite_nodes(filled)  # each event names its index: entry 5 moved to 4 fails there
     _exec(filled, update(HEADS).where(HEADS.c.log_id == LOG_ID).values(size=N - 1))
-    _check(filled, trust, 4, "AUDIT_ROOT_MISMATCH")
+    _check(filled, trust, 4, "AUDIT_MISPLACED_EVENT")
 
 
 def test_swapped_entries(filled: AuditLog, trust: TrustStore) -> None:
@@ -132,7 +137,7 @@ def test_swapped_entries(filled: AuditLog, trust: TrustStore) -> None:
     _exec(filled, _set_leaf(3, b), _set_leaf(8, a))
     _check(filled, trust, 3, "AUDIT_LEAF_MISMATCH")
     _rewrite_nodes(filled)  # nodes now agree with the swapped entries...
-    _check(filled, trust, 3, "AUDIT_ROOT_MISMATCH")  # ...the signed checkpoints do not
+    _check(filled, trust, 3, "AUDIT_MISPLACED_EVENT")  # ...the signed positions do not
 
 
 def test_tampered_interior_node(filled: AuditLog, trust: TrustStore) -> None:

@@ -23,7 +23,7 @@ async def fill(api: Api, keys: Keys, n: int) -> int:
 
 async def test_every_inclusion_proof_verifies(hdab: Api, keys: Keys) -> None:
     size = await fill(hdab, keys, 6)
-    cp = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["jws"])
+    cp = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["note"])
     assert cp.size == size
     page = await (await hdab.call("GET", f"/audit/entries?limit={size}")).json()
     assert [e["index"] for e in page["entries"]] == list(range(size))
@@ -49,9 +49,9 @@ async def test_every_inclusion_proof_verifies(hdab: Api, keys: Keys) -> None:
 
 async def test_consistency_between_checkpoints(hdab: Api, keys: Keys) -> None:
     first = await fill(hdab, keys, 2)
-    old = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["jws"])
+    old = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["note"])
     second = await fill(hdab, keys, 3)
-    new = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["jws"])
+    new = parse_checkpoint((await (await hdab.call("GET", "/audit/checkpoint")).json())["note"])
     assert (old.size, new.size) == (first, second)
     body = await (
         await hdab.call("GET", f"/audit/proof/consistency?first={first}&second={second}")

@@ -21,6 +21,15 @@ def test_demo_small_cohort_writes_report_and_verified_audit(tmp_path: Path) -> N
     for needle in ("ROC AUC", "co-signed by hdab-fi", "federated (bagging", "rounds_exceeded"):
         assert needle in html
     assert "<svg" in html
+    # every organisation's log is cosigned by the others' witnesses (state in their own databases)
+    assert "Witness cosignatures" in html and "hdab-fi @" in html
+    from audit_chain.storage import LogStore
+
+    store = LogStore(tmp_path / "demo" / "audit" / "ee-tartu-uh.sqlite")
+    assert set(store.witness_origins()) == {
+        "hdab-ee", "hdab-fi", "ee-north-estonia-mc", "fi-hus-helsinki", "coordinator"
+    }  # fmt: skip
+    store.close()
     # the refusal and the training are in the audit logs
     coord = AuditLog.open(f"sqlite:///{tmp_path / 'demo' / 'audit' / 'coordinator.sqlite'}")
     types = [e.type for e in coord.entries()]

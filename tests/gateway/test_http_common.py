@@ -44,7 +44,9 @@ async def test_openapi_matches_the_routes(service: str, hdab: Api, node: Api) ->
                 ), (path, name)
         for method, op in ops.items():
             assert "default" in op["responses"]
-            if method != "get":
+            # a C2SP witness's add-checkpoint is public by the spec: the log's signature on the
+            # checkpoint in the body is the authentication (RouteSpec.self_signed)
+            if method != "get" and path != "/witness/add-checkpoint":
                 assert op["security"] == [{"ehdsJws": []}], (path, method)
                 assert "401" in op["responses"]
 
