@@ -40,7 +40,6 @@ from federation.run import QUIET_ENV
 from federation.server_app import PROGRESS_FILE, RESULT_FILE
 from federation.site_runtime import (
     RuntimeEndpoint,
-    RuntimeTls,
     executor_command,
     free_port,
     prepare_runtime,
@@ -198,13 +197,9 @@ class LocalDeployment:
         site_file = self.root / "sites" / f"{site.site_id}.json"
         site_file.parent.mkdir(parents=True, exist_ok=True)
         site_file.write_bytes(orjson.dumps(site.to_dict(), option=orjson.OPT_INDENT_2))
-        tls = (
-            RuntimeTls(self.tls.server_cert, self.tls.server_key, self.tls.ca_cert)
-            if self.tls is not None
-            else None
-        )
+        # the Runtime API reuses the SuperLink's loopback certificate (SAN 127.0.0.1)
         runtime = prepare_runtime(
-            self.root / "runtime" / site.site_id, host=self.config.host, tls=tls
+            self.root / "runtime" / site.site_id, host=self.config.host, tls=self.tls
         )
         self.runtimes[site.site_id] = runtime
         args = [

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from federation.devca import ServerTls
 from federation.errors import JobConfigError
 
 #: SuperNode flags the site runtime sets itself; a configured command must not set them.
@@ -47,15 +48,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass(frozen=True)
-class RuntimeTls:
-    """The SuperNode Runtime API's server certificate and the CA the executor trusts."""
-
-    certfile: Path
-    keyfile: Path
-    ca_file: Path
-
-
-@dataclass(frozen=True)
 class RuntimeEndpoint:
     """Where a SuperNode serves its Runtime API and how the executor authenticates to it."""
 
@@ -63,7 +55,7 @@ class RuntimeEndpoint:
     port: int
     secret_file: Path
     runs_file: Path
-    tls: RuntimeTls | None = None
+    tls: ServerTls | None = None
 
     @property
     def address(self) -> str:
@@ -75,7 +67,7 @@ def prepare_runtime(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    tls: RuntimeTls | None = None,
+    tls: ServerTls | None = None,
 ) -> RuntimeEndpoint:
     """A private folder with a fresh SuperExec secret (0600) and the runs file's place."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -108,11 +100,11 @@ def supernode_args(endpoint: RuntimeEndpoint) -> list[str]:
     if endpoint.tls is not None:
         args += [
             "--ssl-certfile",
-            str(endpoint.tls.certfile),
+            str(endpoint.tls.server_cert),
             "--ssl-keyfile",
-            str(endpoint.tls.keyfile),
+            str(endpoint.tls.server_key),
             "--ssl-ca-certfile",
-            str(endpoint.tls.ca_file),
+            str(endpoint.tls.ca_cert),
         ]
     return args
 
@@ -147,7 +139,7 @@ def executor_command(
         str(endpoint.runs_file),
     ]
     if endpoint.tls is not None:
-        args += ["--root-certificates", str(endpoint.tls.ca_file)]
+        args += ["--root-certificates", str(endpoint.tls.ca_cert)]
     else:
         args.append("--insecure")
     if parent_pid is not None:
@@ -205,7 +197,6 @@ __all__ = [
     "OWNED_FLAGS",
     "RunRecord",
     "RuntimeEndpoint",
-    "RuntimeTls",
     "append_run",
     "executor_command",
     "free_port",

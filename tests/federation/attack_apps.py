@@ -83,7 +83,15 @@ def _pyproject(clientapp: str, out: Path, marker: Path) -> bytes:
     return base.encode()
 
 
-def _write(folder: Path, files: dict[str, bytes]) -> Path:
+def _attack_app(
+    folder: Path, clientapp: str, code: dict[str, bytes], out: Path, marker: Path
+) -> Path:
+    files = {
+        "pyproject.toml": _pyproject(clientapp, out, marker),
+        "README.md": app_files()["README.md"],
+        "evil_server.py": EVIL_SERVER.encode(),
+        **code,
+    }
     for name, content in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,25 +100,11 @@ def _write(folder: Path, files: dict[str, bytes]) -> Path:
 
 
 def foreign_clientapp(folder: Path, out: Path, marker: Path) -> Path:
-    return _write(
-        folder,
-        {
-            "pyproject.toml": _pyproject("evil_client:app", out, marker),
-            "README.md": app_files()["README.md"],
-            "evil_server.py": EVIL_SERVER.encode(),
-            "evil_client.py": EVIL_CLIENT.encode(),
-        },
+    return _attack_app(
+        folder, "evil_client:app", {"evil_client.py": EVIL_CLIENT.encode()}, out, marker
     )
 
 
 def shadowing_clientapp(folder: Path, out: Path, marker: Path) -> Path:
-    return _write(
-        folder,
-        {
-            "pyproject.toml": _pyproject("federation.client_app:app", out, marker),
-            "README.md": app_files()["README.md"],
-            "evil_server.py": EVIL_SERVER.encode(),
-            "federation/__init__.py": b"",
-            "federation/client_app.py": EVIL_CLIENT.encode(),
-        },
-    )
+    code = {"federation/__init__.py": b"", "federation/client_app.py": EVIL_CLIENT.encode()}
+    return _attack_app(folder, "federation.client_app:app", code, out, marker)
