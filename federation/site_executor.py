@@ -286,6 +286,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # one line per poll of the Runtime API (every 0.1 s) would flood the site's log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         secret = args.superexec_auth_secret_file.read_bytes()
     except OSError:
