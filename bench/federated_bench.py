@@ -199,6 +199,11 @@ def main() -> int:
     ap.add_argument("--deployment-rounds", type=int, default=None)
     ap.add_argument("--no-deployment", action="store_true")
     ap.add_argument("--no-synthea", action="store_true", help="skip the Synthea task")
+    ap.add_argument(
+        "--only-deployment",
+        action="store_true",
+        help="references and the deployment run only (no simulation, stock or Synthea)",
+    )
     args = ap.parse_args()
     args.sites = args.sites or (3 if args.quick else 5)
     patients = args.patients or (4_000 if args.quick else 20_000)
@@ -330,7 +335,8 @@ def main() -> int:
         booster.load_model(result.model_ubj)
         return auc(booster, X_test, y_test, names)
 
-    for strategy, key in (("bagging", "bagging"), ("cyclic", "cyclic")):
+    simulated = () if args.only_deployment else (("bagging", "bagging"), ("cyclic", "cyclic"))
+    for strategy, key in simulated:
         try:
             t = time.perf_counter()
             res = train(job(f"bench-{key}", strategy, rounds), engine="simulation")
@@ -351,6 +357,8 @@ def main() -> int:
 
     # Flower's stock recipe on the same split
     try:
+        if args.only_deployment:
+            raise RuntimeError("skipped")
         from flwr.simulation import run_simulation
 
         from federation.run import simulation_backend
@@ -398,7 +406,7 @@ def main() -> int:
         except Exception as exc:
             results["deployment_error"] = type(exc).__name__
 
-    synthea = None if args.no_synthea else shared_synthea()
+    synthea = None if args.no_synthea or args.only_deployment else shared_synthea()
     if synthea is not None:
         try:
             results["synthea"] = synthea_task(work, synthea, 3 if args.quick else 10)
