@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import orjson
 
 import trust
 from federation.errors import AccessDeniedError, JobConfigError
+from federation.feature_cache import FeatureCache, cache_key, registry_version, snapshot_version
 from federation.permit_view import read_permit
 from federation.ports import AccessTerms, AuditSink, SiteDataset
 from federation.state import SqliteGuardState
@@ -263,11 +265,16 @@ class ArraySource:
     For benchmarks and tests of the federated mechanics; it still checks that
     the coordinator's spec is the one the permit pinned and that the columns
     are the spec's features, so it cannot be used to train on something else.
+    ``patient_keys`` (optional in the file) name each row's patient; without
+    them every row counts as its own patient.
     """
 
     def __init__(self, path: str, dataset: str | None = None) -> None:
         self.path = path
         self.dataset = dataset
+
+    def version(self, spec_hash: str, time_range: tuple[str, str] | None = None) -> str:
+        return cache_key(spec_hash, snapshot_version(self.path), "none", time_range)
 
     def load(
         self,
@@ -290,6 +297,11 @@ class ArraySource:
             y = np.asarray(data["y"])
             names = tuple(str(n) for n in data["feature_names"])
             dates = np.asarray(data["dates"]).astype("U10") if "dates" in data.files else None
+            keys = (
+                tuple(str(k) for k in data["patient_keys"])
+                if "patient_keys" in data.files
+                else tuple(f"row-{i}" for i in range(X.shape[0]))
+            )
         if list(names) != list(spec.get("features", [])):
             raise JobConfigError("site columns differ from the spec's features")
         excluded = 0
@@ -297,8 +309,14 @@ class ArraySource:
             keep = (dates >= time_range[0]) & (dates <= time_range[1])
             excluded = int((~keep).sum())
             X, y = X[keep], y[keep]
+            keys = tuple(k for k, kept in zip(keys, keep, strict=True) if kept)
         return SiteDataset(
-            X=X, y=y, feature_names=names, patients=int(X.shape[0]), excluded_time_range=excluded
+            X=X,
+            y=y,
+            feature_names=names,
+            patients=int(X.shape[0]),
+            excluded_time_range=excluded,
+            patient_keys=keys,
         )
 
 
@@ -314,6 +332,8 @@ class FhirSource:
     of opted-out patient keys (one per line), applied before any feature is
     computed (read by ``fhir_adapters.optout_file``: ids, ``Patient/<id>``, Consent). The spec document the coordinator sent is re-hashed here: a spec
     whose canonical hash is not the permit's is refused before reading data.
+    ``cache_dir`` (under the site's data dir) keeps computed rows on disk per
+    (spec hash, snapshot, opt-out version); see :mod:`federation.feature_cache`.
     """
 
     def __init__(
@@ -322,11 +342,19 @@ class FhirSource:
         opt_out: str | None = None,
         validate: str = "off",
         dataset: str | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         self.path = path
         self.opt_out = opt_out
         self.validate = validate
         self.dataset = dataset
+        self.cache_dir = cache_dir
+
+    def version(self, spec_hash: str, time_range: tuple[str, str] | None = None) -> str:
+        """Changes with the spec, the FHIR snapshot, the opt-out registry and the time range."""
+        return cache_key(
+            spec_hash, snapshot_version(self.path), registry_version(self.opt_out), time_range
+        )
 
     def load(
         self,
@@ -349,6 +377,10 @@ class FhirSource:
             raise AccessDeniedError(
                 "spec document does not match its hash", reason="spec_hash_mismatch"
             )
+        cache = FeatureCache(self.cache_dir) if self.cache_dir else None
+        key = self.version(spec_hash, time_range) if cache is not None else ""
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return replace(hit, extra={**hit.extra, "cache_hit": 1})
         registry = None
         if self.opt_out is not None:
             registry = read_opt_out(self.opt_out, ConsentOptOutRegistry.from_resources)
@@ -365,7 +397,7 @@ class FhirSource:
         if matrix.y is None:
             raise JobConfigError("the feature spec defines no label")
         keep = ~np.isnan(matrix.y)
-        return SiteDataset(
+        data = SiteDataset(
             X=np.asarray(matrix.X[keep], dtype=np.float32),
             y=np.asarray(matrix.y[keep], dtype=np.float32),
             feature_names=tuple(matrix.feature_names),
@@ -374,13 +406,23 @@ class FhirSource:
             quarantined=int(matrix.report.quality.problems),
             extra={"feature_warnings": len(matrix.report.warnings)},
             excluded_time_range=time_filter.excluded if time_filter is not None else 0,
+            patient_keys=tuple(
+                k for k, kept in zip(matrix.patient_keys, keep, strict=True) if kept
+            ),
         )
+        if cache is not None:
+            cache.put(key, data)
+        return data
 
 
 def fhir_source(
-    path: str, opt_out: str | None = None, validate: str = "off", dataset: str | None = None
+    path: str,
+    opt_out: str | None = None,
+    validate: str = "off",
+    dataset: str | None = None,
+    cache_dir: str | None = None,
 ) -> FhirSource:
-    return FhirSource(path, opt_out, validate, dataset)
+    return FhirSource(path, opt_out, validate, dataset, cache_dir)
 
 
 def spec_feature_names(spec: Mapping[str, Any]) -> tuple[str, ...]:

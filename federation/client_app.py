@@ -37,6 +37,7 @@ from federation import trees, wire
 from federation.errors import AccessDeniedError, FederationError, JobConfigError
 from federation.job import BoosterParams, SiteConfig
 from federation.ports import AccessTerms, AuditSink, Authorizer, SiteDataset, SiteDataSource
+from federation.timeline import mark
 
 _log = logging.getLogger(__name__)
 SiteResolver = Callable[[Context], SiteConfig]
@@ -45,10 +46,15 @@ _CACHE_SIZE = 8
 _AUDITED_REFUSALS = frozenset(
     {"min_rows_per_site", "min_rows_per_leaf", "max_depth_exceeded", "dataset_not_permitted"}
 )
-# Per-process cache of extracted features, keyed by the site's full data recipe and
-# the spec hash: a Ray actor or SuperNode ClientApp process serves many rounds of
-# the same job, and re-extracting FHIR every round would dominate the run time.
+# Per-process cache of extracted features: a Ray actor or the site's executor
+# serves many rounds, and re-reading features every round would dominate the run
+# time. The key holds the source's version (spec hash, data snapshot, opt-out
+# registry version; see federation.feature_cache), so a new snapshot or a new
+# opt-out is a miss. A source without a version is read afresh every time.
 _FEATURES: OrderedDict[tuple[str, str], SiteDataset] = OrderedDict()
+# (site, job, version) whose ``data.extracted`` this process has written: every
+# job records its own extraction, cached or not, once.
+_EXTRACTED: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
 
 def reason_of(exc: BaseException) -> str:
@@ -110,32 +116,40 @@ def _load_features(
 ) -> SiteDataset:
     source: SiteDataSource = site.data.build()
     check_dataset(source, terms)
-    key = (
-        orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode(),
-        spec_hash + "|" + ":".join(terms.time_range or ()),
-    )
-    cached = _FEATURES.get(key)
-    if cached is not None:
+    version_of = getattr(source, "version", None)
+    version = (
+        str(version_of(spec_hash, terms.time_range)) if callable(version_of) else None
+    )  # holds spec hash, snapshot, opt-out registry and the permit's time range
+    recipe = orjson.dumps(site.data.to_dict(), option=orjson.OPT_SORT_KEYS).decode()
+    key = (recipe, version or "")
+    data = _FEATURES.get(key) if version is not None else None
+    if data is None:
+        data = source.load(spec, spec_hash=spec_hash, time_range=terms.time_range)
+        if version is not None:
+            _FEATURES[key] = data
+            while len(_FEATURES) > _CACHE_SIZE:
+                _FEATURES.popitem(last=False)
+    else:
         _FEATURES.move_to_end(key)
-        return cached
-    data = source.load(spec, spec_hash=spec_hash, time_range=terms.time_range)
-    audit.record(
-        "data.extracted",
-        subject=subject,
-        details={
-            "spec_hash": spec_hash,
-            "patients": int(data.patients),
-            "rows": int(data.rows),
-            "features": len(data.feature_names),
-            "excluded_opt_out": int(data.excluded_opt_out),
-            "quarantined": int(data.quarantined),
-            "feature_warnings": int(data.extra.get("feature_warnings", 0)),
-            "excluded_time_range": int(data.excluded_time_range),
-        },
-    )
-    _FEATURES[key] = data
-    while len(_FEATURES) > _CACHE_SIZE:
-        _FEATURES.popitem(last=False)
+    seen = (site.site_id, subject.get("job", ""), version or "")
+    if version is None or seen not in _EXTRACTED:
+        audit.record(
+            "data.extracted",
+            subject=subject,
+            details={
+                "spec_hash": spec_hash,
+                "patients": int(data.patients),
+                "rows": int(data.rows),
+                "features": len(data.feature_names),
+                "excluded_opt_out": int(data.excluded_opt_out),
+                "quarantined": int(data.quarantined),
+                "feature_warnings": int(data.extra.get("feature_warnings", 0)),
+                "excluded_time_range": int(data.excluded_time_range),
+            },
+        )
+        _EXTRACTED[seen] = None
+        while len(_EXTRACTED) > 64:
+            _EXTRACTED.popitem(last=False)
     return data
 
 
@@ -219,6 +233,7 @@ def _handle(
                 _str(cfg, "permit"), token, operation=operation, params=access, app=app
             )
         _check_terms(terms, cfg, operation, spec_hash)
+        mark("permit_check")
     except Exception as exc:
         reason = reason_of(exc)
         if not getattr(exc, "recorded", False):
@@ -239,9 +254,13 @@ def _handle(
         spec = orjson.loads(_str(cfg, "spec"))
         data = _load_features(site, spec, spec_hash, audit, subject, terms)
         site_ops.check_site_rows(data, terms)
+        mark("feature_load")
         fraction = cfg.get("eval-fraction")
+        split_key = cfg.get("split-key")
         split = site_ops.split_rows(
-            data.rows, float(fraction) if isinstance(fraction, float) else 0.0, params.seed
+            data,
+            float(fraction) if isinstance(fraction, float) else 0.0,
+            split_key if isinstance(split_key, str) and split_key else subject["job"],
         )
         if operation == "train":
             return _train(
@@ -249,6 +268,7 @@ def _handle(
             )
         rows = split.evaluate if split.evaluate.size else split.train
         metrics = site_ops.evaluate_pack(data, rows, global_pack, terms)
+        mark("evaluation")
         return wire.site_reply(msg, site_id=site.site_id, metrics=metrics)
     except FederationError as exc:
         reason = reason_of(exc)
@@ -290,6 +310,7 @@ def _train(
     terms: AccessTerms,
 ) -> Message:
     new = site_ops.train_round(data, split.train, global_pack, params, terms)
+    mark("training")
     encoded = trees.encode_pack(new)
     rnd = cfg.get("round")
     audit.record(

@@ -131,9 +131,14 @@ class TrainingJob:
     eval_fraction: float = 0.2
     round_timeout: float = 600.0
     expected_sites: int = 0
+    #: Key of the patient-level held-out split (:mod:`federation.holdout`); empty =
+    #: the job id. Jobs that must be scored on the same patients share one.
+    split_key: str = ""
 
     def __post_init__(self) -> None:
         _check_id(self.job_id, "job_id")
+        if self.split_key:
+            _check_id(self.split_key, "split_key")
         if not self.feature_names or len(set(self.feature_names)) != len(self.feature_names):
             raise JobConfigError("feature_names must be non-empty and distinct")
         if self.strategy not in ("bagging", "cyclic"):
@@ -182,6 +187,7 @@ class TrainingJob:
                 eval_fraction=float(data.get("eval_fraction", 0.2)),
                 round_timeout=float(data.get("round_timeout", 600.0)),
                 expected_sites=int(data.get("expected_sites", 0)),
+                split_key=str(data.get("split_key", "")),
             )
         except (KeyError, TypeError) as exc:
             raise JobConfigError(f"training job is incomplete: {exc}") from exc
@@ -211,6 +217,9 @@ class RoundReport:
     trees: int
     bytes_sent: dict[str, int]
     seconds: float
+    #: The round's message exchanges as the coordinator saw them (``started``,
+    #: ``pushed``, ``received``; ``time.time()``), when its grid records them.
+    exchanges: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass

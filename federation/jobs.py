@@ -51,7 +51,10 @@ def local_fhir_job(
     base = Path(workdir)
     sites = []
     for site_id, source in site_sources.items():
-        data_kwargs: dict[str, Any] = {"path": str(source)}
+        data_kwargs: dict[str, Any] = {
+            "path": str(source),
+            "cache_dir": str(base / "sites" / site_id / "features"),
+        }
         if site_opt_out and site_id in site_opt_out:
             data_kwargs["opt_out"] = str(site_opt_out[site_id])
         sites.append(

@@ -96,6 +96,9 @@ class SiteDataset:
     #: resources dropped because their record date is outside the permit's time_range
     excluded_time_range: int = 0
     extra: Mapping[str, int] = field(default_factory=dict)
+    #: Pseudonymous patient key of each row (never leaves the site): the held-out
+    #: split is drawn per patient from these (:func:`federation.site.split_rows`).
+    patient_keys: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -103,7 +106,12 @@ class SiteDataset:
 
 
 class SiteDataSource(Protocol):
-    """Computes a site's features for the permitted feature specification."""
+    """Computes a site's features for the permitted feature specification.
+
+    A source may also offer ``version(spec_hash) -> str``: a key that changes
+    whenever the rows would (spec, data snapshot, opt-out registry); the
+    ClientApp then reuses the rows it computed for the same key.
+    """
 
     #: the dataset identifier this source serves (checked against the permit's datasets)
     dataset: str | None

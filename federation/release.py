@@ -18,6 +18,7 @@ import orjson
 
 from federation import trees, ubj
 from federation.errors import ModelFormatError
+from federation.holdout import DESCRIPTION
 from federation.job import TrainingJob
 from federation.permit_view import PermitPlan
 from federation.ports import AuditSink, CheckpointSource
@@ -67,6 +68,28 @@ def released_model_hash(path: str | Path) -> str:
         raise
     except Exception:
         raise ModelFormatError("model file does not hold an XGBoost model document") from None
+
+
+def evaluation_card(job: TrainingJob, state: RunState) -> dict[str, object]:
+    """How the card's metrics were measured, in words a reader cannot misread.
+
+    With ``eval_fraction`` 0 the sites score the model on the rows it was trained
+    on: those numbers are filed as ``training_set_metrics``, never as ``metrics``.
+    Per-site counts are those the sites disclosed (each at or above the permit's
+    floor; a site below it reports nothing).
+    """
+    held_out = job.eval_fraction > 0
+    return {
+        "metrics" if held_out else "training_set_metrics": dict(state.metrics),
+        "metrics_sites": list(state.evaluated_sites),
+        "evaluation": {
+            "on": "held_out_patients" if held_out else "training_set",
+            "split": DESCRIPTION,
+            "split_key": job.split_key or job.job_id,
+            "eval_fraction": job.eval_fraction,
+            "rows_per_site": dict(state.evaluated_rows),
+        },
+    }
 
 
 def model_json(pack: Mapping[str, Any]) -> bytes:
@@ -132,8 +155,7 @@ def release_model(
             {"round": r.round, "sites": r.sites, "model_hash": r.model_hash, "trees": r.trees}
             for r in state.rounds
         ],
-        "metrics": dict(state.metrics),
-        "metrics_sites": list(state.evaluated_sites),
+        **evaluation_card(job, state),
         "audit_checkpoint": checkpoint,
         "released_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "node_statistics": "stripped",

@@ -32,6 +32,7 @@ from federation.job import RoundReport, TrainingJob, TrainingResult
 from federation.outcome import check_releasable, failure_card, write_card
 from federation.permit_view import check_job, read_permit
 from federation.ports import AuditSink, RequestSigner
+from federation.prompt_grid import PromptGrid
 from federation.release import release_model
 from federation.strategy import XgbStrategy
 
@@ -209,7 +210,7 @@ def main(grid: Grid, context: Context) -> None:
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     outcome = run_coordinator(
-        grid, job, engine="deployment", progress=_file_progress(out / PROGRESS_FILE)
+        PromptGrid(grid), job, engine="deployment", progress=_file_progress(out / PROGRESS_FILE)
     )
     (out / RESULT_FILE).write_bytes(orjson.dumps(outcome.to_dict(), option=orjson.OPT_INDENT_2))
     if outcome.status != "completed":  # Flower then shows the run as finished:failed

@@ -18,6 +18,7 @@ from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
 from federation import trees, ubj
 from federation.errors import AccessDeniedError, InsufficientDataError, JobConfigError
+from federation.holdout import held_out
 from federation.job import BoosterParams
 from federation.ports import AccessTerms, SiteDataset
 
@@ -62,11 +63,16 @@ class Split:
     evaluate: np.ndarray
 
 
-def split_rows(n: int, fraction: float, seed: int) -> Split:
-    """A deterministic train/evaluation split of a site's rows (same every round)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_eval = round(n * fraction)
-    return Split(train=np.sort(order[n_eval:]), evaluate=np.sort(order[:n_eval]))
+def split_rows(data: SiteDataset, fraction: float, split_key: str) -> Split:
+    """The site's rows on each side of the job's patient-level split (:mod:`federation.holdout`).
+
+    Rows without patient keys (a source that offers none) count as one patient each.
+    """
+    keys = data.patient_keys or tuple(f"row-{i}" for i in range(data.rows))
+    if len(keys) != data.rows:
+        raise JobConfigError("the site's patient keys do not match its rows")
+    mask = held_out(keys, split_key, fraction)
+    return Split(train=np.flatnonzero(~mask), evaluate=np.flatnonzero(mask))
 
 
 def check_site_rows(data: SiteDataset, terms: AccessTerms) -> None:

@@ -61,6 +61,7 @@ from federation.client_app import make_client_app, reason_of, site_from_node_con
 from federation.job import SiteConfig
 from federation.ports import AuditSink
 from federation.site_runtime import RunRecord, append_run
+from federation.timeline import mark, recording
 from trust import is_identifier
 
 _log = logging.getLogger("federation.site_executor")
@@ -167,7 +168,7 @@ class SiteExecutor:
         insecure: bool = False,
         root_certificates: str | None = None,
         runs_file: Path | None = None,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.1,
     ) -> None:
         if not secret:
             raise ValueError("the SuperExec secret must not be empty")
@@ -201,7 +202,7 @@ class SiteExecutor:
             return str(res.token)
         return None
 
-    def serve(self, token: str) -> Answer | None:
+    def serve(self, token: str, acquired_at: float | None = None) -> Answer | None:
         """Pull one task, answer it, push the reply and the task's final status."""
         client = self._client(
             [
@@ -215,19 +216,25 @@ class SiteExecutor:
         status = SubStatus.FAILED
         result: Answer | None = None
         run_id = 0
-        try:
-            msg, context, run, fab = pull_task_input(client)
-            run_id = int(run.run_id)
-            result = answer(msg, context, fab.content)
-            push_message(client, result.reply, context)
-            status = SubStatus.COMPLETED
-        except Exception as exc:
-            _log.warning("task failed: %s", type(exc).__name__)
-        finally:
-            push_task_output(client, context, status, "" if result else "task_failed")
-            if heartbeat.is_running:
-                heartbeat.stop()
-            client.close()
+        sent_at = 0.0
+        with recording() as marks:
+            marks["acquired"] = acquired_at if acquired_at is not None else time.time()
+            try:
+                msg, context, run, fab = pull_task_input(client)
+                mark("task_pull")
+                run_id = int(run.run_id)
+                sent_at = float(msg.metadata.created_at)
+                result = answer(msg, context, fab.content)
+                push_message(client, result.reply, context)
+                mark("reply_push")
+                status = SubStatus.COMPLETED
+            except Exception as exc:
+                _log.warning("task failed: %s", type(exc).__name__)
+            finally:
+                push_task_output(client, context, status, "" if result else "task_failed")
+                if heartbeat.is_running:
+                    heartbeat.stop()
+                client.close()
         if result is not None and self.runs_file is not None:
             append_run(
                 self.runs_file,
@@ -237,6 +244,8 @@ class SiteExecutor:
                     operation=result.operation,
                     outcome=result.outcome,
                     at=int(time.time()),
+                    sent_at=sent_at,
+                    phases=dict(marks),
                 ),
             )
         return result
@@ -250,7 +259,7 @@ class SiteExecutor:
                 _log.info("runtime API unavailable: %s", type(exc).__name__)
                 token = None
             if token is not None:
-                self.serve(token)
+                self.serve(token, acquired_at=time.time())
                 continue
             stop.wait(self.poll_interval)
 
@@ -270,13 +279,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--superexec-auth-secret-file", required=True, type=Path)
     parser.add_argument("--runs-file", type=Path, help="JSON lines: app digest per task")
     parser.add_argument("--parent-pid", type=int)
-    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument("--poll-interval", type=float, default=0.1)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # one line per poll of the Runtime API (every 0.1 s) would flood the site's log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         secret = args.superexec_auth_secret_file.read_bytes()
     except OSError:

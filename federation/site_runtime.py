@@ -18,7 +18,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,10 @@ class RunRecord:
     operation: str
     outcome: str
     at: int
+    #: When the coordinator created the message and when each phase at the site
+    #: ended (``time.time()``; see :mod:`federation.timeline`): timing only.
+    sent_at: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def append_run(path: Path, record: RunRecord) -> None:

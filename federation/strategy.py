@@ -46,6 +46,9 @@ class RunState:
     rounds: list[RoundReport] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     evaluated_sites: list[str] = field(default_factory=list)
+    #: Evaluation rows per site (each at or above the permit's disclosure floor: a
+    #: site below it reports no metrics at all).
+    evaluated_rows: dict[str, int] = field(default_factory=dict)
 
 
 def wait_for_nodes(grid: Grid, need: int, timeout: float) -> list[int]:
@@ -84,6 +87,7 @@ class XgbStrategy(Strategy):
         self.progress = progress
         self.state = RunState(global_pack=initial)
         self._round_started = time.monotonic()
+        self._grid: Grid | None = None
         self._excluded: set[int] = set()
         self._addressed: list[int] = []
         self._connected: set[int] = set()
@@ -131,6 +135,7 @@ class XgbStrategy(Strategy):
                         params=self.job.params,
                         eval_fraction=self.job.eval_fraction,
                         strategy=self.job.strategy,
+                        split_key=self.job.split_key,
                     ),
                 }
             )
@@ -191,6 +196,7 @@ class XgbStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._round_started = time.monotonic()
+        self._grid = grid
         self._addressed = self._nodes(grid, server_round)
         self._sent = self._messages(server_round, self._addressed, "train", MessageType.TRAIN)
         return self._sent
@@ -266,6 +272,7 @@ class XgbStrategy(Strategy):
             trees=new_trees,
             bytes_sent={p[0]: p[3] for p in parts},
             seconds=time.monotonic() - self._round_started,
+            exchanges=list(getattr(self._grid, "exchanges", [])[-1:]),
         )
         self.state.rounds.append(report)
         self.audit.record(
@@ -309,6 +316,7 @@ class XgbStrategy(Strategy):
             if not isinstance(n, int | float) or n <= 0:
                 continue
             self.state.evaluated_sites.append(site)
+            self.state.evaluated_rows[site] = int(n)
             for name in METRIC_NAMES:
                 value = record.get(name)
                 if isinstance(value, int | float):

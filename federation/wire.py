@@ -60,6 +60,7 @@ def job_config(
     params: BoosterParams,
     eval_fraction: float,
     strategy: str,
+    split_key: str = "",
 ) -> ConfigRecord:
     return ConfigRecord(
         {
@@ -72,6 +73,7 @@ def job_config(
             "spec-hash": spec_hash,
             "params": orjson.dumps(asdict(params)).decode(),
             "eval-fraction": eval_fraction,
+            "split-key": split_key or job_id,
             "strategy": strategy,
         }
     )

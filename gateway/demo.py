@@ -28,6 +28,9 @@ from gateway.report import ReportData, RocCurve, write_report
 SITES = ("ee-tartu-uh", "ee-north-estonia-mc", "fi-hus-helsinki")
 HDABS = (("hdab-ee", "EE"), ("hdab-fi", "FI"))
 MAX_ROUNDS = 8
+#: The training job's id (also its held-out split key) and its held-out share of patients.
+JOB_ID = "demo-train"
+EVAL_FRACTION = 0.2
 
 
 @dataclass
@@ -54,12 +57,6 @@ class DemoResult:
             "refused_reason": self.refused_reason,
             "seconds": round(self.seconds, 1),
         }
-
-
-def _split(n: int, seed: int) -> np.ndarray:
-    """Deterministic 80/20 train/test mask per site (True = test)."""
-    rng = np.random.default_rng(seed)
-    return rng.random(n) < 0.2
 
 
 def _fit_predict(
@@ -261,8 +258,9 @@ def run_demo(
     from federation.adapters import spec_hash_of
     from federation.job import BoosterParams
     from federation.jobs import local_fhir_job, signed_audit
+    from federation.reference import pooled_held_out, reference_site
     from federation.run import train
-    from fhir_adapters.features import FeatureSpec, extract_features
+    from fhir_adapters.features import FeatureSpec
     from fhir_adapters.testing.synthetic import CohortConfig, synthetic_spec_document, write_ndjson
 
     started = time.perf_counter()
@@ -330,11 +328,12 @@ def run_demo(
             coordinator_audit=signed_audit(audit_url("coordinator"), keys_dir / "coordinator.json"),
             rounds=n_rounds,
             params=BoosterParams(max_depth=4, min_child_weight=5),
+            eval_fraction=EVAL_FRACTION,
         )
 
     say(f"4/7 federated XGBoost (bagging), {rounds} rounds on Flower's simulation engine")
     result = train(
-        job(rounds, "demo-train"),
+        job(rounds, JOB_ID),
         engine="simulation",
         progress=lambda r: say(f"    round {r.round}: sites {', '.join(r.sites)}"),
     )
@@ -390,37 +389,43 @@ def run_demo(
 
     say("7/7 reference models and the report")
     spec = FeatureSpec.from_dict(spec_doc)
+    # Every model is scored on the same held-out patients, which no model trained on:
+    # the federated job's own patient-level split (same code path as each site's).
+    refs = {
+        site: reference_site(
+            folder,
+            spec_doc,
+            spec_hash,
+            split_key=JOB_ID,
+            eval_fraction=EVAL_FRACTION,
+            cache_dir=out_dir / "work" / "sites" / site / "features",
+        )
+        for site, folder in site_dirs.items()
+    }
+    Xt_all, yt_all = pooled_held_out(refs)
     curves: list[RocCurve] = []
     quality: list[dict[str, Any]] = []
-    xs, ys, xts, yts = [], [], [], []
     local_aucs: dict[str, float] = {}
-    for i, (site, folder) in enumerate(site_dirs.items()):
-        m = extract_features(spec, folder)
-        if m.y is None:
-            raise RuntimeError("the demo spec defines a label; extraction returned none")
-        labels = m.y
-        test = _split(len(labels), seed + i)
-        X, y = m.X[~test], labels[~test]
-        Xt, yt = m.X[test], labels[test]
-        xs.append(X)
-        ys.append(y)
-        xts.append(Xt)
-        yts.append(yt)
-        c = _curve(f"local only: {site}", yt, _fit_predict(X, y, Xt, rounds * 3, 4), dashed=True)
+    for site, ref in refs.items():
+        X, y = ref.train
+        c = _curve(
+            f"local only: {site}", yt_all, _fit_predict(X, y, Xt_all, rounds * 3, 4), dashed=True
+        )
         local_aucs[site] = c.auc
         curves.append(c)
         quality.append(
             {
                 "site": site,
-                "patients": len(m.y),
-                "positives": int(np.nansum(m.y)),
-                "excluded (opt-out)": int(m.report.excluded_opt_out),
-                "quality problems": int(getattr(m.report.quality, "problems", 0) or 0),
-                "features": len(m.feature_names),
+                "patients": ref.data.patients,
+                "positives": int(np.nansum(ref.data.y)),
+                "held out": int(ref.split.evaluate.size),
+                "excluded (opt-out)": int(ref.data.excluded_opt_out),
+                "quality problems": int(ref.data.quarantined),
+                "features": len(ref.data.feature_names),
             }
         )
-    Xall, yall = np.vstack(xs), np.concatenate(ys)
-    Xt_all, yt_all = np.vstack(xts), np.concatenate(yts)
+    Xall = np.vstack([r.train[0] for r in refs.values()])
+    yall = np.concatenate([r.train[1] for r in refs.values()])
     central = _curve(
         "centralized reference (pooled, not allowed in practice)",
         yt_all,
@@ -440,6 +445,11 @@ def run_demo(
                 ("federated AUC", f"{federated.auc:.3f}"),
                 ("centralized reference AUC", f"{central.auc:.3f}"),
                 ("local-only mean AUC", f"{np.mean(list(local_aucs.values())):.3f}"),
+                (
+                    "evaluation",
+                    f"all models on the same {len(yt_all)} held-out patients "
+                    f"({EVAL_FRACTION:.0%} per site, patient-level split keyed by the job id)",
+                ),
                 ("audit chains", "all verified" if audit_ok else "FAILED"),
             ],
             curves=curves,
