@@ -59,14 +59,17 @@ def supernode_command(
     site_json: Path,
     node_key: Path,
     root_certificates: Path | None,
-    clientappio_port: int,
 ) -> list[str]:
-    """The ``flower-supernode`` command line (Flower 1.42 flags)."""
+    """The ``flower-supernode`` command line (Flower 1.42 flags).
+
+    No ``--isolation``, ``--host`` or ``--port``: the gateway appends them itself
+    (its own executor serves the SuperNode's local Runtime API on a port it
+    chooses; see :mod:`federation.site_runtime`), and refuses a command that sets them.
+    """
     cmd = ["flower-supernode", "--superlink", superlink]
     cmd += ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
     cmd += ["--auth-supernode-private-key", str(node_key)]
     cmd += ["--node-config", f'site-config="{site_json}"']
-    cmd += ["--host", "127.0.0.1", "--port", str(clientappio_port)]
     return cmd
 
 
@@ -189,7 +192,6 @@ def init_node(args: argparse.Namespace) -> dict[str, Any]:
         site_json=site_json,
         node_key=node_keys.private_key,
         root_certificates=ca,
-        clientappio_port=args.clientappio_port,
     )
     fhir_table: dict[str, Any] = {"kind": "ndjson", "path": fhir_path}
     toml = render_toml(
@@ -261,9 +263,6 @@ def register_node_init(commands: Any) -> None:
     p.add_argument("--status-list", help="offline: a status list token file")
     p.add_argument("--hdab-country", required=True, help="the HDAB's ISO 3166 country code")
     p.add_argument("--port", type=int, default=8710, help="the gateway's port (default 8710)")
-    p.add_argument(
-        "--clientappio-port", type=int, default=9094, help="SuperNode's local ClientApp API port"
-    )
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)

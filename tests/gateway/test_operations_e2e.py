@@ -239,8 +239,6 @@ def test_three_organisations_train_then_a_revoked_permit_fails_the_run(
                     "FI",
                     "--port",
                     str(port),
-                    "--clientappio-port",
-                    str(free_port()),
                 )
                 sh(
                     env,
