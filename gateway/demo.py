@@ -383,6 +383,7 @@ def run_demo(
     )
     witnessed = witness_each_other(audit_url, keys_dir, [*hdab_ids, *actors], trust, say=say)
     audit_ok = all(v.ok for _, v in verdicts) and all(w.report.ok for w in witnessed)
+    provenance = _provenance(result, trust, audit_url, hdab_ids[0], say)
     say(
         f"    {size} entries in {len(actors)} logs, {'all verified' if audit_ok else 'NOT verified'}"
     )
@@ -467,6 +468,7 @@ def run_demo(
             ],
             audit_events=events,
             cosignatures=[w.row() for w in witnessed],
+            provenance=provenance,
             quality=quality,
             training=[
                 ("engine", "Flower simulation"),
@@ -516,3 +518,44 @@ def _relative(path: str | None, folder: Path) -> str:
         return str(p.resolve().relative_to(folder))
     except ValueError:
         return p.name
+
+
+def _provenance(
+    result: Any,
+    trust: Any,
+    audit_url: Callable[[str], str],
+    hdab: str,
+    say: Callable[[str], None],
+) -> list[tuple[str, str]]:
+    """Run ``ehds model verify``'s check on the released model, as a third party would.
+
+    From the model file, its card and the HDAB's, coordinator's and hospitals' logs
+    (each under its newest checkpoint, with inclusion proofs): which permit, which
+    sites in which rounds, and that the released hash is the one logged.
+    """
+    from gateway.provenance import LogRef, ProvenanceError, verify_model
+
+    if result.model_ubj is None or result.model_card is None:
+        say("    model provenance: no model released, nothing to check")
+        return [("result", "no model released")]
+    card = orjson.loads(Path(result.model_card).read_bytes())
+    try:
+        checked = verify_model(
+            result.model_ubj,
+            card,
+            trust=trust,
+            hdab=LogRef(hdab, audit_url(hdab)),
+            coordinator=LogRef("coordinator", audit_url("coordinator")),
+            sites=[LogRef(site, audit_url(site)) for site in result.contributing_sites],
+        )
+    except ProvenanceError as exc:
+        say(f"    model provenance: FAILED [{exc.code}] {exc}")
+        return [("result", f"FAILED [{exc.code}] {exc}")]
+    say(f"    model provenance: {checked.model_hash} traced to permit {checked.permit}")
+    return [
+        ("result", "verified from the logs with inclusion proofs"),
+        ("model hash", checked.model_hash),
+        ("permit", f"{checked.permit} ({hdab} log entry {checked.permit_issued.index})"),
+        ("released", f"coordinator log entry {checked.released.index}"),
+        *[(f"round {r.round}", ", ".join(sorted(r.sites))) for r in checked.rounds],
+    ]

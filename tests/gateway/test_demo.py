@@ -23,6 +23,9 @@ def test_demo_small_cohort_writes_report_and_verified_audit(tmp_path: Path) -> N
     assert "<svg" in html
     # every organisation's log is cosigned by the others' witnesses (state in their own databases)
     assert "Witness cosignatures" in html and "hdab-fi @" in html
+    # one model-provenance check, as ehds model verify runs it, from the logs alone
+    assert "Model provenance" in html and "verified from the logs with inclusion proofs" in html
+    assert "FAILED [MODEL_" not in html
     from audit_chain.storage import LogStore
 
     store = LogStore(tmp_path / "demo" / "audit" / "ee-tartu-uh.sqlite")
