@@ -194,8 +194,10 @@ async def _revocation_latency(push: bool, n: int) -> list[float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        hdab_key, staff = generate_key(), generate_key()
+        hdab_key, staff, service_key = generate_key(), generate_key(), generate_key()
         (root / "hdab.jwk").write_text(hdab_key.export_private())
+        # the HDAB signs its pushes with its service (audit) key, not its permit key
+        (root / "hdab-service.jwk").write_text(service_key.export_private())
         (root / "trust.json").write_bytes(
             orjson.dumps(TrustList([trusted_key(hdab_key, "hdab-b", "FI")]).to_dict())
         )
@@ -211,6 +213,7 @@ async def _revocation_latency(push: bool, n: int) -> list[float]:
             "EHDS_HDAB_ID": "hdab-b",
             "EHDS_HDAB_COUNTRY": "FI",
             "EHDS_HDAB_SIGNING_KEY": str(root / "hdab.jwk"),
+            "EHDS_AUDIT_SIGNING_KEY": str(root / "hdab-service.jwk"),
             "EHDS_AUDIT_DATABASE": str(root / "hdab-audit.sqlite"),
             "EHDS_HDAB_PUSH_TO": node_url if push else "",
         }
@@ -220,7 +223,7 @@ async def _revocation_latency(push: bool, n: int) -> list[float]:
         hdab_client = TestClient(TestServer(hdab_app, host="127.0.0.1"))
         await hdab_client.start_server()
         node_ring = KeyRing()
-        node_ring.add(hdab_key, org="hdab-b", roles=["hdab_staff"])
+        node_ring.add(service_key, org="hdab-b", roles=["hdab_staff"])
         node_env = {
             **common,
             "EHDS_NODE_SITE": "site-0",
