@@ -32,6 +32,7 @@ matching SuperNode and executor command lines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -305,9 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _log.info("serving ClientApp tasks (pid %s)", os.getpid())
     try:
-        executor.run()
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends serving, quietly
+            executor.run()
     finally:
         executor.close()
     return 0

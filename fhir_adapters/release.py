@@ -10,6 +10,7 @@ per resource from the data itself (:func:`detect_version`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from functools import lru_cache
@@ -72,10 +73,8 @@ def detect_version(resource: dict[str, Any]) -> str | None:
     """
     declared = resource.get("fhirVersion")
     if declared is not None and isinstance(declared, str):
-        try:
+        with contextlib.suppress(ValidationModeError):  # unknown label: look further
             return normalize_version(declared)
-        except ValidationModeError:
-            pass
     meta = resource.get("meta")
     if meta is not None and type(meta) is dict:
         for profile in meta.get("profile") or ():

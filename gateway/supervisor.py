@@ -45,11 +45,9 @@ def _parent_death_hook(parent: int) -> Callable[[], None]:
     """Pre-exec: die with the parent (Linux); refuse to start if it is already gone."""
 
     def hook() -> None:
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: the group still applies
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: the process group still applies
-            pass
         if os.getppid() != parent:  # the parent died between fork and prctl
             os._exit(1)
 

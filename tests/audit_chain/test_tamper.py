@@ -73,7 +73,7 @@ def _rewrite_nodes(log: AuditLog) -> None:
         )
 
 
-def _check(log: AuditLog, trust: TrustStore, index: int, reason: str, **kw: object) -> None:
+def assert_caught(log: AuditLog, trust: TrustStore, index: int, reason: str, **kw: object) -> None:
     report = verify_log(log, trust, **kw)  # type: ignore[arg-type]
     assert not report.ok
     assert (report.index, report.reason) == (index, reason), report.message
@@ -84,7 +84,7 @@ def test_changed_leaf_byte(filled: AuditLog, trust: TrustStore) -> None:
     pos = leaf.index(b".") + 20  # a byte inside the signed payload
     leaf[pos] = ord("B") if leaf[pos] != ord("B") else ord("C")
     _exec(filled, _set_leaf(5, bytes(leaf)))
-    _check(filled, trust, 5, "AUDIT_BAD_SIGNATURE")
+    assert_caught(filled, trust, 5, "AUDIT_BAD_SIGNATURE")
 
 
 def test_replaced_by_another_validly_signed_event(
@@ -99,12 +99,12 @@ def test_replaced_by_another_validly_signed_event(
         index=7,
     )
     _exec(filled, _set_leaf(7, other.encode()))
-    _check(filled, trust, 7, "AUDIT_LEAF_MISMATCH")
+    assert_caught(filled, trust, 7, "AUDIT_LEAF_MISMATCH")
 
 
 def test_deleted_entry(filled: AuditLog, trust: TrustStore) -> None:
     _exec(filled, delete(ENTRIES).where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx == 4)))
-    _check(filled, trust, 4, "AUDIT_MISSING_ENTRY")
+    assert_caught(filled, trust, 4, "AUDIT_MISSING_ENTRY")
 
 
 def test_deleted_entry_and_renumbered(filled: AuditLog, trust: TrustStore) -> None:
@@ -126,18 +126,18 @@ def test_deleted_entry_and_renumbered(filled: AuditLog, trust: TrustStore) -> No
                 for i, b in enumerate(leaves)
             ],
         )
-    _check(filled, trust, 4, "AUDIT_LEAF_MISMATCH")
+    assert_caught(filled, trust, 4, "AUDIT_LEAF_MISMATCH")
     _rewrite_nodes(filled)  # each event names its index: entry 5 moved to 4 fails there
     _exec(filled, update(HEADS).where(HEADS.c.log_id == LOG_ID).values(size=N - 1))
-    _check(filled, trust, 4, "AUDIT_MISPLACED_EVENT")
+    assert_caught(filled, trust, 4, "AUDIT_MISPLACED_EVENT")
 
 
 def test_swapped_entries(filled: AuditLog, trust: TrustStore) -> None:
     a, b = _leaf(filled, 3), _leaf(filled, 8)
     _exec(filled, _set_leaf(3, b), _set_leaf(8, a))
-    _check(filled, trust, 3, "AUDIT_LEAF_MISMATCH")
+    assert_caught(filled, trust, 3, "AUDIT_LEAF_MISMATCH")
     _rewrite_nodes(filled)  # nodes now agree with the swapped entries...
-    _check(filled, trust, 3, "AUDIT_MISPLACED_EVENT")  # ...the signed positions do not
+    assert_caught(filled, trust, 3, "AUDIT_MISPLACED_EVENT")  # ...the signed positions do not
 
 
 def test_tampered_interior_node(filled: AuditLog, trust: TrustStore) -> None:
@@ -147,7 +147,7 @@ def test_tampered_interior_node(filled: AuditLog, trust: TrustStore) -> None:
         .where(and_(NODES.c.log_id == LOG_ID, NODES.c.level == 2, NODES.c.idx == 1))
         .values(hash=b"\x00" * 32),
     )
-    _check(filled, trust, 4, "AUDIT_NODE_MISMATCH")  # node (2, 1) covers entries 4..7
+    assert_caught(filled, trust, 4, "AUDIT_NODE_MISMATCH")  # node (2, 1) covers entries 4..7
 
 
 def _truncate(log: AuditLog, k: int, *, checkpoints: bool) -> None:
@@ -178,12 +178,12 @@ def _truncate(log: AuditLog, k: int, *, checkpoints: bool) -> None:
 
 def test_truncated_tail_entries_only(filled: AuditLog, trust: TrustStore) -> None:
     _exec(filled, delete(ENTRIES).where(and_(ENTRIES.c.log_id == LOG_ID, ENTRIES.c.idx >= 9)))
-    _check(filled, trust, 9, "AUDIT_TRUNCATED")
+    assert_caught(filled, trust, 9, "AUDIT_TRUNCATED")
 
 
 def test_truncated_tail_with_head_and_nodes(filled: AuditLog, trust: TrustStore) -> None:
     _truncate(filled, 9, checkpoints=False)
-    _check(filled, trust, 9, "AUDIT_TRUNCATED")  # its own newest checkpoint covers 12
+    assert_caught(filled, trust, 9, "AUDIT_TRUNCATED")  # its own newest checkpoint covers 12
 
 
 def test_truncated_tail_everything_but_the_client_remembers(
@@ -193,7 +193,7 @@ def test_truncated_tail_everything_but_the_client_remembers(
     client.update(filled)
     _truncate(filled, 9, checkpoints=True)
     assert verify_log(filled, trust).ok  # self-consistent: only an outside checkpoint can tell
-    _check(filled, trust, 9, "AUDIT_TRUNCATED", trusted=client.history)
+    assert_caught(filled, trust, 9, "AUDIT_TRUNCATED", trusted=client.history)
     with pytest.raises(AuditRollbackError):
         client.update(filled)
 
@@ -215,9 +215,9 @@ def test_fork_served_to_holder_of_older_checkpoints(
     assert verify_log(filled, trust).ok  # the forked log is self-consistent and validly signed
     with pytest.raises(AuditForkError):
         client.update(filled)  # no consistency proof can link it to what the client saw
-    _check(filled, trust, 7, "AUDIT_FORK", trusted=client.history)
+    assert_caught(filled, trust, 7, "AUDIT_FORK", trusted=client.history)
     # a holder of just one old checkpoint still detects it (the divergence lies before size N)
-    _check(filled, trust, 0, "AUDIT_FORK", trusted=client.history[-1])
+    assert_caught(filled, trust, 0, "AUDIT_FORK", trusted=client.history[-1])
 
 
 def test_same_size_fork(
@@ -246,7 +246,7 @@ def test_row_beyond_the_head(filled: AuditLog, trust: TrustStore) -> None:
                 }
             ],
         )
-    _check(filled, trust, N, "AUDIT_UNEXPECTED_ENTRY")
+    assert_caught(filled, trust, N, "AUDIT_UNEXPECTED_ENTRY")
 
 
 def test_verify_while_appending_is_not_a_false_alarm(
